@@ -1,0 +1,6 @@
+//! Perch's host side: import ONNX models, analyse them, compile `.perch` plans, measure accuracy.
+
+pub mod accuracy;
+pub mod analysis;
+pub mod compile;
+pub mod import;

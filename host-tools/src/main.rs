@@ -1,0 +1,306 @@
+//! `perch`: from a trained ONNX classifier to plans for edge devices.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use perch_datasets::{Dataset, Item};
+use perch_host::analysis::{self, Target, human};
+use perch_host::compile::{self, PreprocessChoice};
+use perch_host::{accuracy, import};
+use perch_runtime::plan::{Accuracy, Dim, Plan, manifest::shape_to_string};
+use perch_runtime::preprocess::{Color, Filter, Resize};
+use perch_runtime::{ChannelPolicy, Classifier};
+
+const EXAMPLES: &str = "Examples:
+  perch inspect models/fashion-cnn-s/fashion-cnn-s.onnx
+  perch compile models/fashion-cnn-s/fashion-cnn-s.onnx --target sbc -o fashion-cnn-s.perch \\
+      --mean 0.2860 --std 0.3530 --eval-data fashion-mnist:test
+  perch-run classify --plan fashion-cnn-s.perch shoe.png";
+
+/// Perch: compile image classifiers trained in PyTorch (exported to ONNX) into plans for ARM boards and
+/// microcontrollers, and measure their accuracy on the way.
+#[derive(Parser)]
+#[command(version, about, long_about = None, after_help = EXAMPLES)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Compile an ONNX model into a plan for a target.
+    Compile(CompileArgs),
+    /// Show a model's or plan's ops, parameters, MACs, tensor shapes and per-target support.
+    Inspect {
+        /// An ONNX model or a .perch plan.
+        model: PathBuf,
+        /// Override the input shape (ONNX only), e.g. batch,3,224,224.
+        #[arg(long, value_name = "DIMS", value_parser = import::parse_shape)]
+        input_shape: Option<Vec<Dim>>,
+        /// List every node with its output shape, MACs and parameters.
+        #[arg(long)]
+        nodes: bool,
+    },
+    /// Work with datasets.
+    #[command(subcommand)]
+    Dataset(DatasetCommand),
+}
+
+#[derive(Subcommand)]
+enum DatasetCommand {
+    /// Write samples of a dataset as PNG files in ImageFolder layout (DIR/<class>/<index>.png).
+    Export {
+        /// IDX file or directory, `fashion-mnist[:train|:test]`, ImageFolder directory or .npy.
+        data: String,
+        /// Output directory.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// How many samples to write, from the start of the dataset.
+        #[arg(long, default_value_t = 10)]
+        count: usize,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum TargetArg {
+    /// ARM single-board computers (Raspberry Pi, Jetson) running tract: writes a .perch plan.
+    Sbc,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ColorArg {
+    Grayscale,
+    Rgb,
+    Bgr,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum FilterArg {
+    Nearest,
+    Bilinear,
+    Bicubic,
+    Lanczos3,
+}
+
+#[derive(Args)]
+struct CompileArgs {
+    /// The ONNX model (either PyTorch exporter; a symbolic or -1 batch axis is kept dynamic).
+    model: PathBuf,
+    /// What to compile for.
+    #[arg(long, value_enum, default_value = "sbc")]
+    target: TargetArg,
+    /// Where to write the plan (written whole or not at all).
+    #[arg(short, long, value_name = "FILE")]
+    output: PathBuf,
+    /// Class labels, one per line in class order. Default: labels.txt beside the model, if present.
+    #[arg(long, value_name = "FILE")]
+    labels: Option<PathBuf>,
+    /// Override the model's input shape, e.g. batch,3,224,224 (numbers, or names for dynamic axes).
+    #[arg(long, value_name = "DIMS", value_parser = import::parse_shape)]
+    input_shape: Option<Vec<Dim>>,
+    /// Colour the model was trained on. Default: from the input's channel count (1: grayscale, 3: rgb).
+    #[arg(long, value_enum)]
+    color: Option<ColorArg>,
+    /// Resize: N for the shorter side (aspect kept, as torchvision Resize(N)), or WxH exactly.
+    /// Default: exactly the model's input size.
+    #[arg(long, value_name = "N|WxH", value_parser = parse_resize)]
+    resize: Option<Resize>,
+    /// Center crop after resizing: N or WxH (torchvision CenterCrop).
+    #[arg(long, value_name = "N|WxH", value_parser = parse_size)]
+    center_crop: Option<(u32, u32)>,
+    /// Resampling filter for resizing.
+    #[arg(long, value_enum)]
+    filter: Option<FilterArg>,
+    /// Per-channel mean subtracted after scaling pixels to [0, 1] (one value, or one per channel).
+    /// Default 0. ImageNet models: 0.485,0.456,0.406.
+    #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
+    mean: Option<Vec<f32>>,
+    /// Per-channel std divided by after the mean. Default 1. ImageNet models: 0.229,0.224,0.225.
+    #[arg(long, value_delimiter = ',')]
+    std: Option<Vec<f32>>,
+    /// Measure top-1 accuracy of the compiled plan on this labelled dataset and record it in the plan
+    /// (IDX file or directory, `fashion-mnist[:test]`, ImageFolder directory, or .npy).
+    #[arg(long, value_name = "DATA")]
+    eval_data: Option<String>,
+    /// Evaluate only the first N samples of --eval-data.
+    #[arg(long, value_name = "N")]
+    eval_limit: Option<usize>,
+}
+
+fn parse_size(text: &str) -> Result<(u32, u32), String> {
+    let parse = |s: &str| s.trim().parse::<u32>().ok().filter(|&n| n > 0).ok_or_else(|| format!("`{text}` is not N or WxH"));
+    match text.split_once(['x', 'X']) {
+        Some((w, h)) => Ok((parse(w)?, parse(h)?)),
+        None => parse(text).map(|n| (n, n)),
+    }
+}
+
+fn parse_resize(text: &str) -> Result<Resize, String> {
+    if text.contains(['x', 'X']) {
+        parse_size(text).map(|(width, height)| Resize::Exact { width, height })
+    } else {
+        parse_size(text).map(|(n, _)| Resize::ShorterSide(n))
+    }
+}
+
+fn progress_bar(len: usize, what: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} ({eta} left)").expect("valid template").progress_chars("=> "),
+    );
+    bar.set_message(what.to_string());
+    bar
+}
+
+fn compile_cmd(args: &CompileArgs) -> Result<()> {
+    let TargetArg::Sbc = args.target;
+    let imported = import::import(&args.model, args.input_shape.as_deref())?;
+    let labels_path = args.labels.clone().or_else(|| compile::labels_beside(&args.model));
+    let labels = labels_path.as_deref().map(compile::read_labels).transpose()?;
+    let choice = PreprocessChoice {
+        color: args.color.map(|c| match c {
+            ColorArg::Grayscale => Color::Grayscale,
+            ColorArg::Rgb => Color::Rgb,
+            ColorArg::Bgr => Color::Bgr,
+        }),
+        resize: args.resize,
+        center_crop: args.center_crop,
+        filter: args.filter.map(|f| match f {
+            FilterArg::Nearest => Filter::Nearest,
+            FilterArg::Bilinear => Filter::Bilinear,
+            FilterArg::Bicubic => Filter::Bicubic,
+            FilterArg::Lanczos3 => Filter::Lanczos3,
+        }),
+        mean: args.mean.clone(),
+        std: args.std.clone(),
+    };
+    let mut manifest = compile::manifest_for(&imported, labels, &choice)?;
+    let (mut bytes, plan) = compile::round_trip(&mut manifest, &imported.model)?;
+    if let Some(data) = &args.eval_data {
+        let mut dataset = Dataset::open(data)?;
+        if let Some(n) = args.eval_limit {
+            dataset.truncate(n);
+        }
+        let classifier = Classifier::new(plan, 64)?;
+        let bar = progress_bar(dataset.len(), "evaluating");
+        let eval = accuracy::evaluate(&classifier, &dataset, ChannelPolicy::Strict, |n| bar.set_position(n as u64))
+            .with_context(|| format!("evaluating on {data}"))?;
+        bar.finish_and_clear();
+        manifest.accuracy = Some(Accuracy { dataset: data.clone(), images: eval.images, top1: eval.top1() });
+        bytes = compile::round_trip(&mut manifest, &imported.model)?.0;
+    }
+    perch_runtime::plan::write_atomically(&args.output, &bytes)?;
+
+    let analysis = analysis::analyze(&imported.model)?;
+    let m = &manifest;
+    println!("compiled {} -> {} ({} bytes, {})", args.model.display(), args.output.display(), bytes.len(), m.quantization.scheme);
+    println!("  input   {} [{}] {:?}, preprocess {}", m.input.name, shape_to_string(&m.input.shape), m.input.layout, serde_json::to_string(&m.preprocess)?);
+    let labels_from = labels_path.map_or("none given: named by index".to_string(), |p| format!("from {}", p.display()));
+    println!("  output  {} [{}] {:?}, {} labels {labels_from}", m.output.name, shape_to_string(&m.output.shape), m.output.kind, m.labels.len());
+    println!("  {} parameters, {} MACs per image", human(analysis.params), human(analysis.macs));
+    if let Some(a) = &m.accuracy {
+        println!("  accuracy {:.2}% top-1 on {} ({} images)", a.top1, a.dataset, a.images);
+    }
+    Ok(())
+}
+
+fn inspect_cmd(path: &Path, input_shape: Option<&[Dim]>, nodes: bool) -> Result<()> {
+    let is_plan = std::fs::read(path).ok().is_some_and(|b| b.starts_with(&perch_runtime::plan::container::MAGIC));
+    let model = if is_plan {
+        if input_shape.is_some() {
+            bail!("--input-shape applies to ONNX models; a plan's input shape is fixed at compile time");
+        }
+        let plan = Plan::load(path)?;
+        let m = &plan.manifest;
+        println!("plan      {} (format v{}, perch {}, tract {})", path.display(), m.format_version, m.perch_version, m.tract_version);
+        println!("checksum  sha256:{}", plan.checksum);
+        println!("source    {} sha256:{} {}", m.source.file_name, m.source.sha256, m.source.producer.clone().unwrap_or_default());
+        println!("input     {} [{}] {:?} {}", m.input.name, shape_to_string(&m.input.shape), m.input.layout, m.input.dtype);
+        println!("output    {} [{}] {:?}", m.output.name, shape_to_string(&m.output.shape), m.output.kind);
+        println!("preproc   {}", serde_json::to_string(&m.preprocess)?);
+        println!("labels    {}", m.labels.join(", "));
+        println!("quant     {}", m.quantization.scheme);
+        if let Some(a) = &m.accuracy {
+            println!("accuracy  {:.2}% top-1 on {} ({} images)", a.top1, a.dataset, a.images);
+        }
+        plan.graph
+    } else {
+        let imported = import::import(path, input_shape)?;
+        let s = &imported.source;
+        println!("model     {} sha256:{}", path.display(), s.sha256);
+        println!("producer  {} (opset {})", s.producer.clone().unwrap_or_else(|| "unknown".into()), s.opset.map_or("?".into(), |o| o.to_string()));
+        let fact = imported.model.input_fact(0)?;
+        println!("input     {} {:?}", imported.input_name, fact);
+        println!("output    {} {:?}", imported.output_name, imported.model.output_fact(0)?);
+        imported.model
+    };
+    let a = analysis::analyze(&model)?;
+    println!("params    {} ({} bytes as f32, {} as int8)", human(a.params), human(a.params * 4), human(a.params));
+    println!("MACs      {} per image", human(a.macs));
+    println!("largest activation {} elements per image", human(a.largest_activation));
+    println!("ops       {}", a.ops.iter().map(|(op, n)| format!("{op} x{n}")).collect::<Vec<_>>().join(", "));
+    for (target, missing) in &a.unsupported {
+        let name = match target {
+            Target::Sbc => "sbc (tract, .perch)",
+            Target::Mcu => "mcu (micro runtime int8 op set)",
+        };
+        if missing.is_empty() {
+            println!("target    {name}: every op supported");
+        } else {
+            println!("target    {name}: not supported: {}", missing.join(", "));
+        }
+    }
+    if nodes {
+        println!("\n{:<40} {:<14} {:>16} {:>10} {:>10}", "node", "op", "shape (batch 1)", "MACs", "params");
+        for n in a.nodes.iter().filter(|n| n.params == 0) {
+            println!("{:<40} {:<14} {:>16} {:>10} {:>10}", n.name, n.op, n.shape, human(n.macs), "");
+        }
+        for n in a.nodes.iter().filter(|n| n.params > 0) {
+            println!("{:<40} {:<14} {:>16} {:>10} {:>10}", n.name, n.op, n.shape, "", human(n.params));
+        }
+    }
+    Ok(())
+}
+
+fn export_cmd(data: &str, output: &Path, count: usize) -> Result<()> {
+    let dataset = Dataset::open(data)?;
+    let n = count.min(dataset.len());
+    for index in 0..n {
+        let label = dataset.label(index) as usize;
+        let class = dataset.classes.get(label).cloned().unwrap_or_else(|| label.to_string());
+        // Class names such as "T-shirt/top" must not become paths.
+        let class = class.replace(['/', '\\'], "-");
+        let dir = output.join(&class);
+        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let path = dir.join(format!("{index:05}.png"));
+        match dataset.item(index) {
+            Item::Image(img) => img.save(&path).with_context(|| format!("cannot write {}", path.display()))?,
+            Item::File(src) => {
+                std::fs::copy(&src, dir.join(src.file_name().unwrap_or_default()))
+                    .with_context(|| format!("cannot copy {}", src.display()))?;
+            }
+            Item::Tensor(_) => bail!("{data} holds preprocessed tensors, not images"),
+        }
+    }
+    println!("wrote {n} image(s) from {data} to {}", output.display());
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Compile(args) => compile_cmd(args),
+        Command::Inspect { model, input_shape, nodes } => inspect_cmd(model, input_shape.as_deref(), *nodes),
+        Command::Dataset(DatasetCommand::Export { data, output, count }) => export_cmd(data, output, *count),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

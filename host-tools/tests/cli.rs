@@ -1,0 +1,122 @@
+//! `perch` as a user runs it: the example model compiles, and bad input gets one clear error line.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn perch(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_perch")).args(args).output().expect("perch starts")
+}
+
+fn example() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/fashion-cnn-s/fashion-cnn-s.onnx")
+}
+
+fn assert_one_line_error(out: &Output, needle: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "expected failure; stderr: {stderr}");
+    assert!(!stderr.contains("panicked"), "panic: {stderr}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected one line, got: {stderr}");
+    assert!(lines[0].starts_with("error: ") && lines[0].contains(needle), "expected `{needle}` in: {stderr}");
+}
+
+#[test]
+fn compiles_the_example_and_leaves_nothing_else_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_path = dir.path().join("m.perch");
+    let out = perch(&[
+        "compile", example().to_str().unwrap(), "--target", "sbc", "-o", out_path.to_str().unwrap(),
+        "--mean", "0.2860", "--std", "0.3530", "--eval-data", "fashion-mnist:test", "--eval-limit", "500",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("10 labels from"), "labels.txt beside the model is picked up: {stdout}");
+    assert!(stdout.contains("on fashion-mnist:test (500 images)"), "{stdout}");
+    let plan = perch_runtime::Plan::load(&out_path).unwrap();
+    let accuracy = plan.manifest.accuracy.expect("recorded");
+    assert!(accuracy.top1 > 85.0, "{accuracy:?}");
+    assert_eq!(plan.manifest.preprocess.mean, vec![0.2860]);
+    let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(names, vec!["m.perch"], "no temporary files left");
+}
+
+#[test]
+fn inspect_reports_ops_params_and_macs() {
+    let out = perch(&["inspect", example().to_str().unwrap(), "--nodes"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for needle in ["params    29.3 k", "MACs", "Conv x3", "sbc (tract, .perch): every op supported", "mcu ("] {
+        assert!(stdout.contains(needle), "`{needle}` missing from:\n{stdout}");
+    }
+}
+
+#[test]
+fn missing_model() {
+    assert_one_line_error(&perch(&["compile", "/no/such/model.onnx", "-o", "/tmp/x.perch"]), "cannot read /no/such/model.onnx");
+}
+
+#[test]
+fn not_an_onnx_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notes.onnx");
+    std::fs::write(&path, "these are my notes, not a model\n").unwrap();
+    let out_path = dir.path().join("x.perch");
+    let out = perch(&["compile", path.to_str().unwrap(), "-o", out_path.to_str().unwrap()]);
+    assert_one_line_error(&out, "is not an ONNX model");
+    assert!(!out_path.exists());
+}
+
+#[test]
+fn truncated_onnx_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = std::fs::read(example()).unwrap();
+    for cut in [bytes.len() / 3, bytes.len() - 7] {
+        let path = dir.path().join("cut.onnx");
+        std::fs::write(&path, &bytes[..cut]).unwrap();
+        let out = perch(&["compile", path.to_str().unwrap(), "-o", dir.path().join("x.perch").to_str().unwrap()]);
+        assert_one_line_error(&out, "not an ONNX model");
+    }
+}
+
+#[test]
+fn labels_that_do_not_match_the_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let labels = dir.path().join("labels.txt");
+    std::fs::write(&labels, "cat\ndog\n").unwrap();
+    let out = perch(&[
+        "compile", example().to_str().unwrap(), "-o", dir.path().join("x.perch").to_str().unwrap(),
+        "--labels", labels.to_str().unwrap(),
+    ]);
+    assert_one_line_error(&out, "2 labels given for a model with 10 classes");
+}
+
+#[test]
+fn preprocessing_that_does_not_fit_the_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_path = dir.path().join("x.perch");
+    let out = perch(&["compile", example().to_str().unwrap(), "-o", out_path.to_str().unwrap(), "--resize", "32x32"]);
+    assert_one_line_error(&out, "makes 32x32 images, the model input takes 28x28");
+    let out = perch(&["compile", example().to_str().unwrap(), "-o", out_path.to_str().unwrap(), "--mean", "0.1,0.2"]);
+    assert_one_line_error(&out, "--mean has 2 values for 1 channel(s)");
+}
+
+#[test]
+fn an_existing_plan_survives_a_failed_compile() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_path = dir.path().join("x.perch");
+    std::fs::write(&out_path, b"previous").unwrap();
+    let out = perch(&["compile", example().to_str().unwrap(), "-o", out_path.to_str().unwrap(), "--eval-data", "/no/such/data"]);
+    assert!(!out.status.success());
+    assert_eq!(std::fs::read(&out_path).unwrap(), b"previous");
+}
+
+#[test]
+fn exports_dataset_images_as_an_image_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = perch(&["dataset", "export", "fashion-mnist:test", "--count", "3", "-o", dir.path().to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // The first three test images are an ankle boot, a pullover and a trouser.
+    for p in ["Ankle boot/00000.png", "Pullover/00001.png", "Trouser/00002.png"] {
+        assert!(dir.path().join(p).is_file(), "{p}");
+    }
+}

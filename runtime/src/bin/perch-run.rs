@@ -1,0 +1,145 @@
+//! `perch-run`: runs `.perch` plans on a device.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use perch_runtime::{ChannelPolicy, Classifier, Plan, plan::manifest::shape_to_string, preprocess::open_image};
+
+/// Run Perch plans (.perch files written by `perch compile`) on this machine.
+#[derive(Parser)]
+#[command(version, about, long_about = None, after_help = "Example:\n  perch-run classify --plan fashion-cnn-s.perch shoe.png shirts/ --top 3")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Classify images: each IMAGE file, and every image file found under each DIR.
+    Classify {
+        /// The plan to run.
+        #[arg(long, value_name = "FILE")]
+        plan: PathBuf,
+        /// Image files (PNG, JPEG, BMP, GIF, WebP, TIFF, PNM) or directories of them.
+        #[arg(required = true, value_name = "IMAGE|DIR")]
+        inputs: Vec<PathBuf>,
+        /// How many classes to report per image.
+        #[arg(long, default_value_t = 3, value_name = "K")]
+        top: usize,
+        /// Print JSON (one array, an object per image) instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Convert images whose channels differ from the model's (colour to grey, grey to colour)
+        /// instead of refusing them.
+        #[arg(long)]
+        convert: bool,
+    },
+    /// Show a plan's manifest: source model, input, preprocessing, labels, versions, checksum.
+    Info {
+        #[arg(long, value_name = "FILE")]
+        plan: PathBuf,
+    },
+}
+
+const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "bmp", "gif", "webp", "tif", "tiff", "pgm", "ppm", "pbm", "pnm"];
+
+fn collect_images(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for input in inputs {
+        if input.is_dir() {
+            walk(input, &mut out).with_context(|| format!("cannot list {}", input.display()))?;
+        } else {
+            // Named files are taken whatever their extension; a missing one fails later with its path.
+            out.push(input.clone());
+        }
+    }
+    Ok(out)
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)?.map(|e| e.map(|e| e.path())).collect::<Result<_, _>>()?;
+    entries.sort();
+    for path in entries {
+        if path.is_dir() {
+            walk(&path, out)?;
+        } else if path
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+        {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+fn classify(plan: &Path, inputs: &[PathBuf], top: usize, json: bool, convert: bool) -> Result<bool> {
+    let classifier = Classifier::load(plan, 1).with_context(|| format!("{}", plan.display()))?;
+    let policy = if convert { ChannelPolicy::Convert } else { ChannelPolicy::Strict };
+    let images = collect_images(inputs)?;
+    if images.is_empty() {
+        bail!("no image files found in {}", inputs.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
+    }
+    let mut all_ok = true;
+    let mut records = Vec::new();
+    for path in &images {
+        let result = open_image(path).map_err(anyhow::Error::from).and_then(|img| Ok(classifier.classify(&img, policy, top)?));
+        match result {
+            Ok(predictions) if json => records.push(serde_json::json!({
+                "image": path.display().to_string(),
+                "predictions": predictions.iter().map(|p| serde_json::json!({
+                    "class": p.class, "label": p.label, "probability": p.probability,
+                })).collect::<Vec<_>>(),
+            })),
+            Ok(predictions) => {
+                let ranked: Vec<String> =
+                    predictions.iter().map(|p| format!("{} {:.1}%", p.label, 100.0 * p.probability)).collect();
+                println!("{}: {}", path.display(), ranked.join(", "));
+            }
+            Err(e) => {
+                all_ok = false;
+                eprintln!("error: {}: {e:#}", path.display());
+            }
+        }
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&records)?);
+    }
+    Ok(all_ok)
+}
+
+fn info(path: &Path) -> Result<()> {
+    let plan = Plan::load(path).with_context(|| format!("{}", path.display()))?;
+    let m = &plan.manifest;
+    println!("plan        {}", path.display());
+    println!("format      v{} (perch {}, tract {})", m.format_version, m.perch_version, m.tract_version);
+    println!("checksum    sha256:{}", plan.checksum);
+    println!("source      {} (sha256:{})", m.source.file_name, m.source.sha256);
+    println!("input       {} [{}] {:?} {}", m.input.name, shape_to_string(&m.input.shape), m.input.layout, m.input.dtype);
+    println!("output      {} [{}] {:?}", m.output.name, shape_to_string(&m.output.shape), m.output.kind);
+    println!("preprocess  {}", serde_json::to_string(&m.preprocess)?);
+    println!("labels      {}", m.labels.join(", "));
+    println!("quantized   {}", m.quantization.scheme);
+    if let Some(a) = &m.accuracy {
+        println!("accuracy    {:.2}% top-1 on {} ({} images)", a.top1, a.dataset, a.images);
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Classify { plan, inputs, top, json, convert } => classify(plan, inputs, *top, *json, *convert),
+        Command::Info { plan } => info(plan).map(|()| true),
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! Running a plan: one optimized tract model per classifier, images in, class probabilities out.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use image::DynamicImage;
+use tract_nnef::prelude::*;
+
+use crate::plan::{Dim, Manifest, OutputKind, Plan, PlanError};
+use crate::preprocess::{ChannelPolicy, ImageError};
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunError {
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error("batch size {asked} does not fit this plan: {why}")]
+    Batch { asked: usize, why: String },
+    #[error("input has {got} values, {want} expected ({images} image(s) of {per_image})")]
+    InputLength { got: usize, want: usize, images: usize, per_image: usize },
+    #[error("plan cannot be prepared for this machine: {0}")]
+    Optimize(String),
+    #[error("inference failed: {0}")]
+    Inference(String),
+    #[error("model output has {got} values for {images} image(s): not a multiple of the image count")]
+    Output { got: usize, images: usize },
+}
+
+/// One class and its probability.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Prediction {
+    pub class: usize,
+    pub label: String,
+    pub probability: f32,
+}
+
+/// A plan made ready to run: optimized for this CPU at a fixed batch size.
+pub struct Classifier {
+    manifest: Manifest,
+    checksum: String,
+    runnable: Arc<TypedRunnableModel>,
+    batch: usize,
+    per_image: usize,
+}
+
+impl std::fmt::Debug for Classifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Classifier").field("batch", &self.batch).field("checksum", &self.checksum).finish()
+    }
+}
+
+impl Classifier {
+    /// Loads, verifies and optimizes a plan for batches of `batch` images.
+    pub fn load(path: impl AsRef<Path>, batch: usize) -> Result<Classifier, RunError> {
+        Classifier::new(Plan::load(path)?, batch)
+    }
+
+    pub fn new(plan: Plan, batch: usize) -> Result<Classifier, RunError> {
+        let Plan { manifest, mut graph, checksum } = plan;
+        if batch == 0 {
+            return Err(RunError::Batch { asked: 0, why: "it must be at least 1".into() });
+        }
+        match manifest.input.shape.first() {
+            Some(Dim::Symbol(name)) => {
+                let sym = graph.symbols.sym(name);
+                graph = graph
+                    .set_symbols(&HashMap::from([(sym, TDim::Val(batch as i64))]))
+                    .map_err(|e| RunError::Optimize(format!("{e:#}")))?;
+            }
+            Some(Dim::Fixed(n)) if *n != batch => {
+                return Err(RunError::Batch { asked: batch, why: format!("the plan's batch axis is fixed at {n}") });
+            }
+            _ => {}
+        }
+        let per_image = manifest.input.shape[1..]
+            .iter()
+            .map(|d| match d {
+                Dim::Fixed(n) => Ok(*n),
+                Dim::Symbol(s) => Err(RunError::Optimize(format!("input dimension `{s}` is not fixed in the plan"))),
+            })
+            .product::<Result<usize, _>>()?;
+        let runnable = graph
+            .into_optimized()
+            .and_then(|m| m.into_runnable())
+            .map_err(|e| RunError::Optimize(format!("{e:#}")))?;
+        Ok(Classifier { manifest, checksum, runnable, batch, per_image })
+    }
+
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// Hex SHA-256 of the plan file's contents, as its header stores it.
+    pub fn checksum(&self) -> &str {
+        &self.checksum
+    }
+
+    pub fn batch_size(&self) -> usize {
+        self.batch
+    }
+
+    /// Number of input values for one image (channels x height x width).
+    pub fn values_per_image(&self) -> usize {
+        self.per_image
+    }
+
+    /// The optimized tract model, for listing what runs.
+    pub fn optimized_model(&self) -> &TypedModel {
+        self.runnable.model()
+    }
+
+    /// Preprocesses one image as the manifest says.
+    pub fn preprocess(&self, image: &DynamicImage, policy: ChannelPolicy) -> Result<Vec<f32>, RunError> {
+        Ok(self.manifest.preprocess.apply(image, &self.manifest.input, policy)?)
+    }
+
+    /// Runs up to `batch_size()` preprocessed images (concatenated) and returns each image's raw outputs
+    /// (logits, or probabilities when the graph ends in softmax).
+    pub fn run(&self, values: &[f32]) -> Result<Vec<Vec<f32>>, RunError> {
+        let images = values.len() / self.per_image.max(1);
+        if values.is_empty() || values.len() % self.per_image != 0 || images > self.batch {
+            return Err(RunError::InputLength {
+                got: values.len(),
+                want: self.per_image * images.clamp(1, self.batch),
+                images: images.clamp(1, self.batch),
+                per_image: self.per_image,
+            });
+        }
+        // A short last batch is padded with zeros: the plan is optimized for one batch size.
+        let mut padded = values.to_vec();
+        padded.resize(self.per_image * self.batch, 0.0);
+        let mut shape = vec![self.batch];
+        shape.extend(self.manifest.input.shape[1..].iter().map(|d| match d {
+            Dim::Fixed(n) => *n,
+            Dim::Symbol(_) => unreachable!("checked in Classifier::new"),
+        }));
+        let input = Tensor::from_shape(&shape, &padded).map_err(|e| RunError::Inference(format!("{e:#}")))?;
+        let outputs = self.runnable.run(tvec!(input.into_tvalue())).map_err(|e| RunError::Inference(format!("{e:#}")))?;
+        let out = outputs[0]
+            .try_as_plain_ram()
+            .and_then(|v| v.as_slice::<f32>().map(|s| s.to_vec()))
+            .map_err(|e| RunError::Inference(format!("{e:#}")))?;
+        if out.len() % self.batch != 0 {
+            return Err(RunError::Output { got: out.len(), images: self.batch });
+        }
+        let per = out.len() / self.batch;
+        Ok(out.chunks_exact(per).take(images).map(<[f32]>::to_vec).collect())
+    }
+
+    /// Class probabilities for one raw output row.
+    pub fn probabilities(&self, raw: &[f32]) -> Vec<f32> {
+        match self.manifest.output.kind {
+            OutputKind::Probabilities => raw.to_vec(),
+            OutputKind::Logits => softmax(raw),
+        }
+    }
+
+    /// The `k` most probable classes of one raw output row, most probable first.
+    pub fn top_k(&self, raw: &[f32], k: usize) -> Vec<Prediction> {
+        top_k(&self.probabilities(raw), k, &self.manifest.labels)
+    }
+
+    /// Preprocesses, runs and ranks one image.
+    pub fn classify(&self, image: &DynamicImage, policy: ChannelPolicy, k: usize) -> Result<Vec<Prediction>, RunError> {
+        let values = self.preprocess(image, policy)?;
+        let raw = self.run(&values)?;
+        Ok(self.top_k(&raw[0], k))
+    }
+}
+
+/// Numerically stable softmax.
+pub fn softmax(logits: &[f32]) -> Vec<f32> {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let exp: Vec<f32> = logits.iter().map(|&x| (x - max).exp()).collect();
+    let sum: f32 = exp.iter().sum();
+    exp.into_iter().map(|e| e / sum).collect()
+}
+
+/// The index of the largest value (the first one on ties); `None` for an empty or all-NaN row.
+pub fn argmax(values: &[f32]) -> Option<usize> {
+    let mut best: Option<(usize, f32)> = None;
+    for (i, &v) in values.iter().enumerate() {
+        if !v.is_nan() && best.is_none_or(|(_, b)| v > b) {
+            best = Some((i, v));
+        }
+    }
+    best.map(|(i, _)| i)
+}
+
+/// Ranks probabilities; classes without a label are named by their index.
+pub fn top_k(probabilities: &[f32], k: usize, labels: &[String]) -> Vec<Prediction> {
+    let mut order: Vec<usize> = (0..probabilities.len()).collect();
+    order.sort_by(|&a, &b| probabilities[b].total_cmp(&probabilities[a]).then(a.cmp(&b)));
+    order
+        .into_iter()
+        .take(k)
+        .map(|class| Prediction {
+            class,
+            label: labels.get(class).cloned().unwrap_or_else(|| format!("class {class}")),
+            probability: probabilities[class],
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn softmax_is_stable_and_sums_to_one() {
+        let p = softmax(&[1000.0, 1001.0, 999.0]);
+        assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        assert!(p[1] > p[0] && p[0] > p[2]);
+    }
+
+    #[test]
+    fn top_k_ranks_and_names() {
+        let labels = vec!["a".to_string(), "b".to_string()];
+        let top = top_k(&[0.1, 0.6, 0.3], 2, &labels);
+        assert_eq!(top.iter().map(|p| p.class).collect::<Vec<_>>(), vec![1, 2]);
+        assert_eq!(top[0].label, "b");
+        assert_eq!(top[1].label, "class 2");
+        assert_eq!(argmax(&[0.1, 0.6, 0.6]), Some(1));
+        assert_eq!(argmax(&[]), None);
+    }
+}

@@ -1,0 +1,197 @@
+//! `.perch` plans: reading, verifying and writing them. See [`container`] for the byte layout.
+
+pub mod container;
+pub mod manifest;
+
+use std::io::Write;
+use std::path::Path;
+
+use tract_nnef::prelude::*;
+
+pub use manifest::{Accuracy, Dim, InputSpec, Layout, Manifest, OutputKind, OutputSpec, Quantization, Source};
+
+/// The container and manifest format this build reads and writes. Bump it on any change a reader
+/// would misread; the runtime refuses every other version with a message saying which side to upgrade.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// The tract release this build links (pinned exactly in the workspace Cargo.toml).
+pub const TRACT_VERSION: &str = "0.23.9";
+
+/// Plans larger than this are refused before reading: the largest model Perch targets is a few
+/// hundred MB, and the whole plan is held in memory while it is verified.
+pub const MAX_PLAN_BYTES: u64 = 1 << 30;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PlanError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("cannot write {path}: {source}")]
+    Write { path: String, source: std::io::Error },
+    #[error("not a .perch plan (no Perch header): compile one with `perch compile MODEL.onnx -o MODEL.perch`")]
+    NotAPlan,
+    #[error(
+        "plan format version {found} is not the one this build reads ({supported}): recompile the plan with a \
+         perch of the same release as this runtime"
+    )]
+    UnsupportedVersion { found: u32, supported: u32 },
+    #[error("plan is truncated: {found} bytes, the header promises {expected}")]
+    Truncated { expected: u64, found: u64 },
+    #[error("plan has {found} bytes, the header promises {expected}: trailing data after the graph")]
+    TrailingBytes { expected: u64, found: u64 },
+    #[error("plan is corrupt: checksum {actual} does not match the stored {stored}")]
+    ChecksumMismatch { stored: String, actual: String },
+    #[error("plan is {bytes} bytes, over the {max}-byte limit")]
+    PlanTooLarge { bytes: u64, max: u64 },
+    #[error("{what} is {bytes} bytes, too large for the plan format")]
+    TooLarge { what: &'static str, bytes: u64 },
+    #[error("plan manifest is invalid: {0}")]
+    Manifest(String),
+    #[error(
+        "plan was written with tract {written}, this runtime has tract {TRACT_VERSION}: a plan loads only in the same \
+         0.x release with an equal or newer patch; recompile it"
+    )]
+    TractVersion { written: String },
+    #[error("plan graph cannot be loaded: {0}")]
+    Graph(String),
+    #[error("plan graph cannot be serialized: {0}")]
+    Serialize(String),
+}
+
+/// A verified plan: its manifest and its (decluttered, not yet optimized) tract graph.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub manifest: Manifest,
+    pub graph: TypedModel,
+    /// Hex SHA-256 over manifest and graph bytes, as stored in the container header.
+    pub checksum: String,
+}
+
+impl Plan {
+    pub fn load(path: impl AsRef<Path>) -> Result<Plan, PlanError> {
+        let path = path.as_ref();
+        let read_err = |source| PlanError::Read { path: path.display().to_string(), source };
+        let len = std::fs::metadata(path).map_err(read_err)?.len();
+        if len > MAX_PLAN_BYTES {
+            return Err(PlanError::PlanTooLarge { bytes: len, max: MAX_PLAN_BYTES });
+        }
+        let bytes = std::fs::read(path).map_err(read_err)?;
+        Plan::from_bytes(&bytes)
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Result<Plan, PlanError> {
+        let parts = container::decode(bytes, FORMAT_VERSION)?;
+        let manifest: Manifest =
+            serde_json::from_slice(parts.manifest).map_err(|e| PlanError::Manifest(e.to_string()))?;
+        if manifest.format_version != parts.format_version {
+            return Err(PlanError::Manifest(format!(
+                "manifest says format {} but the header says {}",
+                manifest.format_version, parts.format_version
+            )));
+        }
+        check_tract_version(&manifest.tract_version)?;
+        let graph_sha = container::hex(&sha256(parts.graph));
+        if graph_sha != manifest.graph_sha256 {
+            return Err(PlanError::Manifest(format!(
+                "graph hash {graph_sha} does not match the manifest's {}",
+                manifest.graph_sha256
+            )));
+        }
+        let graph = tract_nnef::nnef()
+            .model_for_read(&mut std::io::Cursor::new(parts.graph))
+            .map_err(|e| PlanError::Graph(format!("{e:#}")))?;
+        check_graph_matches_manifest(&graph, &manifest)?;
+        Ok(Plan { manifest, graph, checksum: container::hex(&parts.checksum) })
+    }
+
+    /// Serializes `graph` (which must be decluttered, not optimized) with `manifest`, filling in the
+    /// manifest's format version and graph hash. The output is deterministic for the same inputs.
+    pub fn to_bytes(manifest: &mut Manifest, graph: &TypedModel) -> Result<Vec<u8>, PlanError> {
+        let graph_bytes = tract_nnef::nnef()
+            .write_to_tar_with_config(graph, Vec::new(), false, true)
+            .map_err(|e| PlanError::Serialize(format!("{e:#}")))?;
+        manifest.format_version = FORMAT_VERSION;
+        manifest.graph_sha256 = container::hex(&sha256(&graph_bytes));
+        let manifest_bytes = serde_json::to_vec_pretty(manifest).map_err(|e| PlanError::Manifest(e.to_string()))?;
+        container::encode(FORMAT_VERSION, &manifest_bytes, &graph_bytes)
+    }
+
+    /// Writes a plan so that `path` holds either the complete new plan or what it held before: the
+    /// bytes go to a temporary file in the same directory, which is then renamed over `path`.
+    pub fn save(path: impl AsRef<Path>, manifest: &mut Manifest, graph: &TypedModel) -> Result<(), PlanError> {
+        let bytes = Plan::to_bytes(manifest, graph)?;
+        write_atomically(path.as_ref(), &bytes)
+    }
+}
+
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), PlanError> {
+    let write_err = |source| PlanError::Write { path: path.display().to_string(), source };
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let mut tmp = tempfile::Builder::new().prefix(".perch-").suffix(".tmp").tempfile_in(dir).map_err(write_err)?;
+    tmp.write_all(bytes).map_err(write_err)?;
+    tmp.as_file().sync_all().map_err(write_err)?;
+    tmp.persist(path).map_err(|e| write_err(e.error))?;
+    Ok(())
+}
+
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes).into()
+}
+
+/// tract promises that a model written by 0.x.y loads in 0.x.z for z >= y, and nothing more.
+fn check_tract_version(written: &str) -> Result<(), PlanError> {
+    let parse = |v: &str| -> Option<(u64, u64, u64)> {
+        let mut it = v.split('.').map(|p| p.parse::<u64>().ok());
+        Some((it.next()??, it.next()??, it.next()??))
+    };
+    let err = || PlanError::TractVersion { written: written.to_string() };
+    let (wmaj, wmin, wpatch) = parse(written).ok_or_else(err)?;
+    let (rmaj, rmin, rpatch) = parse(TRACT_VERSION).expect("TRACT_VERSION is x.y.z");
+    if wmaj == rmaj && wmin == rmin && wpatch <= rpatch { Ok(()) } else { Err(err()) }
+}
+
+fn check_graph_matches_manifest(graph: &TypedModel, manifest: &Manifest) -> Result<(), PlanError> {
+    let inconsistent = |what: String| Err(PlanError::Manifest(what));
+    if graph.inputs.len() != 1 || graph.outputs.len() != 1 {
+        return inconsistent(format!(
+            "Perch plans have one input and one output; this graph has {} and {}",
+            graph.inputs.len(),
+            graph.outputs.len()
+        ));
+    }
+    let fact = graph.input_fact(0).map_err(|e| PlanError::Graph(format!("{e:#}")))?;
+    if fact.rank() != manifest.input.shape.len() {
+        return inconsistent(format!(
+            "the graph input has rank {}, the manifest says {}",
+            fact.rank(),
+            manifest::shape_to_string(&manifest.input.shape)
+        ));
+    }
+    for (axis, (dim, want)) in fact.shape.iter().zip(&manifest.input.shape).enumerate() {
+        if let (Some(have), Dim::Fixed(want)) = (dim.as_i64(), want) {
+            if have as usize != *want {
+                return inconsistent(format!("the graph input axis {axis} is {have}, the manifest says {want}"));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tract_version_rule() {
+        assert!(check_tract_version("0.23.9").is_ok());
+        assert!(check_tract_version("0.23.0").is_ok());
+        assert!(check_tract_version("0.23.10").is_err());
+        assert!(check_tract_version("0.22.9").is_err());
+        assert!(check_tract_version("1.23.9").is_err());
+        assert!(check_tract_version("banana").is_err());
+    }
+}

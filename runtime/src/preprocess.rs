@@ -1,0 +1,372 @@
+//! Image decoding and preprocessing, exactly as a plan's manifest describes its training transforms.
+//!
+//! The pipeline is torchvision's usual one: decode, colour, resize, center crop, scale to [0, 1],
+//! subtract the per-channel mean, divide by the per-channel std. The arithmetic is done in f32 in the
+//! same order as PyTorch does it (`x / 255`, then `(x - mean) / std`), so a plan sees the values the
+//! model saw in training.
+
+use std::io::Cursor;
+use std::path::Path;
+
+use image::{DynamicImage, GenericImageView, ImageReader, imageops::FilterType};
+use serde::{Deserialize, Serialize};
+
+use crate::plan::{InputSpec, Layout};
+
+/// Largest width or height accepted from an image file.
+pub const MAX_IMAGE_SIDE: u32 = 16_384;
+/// Largest decoder allocation for one image.
+pub const MAX_IMAGE_ALLOC: u64 = 512 << 20;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Color {
+    /// One channel (luma).
+    Grayscale,
+    /// Three channels, red first (PIL, torchvision).
+    Rgb,
+    /// Three channels, blue first (OpenCV).
+    Bgr,
+}
+
+impl Color {
+    pub fn channels(self) -> usize {
+        match self {
+            Color::Grayscale => 1,
+            Color::Rgb | Color::Bgr => 3,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Resize {
+    /// Resize to exactly this size (aspect ratio not kept).
+    Exact { width: u32, height: u32 },
+    /// Resize so the shorter side has this length, keeping the aspect ratio (torchvision `Resize(int)`).
+    ShorterSide(u32),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Filter {
+    Nearest,
+    Bilinear,
+    Bicubic,
+    Lanczos3,
+}
+
+impl Filter {
+    fn to_image(self) -> FilterType {
+        match self {
+            Filter::Nearest => FilterType::Nearest,
+            Filter::Bilinear => FilterType::Triangle,
+            Filter::Bicubic => FilterType::CatmullRom,
+            Filter::Lanczos3 => FilterType::Lanczos3,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Preprocess {
+    pub color: Color,
+    /// Skipped for an image that already has the exact target size.
+    pub resize: Option<Resize>,
+    pub filter: Filter,
+    /// (width, height) of a center crop applied after resizing.
+    pub center_crop: Option<(u32, u32)>,
+    /// Pixels are divided by this first: 255 maps 8-bit pixels to [0, 1].
+    pub max_pixel_value: f32,
+    /// Per channel, in the model's channel order.
+    pub mean: Vec<f32>,
+    /// Per channel, in the model's channel order.
+    pub std: Vec<f32>,
+}
+
+/// What to do with an image whose channels differ from the model's.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ChannelPolicy {
+    /// Refuse it (an opaque alpha channel is dropped silently, it carries nothing).
+    #[default]
+    Strict,
+    /// Convert: colour to luma for a grayscale model, grey replicated for a colour model.
+    Convert,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ImageError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("image does not decode: {0}")]
+    Decode(String),
+    #[error(
+        "image has {found} but the model takes {expected} channel(s) ({expected_name}); pass --convert to \
+         convert it"
+    )]
+    Channels { found: String, expected: usize, expected_name: &'static str },
+    #[error("image is {width}x{height} after preprocessing, the model takes {want_width}x{want_height}")]
+    Size { width: u32, height: u32, want_width: u32, want_height: u32 },
+    #[error("center crop {crop_w}x{crop_h} is larger than the resized image {width}x{height}")]
+    CropTooLarge { crop_w: u32, crop_h: u32, width: u32, height: u32 },
+}
+
+/// Decodes an image with size and allocation limits, so a hostile file cannot exhaust memory.
+pub fn decode_image(bytes: &[u8]) -> Result<DynamicImage, ImageError> {
+    let mut reader =
+        ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| ImageError::Decode(e.to_string()))?;
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_IMAGE_SIDE);
+    limits.max_image_height = Some(MAX_IMAGE_SIDE);
+    limits.max_alloc = Some(MAX_IMAGE_ALLOC);
+    reader.limits(limits);
+    if reader.format().is_none() {
+        return Err(ImageError::Decode("unknown image format".into()));
+    }
+    reader.decode().map_err(|e| ImageError::Decode(e.to_string()))
+}
+
+pub fn open_image(path: impl AsRef<Path>) -> Result<DynamicImage, ImageError> {
+    let path = path.as_ref();
+    let bytes = std::fs::read(path).map_err(|source| ImageError::Read { path: path.display().to_string(), source })?;
+    decode_image(&bytes)
+}
+
+fn describe(image: &DynamicImage) -> String {
+    let c = image.color();
+    let name = if c.has_color() { "RGB" } else { "grey" };
+    let alpha = if c.has_alpha() { "+alpha" } else { "" };
+    format!("{} channel(s) ({name}{alpha})", c.channel_count())
+}
+
+fn alpha_is_opaque(image: &DynamicImage) -> bool {
+    match image {
+        DynamicImage::ImageLumaA8(i) => i.pixels().all(|p| p.0[1] == u8::MAX),
+        DynamicImage::ImageRgba8(i) => i.pixels().all(|p| p.0[3] == u8::MAX),
+        DynamicImage::ImageLumaA16(i) => i.pixels().all(|p| p.0[1] == u16::MAX),
+        DynamicImage::ImageRgba16(i) => i.pixels().all(|p| p.0[3] == u16::MAX),
+        DynamicImage::ImageRgba32F(i) => i.pixels().all(|p| p.0[3] >= 1.0),
+        _ => true,
+    }
+}
+
+impl Preprocess {
+    /// The defaults for a model input: colour from the channel count, an exact resize to the input's
+    /// height and width, pixels scaled to [0, 1], no normalization (mean 0, std 1).
+    pub fn default_for(input: &InputSpec) -> Preprocess {
+        let channels = input.channels().max(1);
+        let (h, w) = input.height_width();
+        let color = if channels == 1 { Color::Grayscale } else { Color::Rgb };
+        Preprocess {
+            color,
+            resize: (h > 0 && w > 0).then_some(Resize::Exact { width: w as u32, height: h as u32 }),
+            filter: Filter::Bilinear,
+            center_crop: None,
+            max_pixel_value: 255.0,
+            mean: vec![0.0; color.channels()],
+            std: vec![1.0; color.channels()],
+        }
+    }
+
+    /// Checks that this preprocessing produces what `input` takes. Returns what is wrong, in words.
+    pub fn check_against(&self, input: &InputSpec) -> Result<(), String> {
+        let c = self.color.channels();
+        if input.channels() != c {
+            return Err(format!("colour {:?} gives {c} channel(s), the model input takes {}", self.color, input.channels()));
+        }
+        if self.mean.len() != c || self.std.len() != c {
+            return Err(format!(
+                "mean and std need {c} value(s) each, got {} and {}",
+                self.mean.len(),
+                self.std.len()
+            ));
+        }
+        if let Some(bad) = self.std.iter().find(|s| !s.is_finite() || **s == 0.0) {
+            return Err(format!("std {bad} would divide by zero or overflow"));
+        }
+        if !(self.max_pixel_value.is_finite() && self.max_pixel_value > 0.0) {
+            return Err(format!("max pixel value {} must be positive", self.max_pixel_value));
+        }
+        let (h, w) = input.height_width();
+        let out = match (self.center_crop, self.resize) {
+            (Some((cw, ch)), _) => Some((cw, ch)),
+            (None, Some(Resize::Exact { width, height })) => Some((width, height)),
+            _ => None,
+        };
+        match out {
+            Some((ow, oh)) if (ow as usize, oh as usize) != (w, h) => {
+                Err(format!("preprocessing makes {ow}x{oh} images, the model input takes {w}x{h}"))
+            }
+            None => Err(format!(
+                "preprocessing does not fix the image size: give an exact resize or a center crop of {w}x{h}"
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Turns one image into the model's input values for one batch element, in the input's layout.
+    pub fn apply(&self, image: &DynamicImage, input: &InputSpec, policy: ChannelPolicy) -> Result<Vec<f32>, ImageError> {
+        let colored = self.convert_color(image, policy)?;
+        let resized = self.resize_and_crop(colored)?;
+        let (h, w) = input.height_width();
+        if (resized.width() as usize, resized.height() as usize) != (w, h) {
+            return Err(ImageError::Size {
+                width: resized.width(),
+                height: resized.height(),
+                want_width: w as u32,
+                want_height: h as u32,
+            });
+        }
+        let channels = self.color.channels();
+        let pixels: Vec<u8> = match self.color {
+            Color::Grayscale => resized.to_luma8().into_raw(),
+            Color::Rgb => resized.to_rgb8().into_raw(),
+            Color::Bgr => resized.to_rgb8().chunks_exact(3).flat_map(|p| [p[2], p[1], p[0]]).collect(),
+        };
+        let mut out = vec![0f32; pixels.len()];
+        let plane = w * h;
+        for (i, px) in pixels.chunks_exact(channels).enumerate() {
+            for (c, &v) in px.iter().enumerate() {
+                let x = (v as f32 / self.max_pixel_value - self.mean[c]) / self.std[c];
+                let at = match input.layout {
+                    Layout::Nchw => c * plane + i,
+                    Layout::Nhwc => i * channels + c,
+                };
+                out[at] = x;
+            }
+        }
+        Ok(out)
+    }
+
+    fn convert_color(&self, image: &DynamicImage, policy: ChannelPolicy) -> Result<DynamicImage, ImageError> {
+        let want = self.color.channels();
+        let color = image.color();
+        let base = color.channel_count() as usize - usize::from(color.has_alpha());
+        let matches = base == want && (!color.has_alpha() || alpha_is_opaque(image));
+        if !matches && policy == ChannelPolicy::Strict {
+            return Err(ImageError::Channels {
+                found: describe(image),
+                expected: want,
+                expected_name: if want == 1 { "grey" } else { "colour" },
+            });
+        }
+        Ok(match self.color {
+            Color::Grayscale => DynamicImage::ImageLuma8(image.to_luma8()),
+            Color::Rgb | Color::Bgr => DynamicImage::ImageRgb8(image.to_rgb8()),
+        })
+    }
+
+    fn resize_and_crop(&self, image: DynamicImage) -> Result<DynamicImage, ImageError> {
+        let (w, h) = image.dimensions();
+        let filter = self.filter.to_image();
+        let resized = match self.resize {
+            Some(Resize::Exact { width, height }) if (width, height) != (w, h) => image.resize_exact(width, height, filter),
+            Some(Resize::ShorterSide(side)) if w.min(h) != side => {
+                // torchvision: the longer side is scaled and truncated to an integer.
+                let (nw, nh) = if w <= h {
+                    (side, (u64::from(side) * u64::from(h) / u64::from(w)) as u32)
+                } else {
+                    ((u64::from(side) * u64::from(w) / u64::from(h)) as u32, side)
+                };
+                image.resize_exact(nw, nh, filter)
+            }
+            _ => image,
+        };
+        let Some((cw, ch)) = self.center_crop else { return Ok(resized) };
+        let (w, h) = resized.dimensions();
+        if cw > w || ch > h {
+            return Err(ImageError::CropTooLarge { crop_w: cw, crop_h: ch, width: w, height: h });
+        }
+        // torchvision rounds the offsets: int(round((h - ch) / 2)).
+        let top = ((h - ch) as f64 / 2.0).round() as u32;
+        let left = ((w - cw) as f64 / 2.0).round() as u32;
+        Ok(resized.crop_imm(left, top, cw, ch))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::Dim;
+    use image::{GrayImage, Luma, Rgb, RgbImage, Rgba, RgbaImage};
+
+    fn input(c: usize, h: usize, w: usize, layout: Layout) -> InputSpec {
+        let shape = match layout {
+            Layout::Nchw => vec![Dim::Symbol("batch".into()), Dim::Fixed(c), Dim::Fixed(h), Dim::Fixed(w)],
+            Layout::Nhwc => vec![Dim::Symbol("batch".into()), Dim::Fixed(h), Dim::Fixed(w), Dim::Fixed(c)],
+        };
+        InputSpec { name: "input".into(), shape, layout, dtype: "f32".into() }
+    }
+
+    #[test]
+    fn normalizes_like_pytorch() {
+        let spec = input(1, 2, 2, Layout::Nchw);
+        let mut p = Preprocess::default_for(&spec);
+        p.mean = vec![0.2860];
+        p.std = vec![0.3530];
+        let img = DynamicImage::ImageLuma8(GrayImage::from_raw(2, 2, vec![0, 51, 128, 255]).unwrap());
+        let out = p.apply(&img, &spec, ChannelPolicy::Strict).unwrap();
+        let want: Vec<f32> = [0u8, 51, 128, 255].iter().map(|&v| (v as f32 / 255.0 - 0.2860) / 0.3530).collect();
+        assert_eq!(out, want);
+    }
+
+    #[test]
+    fn layouts_and_bgr_put_channels_where_the_model_wants_them() {
+        let img = DynamicImage::ImageRgb8(RgbImage::from_fn(2, 1, |x, _| Rgb([10 + x as u8, 20, 30])));
+        let nchw = input(3, 1, 2, Layout::Nchw);
+        let p = Preprocess { max_pixel_value: 1.0, ..Preprocess::default_for(&nchw) };
+        assert_eq!(p.apply(&img, &nchw, ChannelPolicy::Strict).unwrap(), vec![10., 11., 20., 20., 30., 30.]);
+        let nhwc = input(3, 1, 2, Layout::Nhwc);
+        assert_eq!(p.apply(&img, &nhwc, ChannelPolicy::Strict).unwrap(), vec![10., 20., 30., 11., 20., 30.]);
+        let bgr = Preprocess { color: Color::Bgr, ..p };
+        assert_eq!(bgr.apply(&img, &nhwc, ChannelPolicy::Strict).unwrap(), vec![30., 20., 10., 30., 20., 11.]);
+    }
+
+    #[test]
+    fn wrong_channels_are_refused_unless_converting() {
+        let spec = input(1, 4, 4, Layout::Nchw);
+        let p = Preprocess::default_for(&spec);
+        let rgb = DynamicImage::ImageRgb8(RgbImage::new(4, 4));
+        let err = p.apply(&rgb, &spec, ChannelPolicy::Strict).unwrap_err();
+        assert!(matches!(err, ImageError::Channels { expected: 1, .. }), "{err}");
+        assert!(err.to_string().contains("3 channel(s) (RGB)"), "{err}");
+        assert_eq!(p.apply(&rgb, &spec, ChannelPolicy::Convert).unwrap().len(), 16);
+
+        // An opaque alpha channel carries nothing and is dropped; a real one is refused.
+        let color = input(3, 4, 4, Layout::Nchw);
+        let p = Preprocess::default_for(&color);
+        let opaque = DynamicImage::ImageRgba8(RgbaImage::from_pixel(4, 4, Rgba([1, 2, 3, 255])));
+        assert!(p.apply(&opaque, &color, ChannelPolicy::Strict).is_ok());
+        let see_through = DynamicImage::ImageRgba8(RgbaImage::from_pixel(4, 4, Rgba([1, 2, 3, 7])));
+        assert!(p.apply(&see_through, &color, ChannelPolicy::Strict).is_err());
+    }
+
+    #[test]
+    fn resize_then_crop_reaches_the_input_size() {
+        let spec = input(1, 4, 4, Layout::Nchw);
+        let p = Preprocess {
+            resize: Some(Resize::ShorterSide(6)),
+            center_crop: Some((4, 4)),
+            ..Preprocess::default_for(&spec)
+        };
+        p.check_against(&spec).unwrap();
+        let img = DynamicImage::ImageLuma8(GrayImage::from_pixel(30, 12, Luma([200])));
+        let out = p.apply(&img, &spec, ChannelPolicy::Strict).unwrap();
+        assert_eq!(out.len(), 16);
+        assert!(out.iter().all(|&v| (v - 200.0 / 255.0).abs() < 1e-6));
+        let too_big = Preprocess { center_crop: Some((8, 8)), ..p };
+        assert!(too_big.check_against(&spec).is_err());
+        assert!(matches!(too_big.apply(&img, &spec, ChannelPolicy::Strict), Err(ImageError::CropTooLarge { .. })));
+    }
+
+    #[test]
+    fn bytes_that_are_not_an_image_give_a_decode_error() {
+        assert!(matches!(decode_image(b"definitely not a png"), Err(ImageError::Decode(_))));
+        let mut png = Vec::new();
+        DynamicImage::ImageLuma8(GrayImage::new(8, 8))
+            .write_to(&mut Cursor::new(&mut png), image::ImageFormat::Png)
+            .unwrap();
+        assert!(matches!(decode_image(&png[..png.len() / 2]), Err(ImageError::Decode(_))));
+        assert!(decode_image(&png).is_ok());
+    }
+}

@@ -1,0 +1,83 @@
+//! Golden cases (tests/cases/<model>/case.json): a committed plan, real test images, and the logits
+//! tract-onnx computed for them on x86. Run on the host and, by `cargo xtask test-cross`, under qemu on
+//! aarch64 and armv7: the same plan must give the same outputs on every CPU, within `CrossArch`.
+
+use std::path::{Path, PathBuf};
+
+use perch_runtime::preprocess::open_image;
+use perch_runtime::tolerance::Tolerance;
+use perch_runtime::{ChannelPolicy, Classifier};
+use serde_json::Value;
+
+fn cases() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/cases");
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("case.json").is_file())
+        .collect();
+    cases.sort();
+    assert!(!cases.is_empty(), "no golden cases under {}", dir.display());
+    cases
+}
+
+fn tolerance(case: &Value) -> Tolerance {
+    match case["tolerance"].as_str() {
+        Some("CrossArch") => Tolerance::CrossArch,
+        Some("Close") => Tolerance::Close,
+        Some("Exact") => Tolerance::Exact,
+        other => panic!("unknown tolerance {other:?}"),
+    }
+}
+
+fn f32s(v: &Value) -> Vec<f32> {
+    v.as_array().expect("array").iter().map(|x| x.as_f64().expect("number") as f32).collect()
+}
+
+#[test]
+fn plans_give_the_recorded_outputs_one_image_at_a_time() {
+    for dir in cases() {
+        let case: Value = serde_json::from_slice(&std::fs::read(dir.join("case.json")).unwrap()).unwrap();
+        let classifier = Classifier::load(dir.join(case["plan"].as_str().unwrap()), 1).unwrap();
+        let tol = tolerance(&case);
+        let images = case["images"].as_array().unwrap();
+        assert!(images.len() >= 4, "{}: too few images to mean anything", dir.display());
+        let mut correct = 0;
+        for image in images {
+            let file = image["file"].as_str().unwrap();
+            let img = open_image(dir.join(file)).unwrap();
+            let values = classifier.preprocess(&img, ChannelPolicy::Strict).unwrap();
+            let got = &classifier.run(&values).unwrap()[0];
+            tol.check(got, &f32s(&image["logits"])).unwrap_or_else(|e| panic!("{}/{file}: {e}", dir.display()));
+            let top = classifier.top_k(got, 1);
+            correct += usize::from(top[0].class as u64 == image["label"].as_u64().unwrap());
+        }
+        // The models are 90+% accurate: most of the recorded images must be classified right.
+        assert!(correct * 10 >= images.len() * 7, "{}: only {correct}/{} right", dir.display(), images.len());
+    }
+}
+
+#[test]
+fn a_batch_gives_what_single_images_give() {
+    for dir in cases() {
+        let case: Value = serde_json::from_slice(&std::fs::read(dir.join("case.json")).unwrap()).unwrap();
+        let plan = dir.join(case["plan"].as_str().unwrap());
+        let images = case["images"].as_array().unwrap();
+        // Batch of 8 with fewer images than that: the classifier pads and must return only real rows.
+        let batched = Classifier::load(&plan, 8).unwrap();
+        let n = images.len().min(7);
+        let mut values = Vec::new();
+        for image in &images[..n] {
+            let img = open_image(dir.join(image["file"].as_str().unwrap())).unwrap();
+            values.extend(batched.preprocess(&img, ChannelPolicy::Strict).unwrap());
+        }
+        let rows = batched.run(&values).unwrap();
+        assert_eq!(rows.len(), n);
+        for (row, image) in rows.iter().zip(images) {
+            tolerance(&case).check(row, &f32s(&image["logits"])).unwrap();
+        }
+        // More images than the batch is refused, not truncated.
+        values.extend(values.clone());
+        assert!(batched.run(&values).is_err());
+    }
+}

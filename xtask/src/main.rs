@@ -1,0 +1,247 @@
+//! Perch's task runner: `cargo xtask <task>`. Every CI step and every README command is one task here.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+const USAGE: &str = "cargo xtask <task>
+
+tasks:
+  setup        install what Perch needs (rustup targets, Debian packages); fast when already done
+  demo         setup, build, compile the example model fashion-cnn-s, classify real test images
+  test         setup, then the whole test suite: host tests, then the runtime's tests under qemu
+  test-cross   the runtime's tests under qemu-aarch64 (Cortex-A72) and qemu-arm (Cortex-A7, NEON)
+  goldens      rewrite tests/cases/*/ (plans, images, expected outputs) from the committed models
+  measure      release binary sizes and the instruction count of one fashion-resnet inference on
+               Cortex-A72 under qemu (needs ../shared/tools/insncount)";
+
+const RUST_TARGETS: &[&str] =
+    &["aarch64-unknown-linux-gnu", "armv7-unknown-linux-gnueabihf", "thumbv7em-none-eabihf", "thumbv6m-none-eabi"];
+
+const DEBIAN_PACKAGES: &[&str] = &[
+    "qemu-user",
+    "qemu-system-arm",
+    "gcc-aarch64-linux-gnu",
+    "gcc-arm-linux-gnueabihf",
+    "libc6-dev-arm64-cross",
+    "libc6-dev-armhf-cross",
+    "binutils-arm-none-eabi",
+    "dataset-fashion-mnist",
+];
+
+/// The example models whose plans and expected outputs are goldens in tests/cases.
+const GOLDEN_MODELS: &[&str] = &["fashion-cnn-s"];
+
+type Result<T = ()> = std::result::Result<T, String>;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+}
+
+fn run(cmd: &mut Command) -> Result {
+    eprintln!("+ {}", describe(cmd));
+    let status = cmd.status().map_err(|e| format!("cannot start {}: {e}", describe(cmd)))?;
+    if status.success() { Ok(()) } else { Err(format!("`{}` failed ({status})", describe(cmd))) }
+}
+
+fn output(cmd: &mut Command) -> Result<String> {
+    let out = cmd.output().map_err(|e| format!("cannot start {}: {e}", describe(cmd)))?;
+    if !out.status.success() {
+        return Err(format!("`{}` failed: {}", describe(cmd), String::from_utf8_lossy(&out.stderr)));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn describe(cmd: &Command) -> String {
+    std::iter::once(cmd.get_program().to_string_lossy().into_owned())
+        .chain(cmd.get_args().map(|a| a.to_string_lossy().into_owned()))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(root());
+    c
+}
+
+fn setup() -> Result {
+    let installed = output(Command::new("rustup").args(["target", "list", "--installed"]))?;
+    let missing: Vec<&str> = RUST_TARGETS.iter().copied().filter(|t| !installed.lines().any(|l| l.trim() == *t)).collect();
+    if !missing.is_empty() {
+        run(Command::new("rustup").args(["target", "add"]).args(&missing))?;
+    }
+    let missing: Vec<&str> = DEBIAN_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| {
+            Command::new("dpkg-query")
+                .args(["-W", "-f=${Status}", p])
+                .output()
+                .map(|o| !String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+                .unwrap_or(true)
+        })
+        .collect();
+    if !missing.is_empty() {
+        let sudo = output(Command::new("id").arg("-u")).map(|u| u.trim() != "0").unwrap_or(true);
+        let apt = |args: &[&str]| {
+            let mut c = if sudo { Command::new("sudo") } else { Command::new("apt-get") };
+            if sudo {
+                c.arg("apt-get");
+            }
+            c.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+            c
+        };
+        run(&mut apt(&["update", "-qq"]))?;
+        run(apt(&["install", "-y", "-qq", "--no-install-recommends"]).args(&missing))?;
+    }
+    eprintln!("setup: rustup targets and Debian packages are in place");
+    Ok(())
+}
+
+fn bin(name: &str) -> PathBuf {
+    root().join("target/release").join(name)
+}
+
+fn demo() -> Result {
+    setup()?;
+    run(cargo().args(["build", "--release", "-p", "perch-host", "-p", "perch-runtime"]))?;
+    let out = root().join("target/demo");
+    std::fs::create_dir_all(&out).map_err(|e| e.to_string())?;
+    let model = root().join("models/fashion-cnn-s/fashion-cnn-s.onnx");
+    let plan = out.join("fashion-cnn-s.perch");
+    run(Command::new(bin("perch")).arg("inspect").arg(&model))?;
+    run(Command::new(bin("perch"))
+        .arg("compile")
+        .arg(&model)
+        .args(["--target", "sbc", "-o"])
+        .arg(&plan)
+        .args(["--mean", "0.2860", "--std", "0.3530", "--eval-data", "fashion-mnist:test"]))?;
+    let images = out.join("images");
+    let _ = std::fs::remove_dir_all(&images);
+    run(Command::new(bin("perch")).args(["dataset", "export", "fashion-mnist:test", "--count", "8", "-o"]).arg(&images))?;
+    run(Command::new(bin("perch-run")).arg("classify").arg("--plan").arg(&plan).arg(&images).args(["--top", "3"]))?;
+    eprintln!("demo: plan at {}, images at {}", plan.display(), images.display());
+    Ok(())
+}
+
+fn test_cross() -> Result {
+    for (target, extra_env) in [
+        ("aarch64-unknown-linux-gnu", None),
+        // qemu-user shows tract the host's /proc/cpuinfo, so NEON must be asserted (on a Pi it is detected).
+        ("armv7-unknown-linux-gnueabihf", Some(("TRACT_CPU_ARM32_NEON", "true"))),
+    ] {
+        let mut cmd = cargo();
+        cmd.args(["test", "-p", "perch-runtime", "--target", target]);
+        if let Some((k, v)) = extra_env {
+            cmd.env(k, v);
+        }
+        run(&mut cmd)?;
+    }
+    Ok(())
+}
+
+fn test() -> Result {
+    setup()?;
+    run(cargo().args(["test", "--workspace"]))?;
+    test_cross()
+}
+
+fn goldens() -> Result {
+    for model in GOLDEN_MODELS {
+        run(cargo().args(["run", "--release", "-p", "perch-tests", "--bin", "perch-goldens", "--", model]))?;
+    }
+    Ok(())
+}
+
+fn measure() -> Result {
+    setup()?;
+    let shared = root().join("../shared/tools/insncount");
+    let plugin = root().join("target/insncount/libinsncount.so");
+    std::fs::create_dir_all(plugin.parent().expect("has parent")).map_err(|e| e.to_string())?;
+    run(Command::new("gcc").args(["-shared", "-fPIC", "-O2", "-o"]).arg(&plugin).arg(shared.join("insncount.c")))?;
+    run(cargo().args(["build", "--release", "-p", "perch-host", "-p", "perch-runtime"]))?;
+    for target in ["aarch64-unknown-linux-gnu", "armv7-unknown-linux-gnueabihf"] {
+        run(cargo().args(["build", "--release", "-p", "perch-runtime", "--bin", "perch-run", "--target", target]))?;
+    }
+    let out = root().join("target/measure");
+    std::fs::create_dir_all(&out).map_err(|e| e.to_string())?;
+    let plan = out.join("fashion-resnet.perch");
+    run(Command::new(bin("perch"))
+        .arg("compile")
+        .arg(root().join("models/fashion-resnet/fashion-resnet.onnx"))
+        .args(["-o"])
+        .arg(&plan)
+        .args(["--mean", "0.2860", "--std", "0.3530"]))?;
+    let images = out.join("images");
+    let _ = std::fs::remove_dir_all(&images);
+    run(Command::new(bin("perch")).args(["dataset", "export", "fashion-mnist:test", "--count", "10", "-o"]).arg(&images))?;
+    let mut files: Vec<PathBuf> = Vec::new();
+    for class in std::fs::read_dir(&images).map_err(|e| e.to_string())? {
+        for f in std::fs::read_dir(class.map_err(|e| e.to_string())?.path()).map_err(|e| e.to_string())? {
+            files.push(f.map_err(|e| e.to_string())?.path());
+        }
+    }
+    files.sort();
+    for (name, target) in [("x86-64", None), ("aarch64", Some("aarch64-unknown-linux-gnu")), ("armv7", Some("armv7-unknown-linux-gnueabihf"))] {
+        let path = match target {
+            None => bin("perch-run"),
+            Some(t) => root().join("target").join(t).join("release/perch-run"),
+        };
+        let stripped = out.join(format!("perch-run-{name}.stripped"));
+        let strip = match target {
+            None => "strip",
+            Some("aarch64-unknown-linux-gnu") => "aarch64-linux-gnu-strip",
+            Some(_) => "arm-linux-gnueabihf-strip",
+        };
+        run(Command::new(strip).arg("-o").arg(&stripped).arg(&path))?;
+        let size = std::fs::metadata(&stripped).map_err(|e| e.to_string())?.len();
+        println!("size {name}: perch-run stripped {size} bytes ({:.2} MB)", size as f64 / 1e6);
+    }
+    // One inference = (21 images - 11 images) / 10: the difference removes load and optimize costs.
+    let aarch64 = root().join("target/aarch64-unknown-linux-gnu/release/perch-run");
+    let mut counts = Vec::new();
+    for n in [11usize, 21] {
+        let mut cmd = Command::new("qemu-aarch64");
+        cmd.args(["-cpu", "cortex-a72", "-L", "/usr/aarch64-linux-gnu", "-plugin"])
+            .arg(&plugin)
+            .arg(&aarch64)
+            .args(["classify", "--plan"])
+            .arg(&plan);
+        for i in 0..n {
+            cmd.arg(&files[i % files.len()]);
+        }
+        let out = cmd.output().map_err(|e| e.to_string())?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let total = stderr
+            .lines()
+            .find_map(|l| l.strip_prefix("insncount: total=")?.split_whitespace().next()?.parse::<u64>().ok())
+            .ok_or_else(|| format!("no insncount line in: {stderr}"))?;
+        println!("insncount cortex-a72: {n} images: {total} instructions");
+        counts.push(total);
+    }
+    println!("insncount cortex-a72: fashion-resnet, one inference: {} instructions", (counts[1] - counts[0]) / 10);
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let task = std::env::args().nth(1).unwrap_or_default();
+    let result = match task.as_str() {
+        "setup" => setup(),
+        "demo" => demo(),
+        "test" => test(),
+        "test-cross" => test_cross(),
+        "goldens" => goldens(),
+        "measure" => measure(),
+        _ => {
+            eprintln!("{USAGE}");
+            return if task.is_empty() || task == "help" || task == "--help" { ExitCode::SUCCESS } else { ExitCode::FAILURE };
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask {task}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
