@@ -68,13 +68,15 @@ pub fn analyze(model: &TypedModel) -> TractResult<Analysis> {
         let shape = fact.shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("x");
         let params = node.op_as::<Const>().map_or(0, |c| c.val().len() as u64);
         let inputs = model.node_input_facts(id)?;
-        let macs: u64 = node
+        // tract prices element-wise ops (sigmoid...) as FMAs too; MACs are the linear layers' alone.
+        let linear = ["Conv", "EinSum", "MatMul"].iter().any(|k| op.contains(k));
+        let macs: u64 = if !linear { 0 } else { node
             .op
             .cost(&inputs)?
             .iter()
             .filter(|(c, _)| matches!(c, tract_onnx::tract_core::ops::Cost::FMA(_)))
             .filter_map(|(_, n)| n.to_i64().ok())
-            .sum::<i64>() as u64;
+            .sum::<i64>() as u64 };
         if params == 0 {
             *ops.entry(op.clone()).or_insert(0) += 1;
             if let Ok(n) = fact.shape.volume().to_i64() {

@@ -6,6 +6,7 @@ use std::path::Path;
 use perch_runtime::plan::{Dim, Source};
 use sha2::{Digest, Sha256};
 use tract_onnx::pb::ModelProto;
+use tract_hir::infer::Factoid;
 use tract_onnx::prelude::*;
 
 /// Name given to the batch axis when the model leaves it unnamed or unknown.

@@ -290,6 +290,12 @@ fn export_cmd(data: &str, output: &Path, count: usize) -> Result<()> {
 }
 
 fn main() -> ExitCode {
+    // `perch ... | head` must end quietly, as other Unix tools do, not panic on a closed stdout.
+    #[cfg(unix)]
+    // SAFETY: called before any thread starts; restores the default disposition of one signal.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Compile(args) => compile_cmd(args),

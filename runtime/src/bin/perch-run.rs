@@ -129,6 +129,12 @@ fn info(path: &Path) -> Result<()> {
 }
 
 fn main() -> ExitCode {
+    // `perch ... | head` must end quietly, as other Unix tools do, not panic on a closed stdout.
+    #[cfg(unix)]
+    // SAFETY: called before any thread starts; restores the default disposition of one signal.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Classify { plan, inputs, top, json, convert } => classify(plan, inputs, *top, *json, *convert),

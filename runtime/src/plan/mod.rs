@@ -132,6 +132,13 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), PlanError> {
     };
     let mut tmp = tempfile::Builder::new().prefix(".perch-").suffix(".tmp").tempfile_in(dir).map_err(write_err)?;
     tmp.write_all(bytes).map_err(write_err)?;
+    // tempfile creates 0600 files; a plan is as readable as any file the user writes.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path).map(|m| m.permissions().mode() & 0o777).unwrap_or(0o644);
+        tmp.as_file().set_permissions(std::fs::Permissions::from_mode(mode)).map_err(write_err)?;
+    }
     tmp.as_file().sync_all().map_err(write_err)?;
     tmp.persist(path).map_err(|e| write_err(e.error))?;
     Ok(())
