@@ -14,8 +14,6 @@ pub const FASHION_MNIST_DIR: &str = "/usr/share/datasets/fashion-mnist";
 pub const FASHION_MNIST_LABELS: [&str; 10] =
     ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"];
 
-const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "bmp", "gif", "webp", "tif", "tiff", "pgm", "ppm", "pnm"];
-
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DatasetError {
@@ -148,9 +146,8 @@ impl Dataset {
         let mut files = Vec::new();
         let mut labels = Vec::new();
         for (label, dir) in classes.iter().enumerate() {
-            let mut found = Vec::new();
-            walk_images(dir, &mut found).map_err(|source| DatasetError::Read { path: dir.display().to_string(), source })?;
-            found.sort();
+            let found = perch_runtime::preprocess::image_files(dir)
+                .map_err(|source| DatasetError::Read { path: dir.display().to_string(), source })?;
             labels.extend(std::iter::repeat_n(label as u32, found.len()));
             files.extend(found);
         }
@@ -220,22 +217,6 @@ fn find_idx_images(dir: &Path, split: &str) -> Option<PathBuf> {
         .iter()
         .map(|suffix| dir.join(format!("{prefix}{suffix}")))
         .find(|p| p.is_file())
-}
-
-fn walk_images(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
-        if path.is_dir() {
-            walk_images(&path, out)?;
-        } else if path
-            .extension()
-            .and_then(|e| e.to_str())
-            .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
-        {
-            out.push(path);
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

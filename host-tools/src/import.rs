@@ -97,9 +97,12 @@ pub fn import(path: &Path, input_shape: Option<&[Dim]>) -> Result<Imported, Impo
     let input_name = model.node(model.inputs[0].node).name.clone();
     let output_name = model.node(model.outputs[0].node).name.clone();
     let typed = model.into_typed().map_err(|e| {
-        ImportError::Tract(format!(
-            "{e:#}\nhint: if the input shape is the problem, pass --input-shape (e.g. --input-shape batch,3,224,224)"
-        ))
+        let hint = if input_shape.is_some() {
+            "does the given --input-shape fit the model?"
+        } else {
+            "if the input shape is the problem, pass --input-shape, e.g. --input-shape batch,3,224,224"
+        };
+        ImportError::Tract(format!("{e:#} ({hint})"))
     })?;
     let model = typed.into_decluttered().map_err(tract_err)?;
     let input = model.input_fact(0).map_err(tract_err)?;

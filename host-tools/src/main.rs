@@ -38,8 +38,8 @@ enum Command {
         /// An ONNX model or a .perch plan.
         model: PathBuf,
         /// Override the input shape (ONNX only), e.g. batch,3,224,224.
-        #[arg(long, value_name = "DIMS", value_parser = import::parse_shape)]
-        input_shape: Option<Vec<Dim>>,
+        #[arg(long, value_name = "DIMS", value_parser = parse_shape)]
+        input_shape: Option<Shape>,
         /// List every node with its output shape, MACs and parameters.
         #[arg(long)]
         nodes: bool,
@@ -99,8 +99,8 @@ struct CompileArgs {
     #[arg(long, value_name = "FILE")]
     labels: Option<PathBuf>,
     /// Override the model's input shape, e.g. batch,3,224,224 (numbers, or names for dynamic axes).
-    #[arg(long, value_name = "DIMS", value_parser = import::parse_shape)]
-    input_shape: Option<Vec<Dim>>,
+    #[arg(long, value_name = "DIMS", value_parser = parse_shape)]
+    input_shape: Option<Shape>,
     /// Colour the model was trained on. Default: from the input's channel count (1: grayscale, 3: rgb).
     #[arg(long, value_enum)]
     color: Option<ColorArg>,
@@ -130,6 +130,14 @@ struct CompileArgs {
     eval_limit: Option<usize>,
 }
 
+/// A whole shape as one argument (clap would read `Vec<Dim>` as repeated values).
+#[derive(Clone)]
+struct Shape(Vec<Dim>);
+
+fn parse_shape(text: &str) -> Result<Shape, String> {
+    import::parse_shape(text).map(Shape)
+}
+
 fn parse_size(text: &str) -> Result<(u32, u32), String> {
     let parse = |s: &str| s.trim().parse::<u32>().ok().filter(|&n| n > 0).ok_or_else(|| format!("`{text}` is not N or WxH"));
     match text.split_once(['x', 'X']) {
@@ -157,7 +165,7 @@ fn progress_bar(len: usize, what: &str) -> ProgressBar {
 
 fn compile_cmd(args: &CompileArgs) -> Result<()> {
     let TargetArg::Sbc = args.target;
-    let imported = import::import(&args.model, args.input_shape.as_deref())?;
+    let imported = import::import(&args.model, args.input_shape.as_ref().map(|s| s.0.as_slice()))?;
     let labels_path = args.labels.clone().or_else(|| compile::labels_beside(&args.model));
     let labels = labels_path.as_deref().map(compile::read_labels).transpose()?;
     let choice = PreprocessChoice {
@@ -184,7 +192,8 @@ fn compile_cmd(args: &CompileArgs) -> Result<()> {
         if let Some(n) = args.eval_limit {
             dataset.truncate(n);
         }
-        let classifier = Classifier::new(plan, 64)?;
+        let batch = plan.manifest.input.fixed_batch().unwrap_or(64);
+        let classifier = Classifier::new(plan, batch)?;
         let bar = progress_bar(dataset.len(), "evaluating");
         let eval = accuracy::evaluate(&classifier, &dataset, ChannelPolicy::Strict, |n| bar.set_position(n as u64))
             .with_context(|| format!("evaluating on {data}"))?;
@@ -299,7 +308,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Compile(args) => compile_cmd(args),
-        Command::Inspect { model, input_shape, nodes } => inspect_cmd(model, input_shape.as_deref(), *nodes),
+        Command::Inspect { model, input_shape, nodes } => inspect_cmd(model, input_shape.as_ref().map(|s| s.0.as_slice()), *nodes),
         Command::Dataset(DatasetCommand::Export { data, output, count }) => export_cmd(data, output, *count),
     };
     match result {

@@ -51,6 +51,39 @@ fn inspect_reports_ops_params_and_macs() {
 }
 
 #[test]
+fn inspect_reads_plans_too() {
+    let plan = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/cases/fashion-cnn-s/model.perch");
+    let out = perch(&["inspect", plan.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for needle in ["format v1", "checksum  sha256:", "labels    T-shirt/top, Trouser", "Conv x3"] {
+        assert!(stdout.contains(needle), "`{needle}` missing from:\n{stdout}");
+    }
+    let out = perch(&["inspect", plan.to_str().unwrap(), "--input-shape", "1,1,28,28"]);
+    assert_one_line_error(&out, "--input-shape applies to ONNX models");
+}
+
+#[test]
+fn input_shape_overrides_a_dynamo_models_symbolic_batch() {
+    // Dynamo exports carry value_info with a symbolic batch: pinning it must still work.
+    let dynamo = example().with_file_name("fashion-cnn-s.dynamo.onnx");
+    let dir = tempfile::tempdir().unwrap();
+    let out_path = dir.path().join("b1.perch");
+    let out = perch(&[
+        "compile", dynamo.to_str().unwrap(), "-o", out_path.to_str().unwrap(), "--input-shape", "1,1,28,28",
+        "--eval-data", "fashion-mnist:test", "--eval-limit", "50",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let plan = perch_runtime::Plan::load(&out_path).unwrap();
+    assert_eq!(plan.manifest.input.fixed_batch(), Some(1));
+
+    let out = perch(&["compile", dynamo.to_str().unwrap(), "-o", out_path.to_str().unwrap(), "--input-shape", "1,1,32,32"]);
+    assert_one_line_error(&out, "--input-shape");
+    let out = perch(&["compile", dynamo.to_str().unwrap(), "-o", out_path.to_str().unwrap(), "--input-shape", "1,x-y,28"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("neither a size nor a symbol name"));
+}
+
+#[test]
 fn missing_model() {
     assert_one_line_error(&perch(&["compile", "/no/such/model.onnx", "-o", "/tmp/x.perch"]), "cannot read /no/such/model.onnx");
 }

@@ -126,6 +126,33 @@ pub fn decode_image(bytes: &[u8]) -> Result<DynamicImage, ImageError> {
     reader.decode().map_err(|e| ImageError::Decode(e.to_string()))
 }
 
+/// File extensions taken as images when a directory is searched.
+pub const IMAGE_EXTENSIONS: &[&str] =
+    &["png", "jpg", "jpeg", "bmp", "gif", "webp", "tif", "tiff", "pgm", "ppm", "pbm", "pnm"];
+
+/// The image files under `dir`, recursively, in sorted path order.
+pub fn image_files(dir: &Path) -> std::io::Result<Vec<std::path::PathBuf>> {
+    fn walk(dir: &Path, out: &mut Vec<std::path::PathBuf>) -> std::io::Result<()> {
+        for entry in std::fs::read_dir(dir)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                walk(&path, out)?;
+            } else if path
+                .extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+            {
+                out.push(path);
+            }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    walk(dir, &mut out)?;
+    out.sort();
+    Ok(out)
+}
+
 pub fn open_image(path: impl AsRef<Path>) -> Result<DynamicImage, ImageError> {
     let path = path.as_ref();
     let bytes = std::fs::read(path).map_err(|source| ImageError::Read { path: path.display().to_string(), source })?;

@@ -6,19 +6,27 @@ use perch_runtime::ChannelPolicy;
 use perch_tests::*;
 
 #[test]
-fn committed_plan_is_what_the_compiler_writes_today() {
-    let dir = root().join("tests/cases/fashion-cnn-s");
-    let committed = std::fs::read(dir.join("model.perch")).unwrap();
-    let (fresh, _) = compile_plan(&model_path("fashion-cnn-s", "onnx")).unwrap();
-    assert!(committed == fresh, "tests/cases/fashion-cnn-s/model.perch is stale: run `cargo xtask goldens`");
+fn committed_plans_are_what_the_compiler_writes_today() {
+    for model in MODELS {
+        let dir = root().join("tests/cases").join(model);
+        let committed = std::fs::read(dir.join("model.perch")).unwrap();
+        let (fresh, _) = compile_plan(&model_path(model, "onnx")).unwrap();
+        assert!(committed == fresh, "tests/cases/{model}/model.perch is stale: run `cargo xtask goldens`");
+    }
 }
 
 #[test]
 fn committed_logits_are_tract_onnx_outputs() {
-    let dir = root().join("tests/cases/fashion-cnn-s");
+    for model in MODELS {
+        check_logits(model);
+    }
+}
+
+fn check_logits(model: &str) {
+    let dir = root().join("tests/cases").join(model);
     let case: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("case.json")).unwrap()).unwrap();
-    let (_, plan) = compile_plan(&model_path("fashion-cnn-s", "onnx")).unwrap();
-    let reference = onnx_reference(&model_path("fashion-cnn-s", "onnx"), 1).unwrap();
+    let (_, plan) = compile_plan(&model_path(model, "onnx")).unwrap();
+    let reference = onnx_reference(&model_path(model, "onnx"), 1).unwrap();
     for image in case["images"].as_array().unwrap() {
         let img = perch_runtime::preprocess::open_image(dir.join(image["file"].as_str().unwrap())).unwrap();
         let values = plan.manifest.preprocess.apply(&img, &plan.manifest.input, ChannelPolicy::Strict).unwrap();

@@ -29,7 +29,7 @@ const DEBIAN_PACKAGES: &[&str] = &[
 ];
 
 /// The example models whose plans and expected outputs are goldens in tests/cases.
-const GOLDEN_MODELS: &[&str] = &["fashion-cnn-s"];
+const GOLDEN_MODELS: &[&str] = &["fashion-cnn-s", "fashion-resnet"];
 
 type Result<T = ()> = std::result::Result<T, String>;
 
@@ -98,14 +98,19 @@ fn setup() -> Result {
     Ok(())
 }
 
+/// Where cargo builds: CARGO_TARGET_DIR if set (CI keeps one outside the clone), else target/.
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"))
+}
+
 fn bin(name: &str) -> PathBuf {
-    root().join("target/release").join(name)
+    target_dir().join("release").join(name)
 }
 
 fn demo() -> Result {
     setup()?;
     run(cargo().args(["build", "--release", "-p", "perch-host", "-p", "perch-runtime"]))?;
-    let out = root().join("target/demo");
+    let out = target_dir().join("demo");
     std::fs::create_dir_all(&out).map_err(|e| e.to_string())?;
     let model = root().join("models/fashion-cnn-s/fashion-cnn-s.onnx");
     let plan = out.join("fashion-cnn-s.perch");
@@ -124,17 +129,24 @@ fn demo() -> Result {
     Ok(())
 }
 
+/// Cross targets and the qemu command that runs their binaries as the named board would. The same
+/// runners are in .cargo/config.toml for plain `cargo test --target ...`.
+const CROSS: &[(&str, &str)] = &[
+    // Cortex-A72: Raspberry Pi 4. qemu's default `-cpu max` would make tract pick SVE kernels.
+    ("aarch64-unknown-linux-gnu", "qemu-aarch64 -cpu cortex-a72 -L /usr/aarch64-linux-gnu"),
+    // Cortex-A7 with NEON: Raspberry Pi 2 class, 32-bit.
+    ("armv7-unknown-linux-gnueabihf", "qemu-arm -cpu cortex-a7 -L /usr/arm-linux-gnueabihf"),
+];
+
 fn test_cross() -> Result {
-    for (target, extra_env) in [
-        ("aarch64-unknown-linux-gnu", None),
-        // qemu-user shows tract the host's /proc/cpuinfo, so NEON must be asserted (on a Pi it is detected).
-        ("armv7-unknown-linux-gnueabihf", Some(("TRACT_CPU_ARM32_NEON", "true"))),
-    ] {
+    for (target, runner) in CROSS {
         let mut cmd = cargo();
-        cmd.args(["test", "-p", "perch-runtime", "--target", target]);
-        if let Some((k, v)) = extra_env {
-            cmd.env(k, v);
-        }
+        cmd.args(["test", "-p", "perch-runtime", "--target", target])
+            // The CLI tests start perch-run themselves; no binfmt handler is assumed, so they go through qemu.
+            .env("PERCH_TEST_RUNNER", runner)
+            // qemu-user shows tract the host's /proc/cpuinfo, so NEON must be asserted (on a Pi it is
+            // detected). Harmless on aarch64, where NEON is architectural.
+            .env("TRACT_CPU_ARM32_NEON", "true");
         run(&mut cmd)?;
     }
     Ok(())
@@ -156,14 +168,23 @@ fn goldens() -> Result {
 fn measure() -> Result {
     setup()?;
     let shared = root().join("../shared/tools/insncount");
-    let plugin = root().join("target/insncount/libinsncount.so");
+    let plugin = target_dir().join("insncount/libinsncount.so");
     std::fs::create_dir_all(plugin.parent().expect("has parent")).map_err(|e| e.to_string())?;
     run(Command::new("gcc").args(["-shared", "-fPIC", "-O2", "-o"]).arg(&plugin).arg(shared.join("insncount.c")))?;
-    run(cargo().args(["build", "--release", "-p", "perch-host", "-p", "perch-runtime"]))?;
+    let timed = |args: &[&str]| -> Result<f64> {
+        let started = std::time::Instant::now();
+        run(cargo().args(args))?;
+        Ok(started.elapsed().as_secs_f64())
+    };
+    let mut build_times = vec![("x86-64 perch + perch-run", timed(&["build", "--release", "-p", "perch-host", "-p", "perch-runtime"])?)];
     for target in ["aarch64-unknown-linux-gnu", "armv7-unknown-linux-gnueabihf"] {
-        run(cargo().args(["build", "--release", "-p", "perch-runtime", "--bin", "perch-run", "--target", target]))?;
+        let secs = timed(&["build", "--release", "-p", "perch-runtime", "--bin", "perch-run", "--target", target])?;
+        build_times.push((target, secs));
     }
-    let out = root().join("target/measure");
+    for (what, secs) in &build_times {
+        println!("build {what}: {secs:.0} s (0 s when nothing changed: clean the target dir to time a clean build)");
+    }
+    let out = target_dir().join("measure");
     std::fs::create_dir_all(&out).map_err(|e| e.to_string())?;
     let plan = out.join("fashion-resnet.perch");
     run(Command::new(bin("perch"))
@@ -185,7 +206,7 @@ fn measure() -> Result {
     for (name, target) in [("x86-64", None), ("aarch64", Some("aarch64-unknown-linux-gnu")), ("armv7", Some("armv7-unknown-linux-gnueabihf"))] {
         let path = match target {
             None => bin("perch-run"),
-            Some(t) => root().join("target").join(t).join("release/perch-run"),
+            Some(t) => target_dir().join(t).join("release/perch-run"),
         };
         let stripped = out.join(format!("perch-run-{name}.stripped"));
         let strip = match target {
@@ -198,7 +219,7 @@ fn measure() -> Result {
         println!("size {name}: perch-run stripped {size} bytes ({:.2} MB)", size as f64 / 1e6);
     }
     // One inference = (21 images - 11 images) / 10: the difference removes load and optimize costs.
-    let aarch64 = root().join("target/aarch64-unknown-linux-gnu/release/perch-run");
+    let aarch64 = target_dir().join("aarch64-unknown-linux-gnu/release/perch-run");
     let mut counts = Vec::new();
     for n in [11usize, 21] {
         let mut cmd = Command::new("qemu-aarch64");

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use perch_runtime::{ChannelPolicy, Classifier, Plan, plan::manifest::shape_to_string, preprocess::open_image};
+use perch_runtime::{ChannelPolicy, Classifier, Plan, plan::manifest::shape_to_string, preprocess::{image_files, open_image}};
 
 /// Run Perch plans (.perch files written by `perch compile`) on this machine.
 #[derive(Parser)]
@@ -43,36 +43,17 @@ enum Command {
     },
 }
 
-const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "bmp", "gif", "webp", "tif", "tiff", "pgm", "ppm", "pbm", "pnm"];
-
 fn collect_images(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for input in inputs {
         if input.is_dir() {
-            walk(input, &mut out).with_context(|| format!("cannot list {}", input.display()))?;
+            out.extend(image_files(input).with_context(|| format!("cannot list {}", input.display()))?);
         } else {
             // Named files are taken whatever their extension; a missing one fails later with its path.
             out.push(input.clone());
         }
     }
     Ok(out)
-}
-
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)?.map(|e| e.map(|e| e.path())).collect::<Result<_, _>>()?;
-    entries.sort();
-    for path in entries {
-        if path.is_dir() {
-            walk(&path, out)?;
-        } else if path
-            .extension()
-            .and_then(|e| e.to_str())
-            .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
-        {
-            out.push(path);
-        }
-    }
-    Ok(())
 }
 
 fn classify(plan: &Path, inputs: &[PathBuf], top: usize, json: bool, convert: bool) -> Result<bool> {

@@ -72,6 +72,14 @@ impl InputSpec {
         (self.fixed(h), self.fixed(w))
     }
 
+    /// The batch size a plan is fixed to, or `None` when its batch axis is symbolic.
+    pub fn fixed_batch(&self) -> Option<usize> {
+        match self.shape.first() {
+            Some(Dim::Fixed(n)) => Some(*n),
+            _ => None,
+        }
+    }
+
     /// The name of the batch symbol, when the batch axis is symbolic.
     pub fn batch_symbol(&self) -> Option<&str> {
         match self.shape.first() {
