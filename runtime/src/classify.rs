@@ -19,8 +19,8 @@ pub enum RunError {
     Image(#[from] ImageError),
     #[error("batch size {asked} does not fit this plan: {why}")]
     Batch { asked: usize, why: String },
-    #[error("input has {got} values, {want} expected ({images} image(s) of {per_image})")]
-    InputLength { got: usize, want: usize, images: usize, per_image: usize },
+    #[error("input has {got} values: expected 1 to {batch} image(s) of {per_image} values each")]
+    InputLength { got: usize, per_image: usize, batch: usize },
     #[error("plan cannot be prepared for this machine: {0}")]
     Optimize(String),
     #[error("inference failed: {0}")]
@@ -122,12 +122,7 @@ impl Classifier {
     pub fn run(&self, values: &[f32]) -> Result<Vec<Vec<f32>>, RunError> {
         let images = values.len() / self.per_image.max(1);
         if values.is_empty() || values.len() % self.per_image != 0 || images > self.batch {
-            return Err(RunError::InputLength {
-                got: values.len(),
-                want: self.per_image * images.clamp(1, self.batch),
-                images: images.clamp(1, self.batch),
-                per_image: self.per_image,
-            });
+            return Err(RunError::InputLength { got: values.len(), per_image: self.per_image, batch: self.batch });
         }
         // A short last batch is padded with zeros: the plan is optimized for one batch size.
         let mut padded = values.to_vec();
@@ -143,7 +138,7 @@ impl Classifier {
             .try_as_plain_ram()
             .and_then(|v| v.as_slice::<f32>().map(|s| s.to_vec()))
             .map_err(|e| RunError::Inference(format!("{e:#}")))?;
-        if out.len() % self.batch != 0 {
+        if out.is_empty() || out.len() % self.batch != 0 {
             return Err(RunError::Output { got: out.len(), images: self.batch });
         }
         let per = out.len() / self.batch;

@@ -76,6 +76,16 @@ fn a_consistent_but_wrong_manifest_or_graph_is_refused() {
     let not_json = container::encode(FORMAT_VERSION, b"{ nope", b"").unwrap();
     assert!(matches!(Plan::from_bytes(&not_json), Err(PlanError::Manifest(_))));
 
+    let mut no_mean = manifest.clone();
+    no_mean.preprocess.mean.clear();
+    let err = Plan::from_bytes(&reseal(&no_mean, parts.graph)).unwrap_err();
+    assert!(err.to_string().contains("mean and std need 1 value(s) each"), "{err}");
+
+    let mut flat = manifest.clone();
+    flat.input.shape.truncate(2);
+    let err = Plan::from_bytes(&reseal(&flat, parts.graph)).unwrap_err();
+    assert!(err.to_string().contains("4-D image batch"), "{err}");
+
     let mut wrong_shape = manifest.clone();
     wrong_shape.input.shape[2] = perch_runtime::plan::Dim::Fixed(32);
     let err = Plan::from_bytes(&reseal(&wrong_shape, parts.graph)).unwrap_err();

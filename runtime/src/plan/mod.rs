@@ -163,6 +163,13 @@ fn check_tract_version(written: &str) -> Result<(), PlanError> {
 
 fn check_graph_matches_manifest(graph: &TypedModel, manifest: &Manifest) -> Result<(), PlanError> {
     let inconsistent = |what: String| Err(PlanError::Manifest(what));
+    // Everything downstream indexes by these: a manifest that lies about them is refused here.
+    if manifest.input.shape.len() != 4 {
+        return inconsistent(format!("the input must be a 4-D image batch, not [{}]", manifest::shape_to_string(&manifest.input.shape)));
+    }
+    if manifest.output.shape.is_empty() {
+        return inconsistent("the output shape is empty".into());
+    }
     if graph.inputs.len() != 1 || graph.outputs.len() != 1 {
         return inconsistent(format!(
             "Perch plans have one input and one output; this graph has {} and {}",
@@ -185,7 +192,7 @@ fn check_graph_matches_manifest(graph: &TypedModel, manifest: &Manifest) -> Resu
             }
         }
     }
-    Ok(())
+    manifest.preprocess.check_against(&manifest.input).map_err(PlanError::Manifest)
 }
 
 #[cfg(test)]
