@@ -110,18 +110,22 @@ impl Dataset {
     /// Opens an IDX images file and its labels file (same name with `labels-idx1` for `images-idx3`).
     pub fn open_idx(images: &Path) -> Result<Dataset, DatasetError> {
         let name = images.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-        let labels_path = images.with_file_name(name.replace("images-idx3", "labels-idx1"));
+        let labels_name = name.replace("images-idx3", "labels-idx1").replace("images.idx3", "labels.idx1");
+        if labels_name == name {
+            return Err(DatasetError::format(
+                images,
+                "cannot tell where its labels are: name the images file *-images-idx3-ubyte[.gz], with the labels in *-labels-idx1-ubyte[.gz] beside it",
+            ));
+        }
+        let labels_path = images.with_file_name(labels_name);
         let imgs = idx::read(images)?;
         let labels = idx::read(&labels_path)?;
         let (count, height, width) = match imgs.dims[..] {
-            [n, h, w] => (n, h, w),
-            _ => return Err(DatasetError::format(images, format!("images must be 3-D (count, rows, cols), got {:?}", imgs.dims))),
+            [n, h, w] if h > 0 && w > 0 => (n, h, w),
+            _ => return Err(DatasetError::format(images, format!("images must be 3-D (count, rows, cols) with pixels, got {:?}", imgs.dims))),
         };
-        if labels.dims != [count] {
-            return Err(DatasetError::format(
-                &labels_path,
-                format!("{} labels for {count} images", labels.dims.first().copied().unwrap_or(0)),
-            ));
+        if labels.dims.len() != 1 || labels.dims[0] != count {
+            return Err(DatasetError::format(&labels_path, format!("labels of shape {:?} for {count} images", labels.dims)));
         }
         Ok(Dataset {
             name: images.display().to_string(),
@@ -252,7 +256,7 @@ mod tests {
 
         std::fs::write(dir.path().join("t10k-labels-idx1-ubyte"), [0, 0, 8, 1, 0, 0, 0, 1, 7]).unwrap();
         let err = Dataset::open(dir.path().to_str().unwrap()).unwrap_err();
-        assert!(err.to_string().contains("1 labels for 2 images"), "{err}");
+        assert!(err.to_string().contains("labels of shape [1] for 2 images"), "{err}");
     }
 
     #[test]

@@ -44,6 +44,9 @@ pub(crate) fn open(path: &Path) -> Result<Dataset, DatasetError> {
     let storage = if let Some(a) = read::<u8>(path)? {
         let shape = a.shape().to_vec();
         let (n, h, w, c, channels_first) = match shape[..] {
+            [_, 0, _] | [_, 0, _, _] | [_, _, 0] | [_, _, _, 0] => {
+                return Err(DatasetError::format(path, format!("images of shape {shape:?} have no pixels")));
+            }
             [n, h, w] => (n, h, w, 1, false),
             [n, c @ (1 | 3), h, w] => (n, h, w, c, true),
             [n, h, w, c @ (1 | 3)] => (n, h, w, c, false),

@@ -84,6 +84,12 @@ pub fn manifest_for(imported: &Imported, labels: Option<Vec<String>>, choice: &P
     if input.channels() == 4 {
         return Err(CompileError::Model("4-channel (RGBA) model inputs are not supported".into()));
     }
+    if out_shape.len() < 2 {
+        return Err(CompileError::Model(format!(
+            "the output has shape [{}]; a classifier's output is [batch, classes]",
+            plan::manifest::shape_to_string(&out_shape)
+        )));
+    }
     let classes = out_shape[1..]
         .iter()
         .map(|d| match d {
@@ -114,7 +120,8 @@ pub fn manifest_for(imported: &Imported, labels: Option<Vec<String>>, choice: &P
     };
     let preprocess = Preprocess {
         color,
-        resize: choice.resize.or(defaults.resize),
+        // A crop without a resize crops the image as it comes (torchvision CenterCrop alone).
+        resize: choice.resize.or(if choice.center_crop.is_some() { None } else { defaults.resize }),
         filter: choice.filter.unwrap_or(defaults.filter),
         center_crop: choice.center_crop,
         max_pixel_value: 255.0,

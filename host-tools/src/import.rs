@@ -28,13 +28,16 @@ pub enum ImportError {
     Tract(String),
 }
 
+/// Largest size accepted for one dimension of `--input-shape`.
+pub const MAX_DIM: usize = 1 << 16;
+
 /// `--input-shape`: each dimension a number or a symbol name (e.g. `batch,1,28,28`).
 pub fn parse_shape(text: &str) -> Result<Vec<Dim>, String> {
     text.split(',')
         .map(|d| {
             let d = d.trim();
             if let Ok(n) = d.parse::<usize>() {
-                if n == 0 { Err("dimensions must be at least 1".to_string()) } else { Ok(Dim::Fixed(n)) }
+                if (1..=MAX_DIM).contains(&n) { Ok(Dim::Fixed(n)) } else { Err(format!("dimensions must be 1 to {MAX_DIM}")) }
             } else if !d.is_empty() && d.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') && !d.starts_with(|c: char| c.is_ascii_digit()) {
                 Ok(Dim::Symbol(d.to_string()))
             } else {
@@ -140,25 +143,26 @@ fn check_looks_like_onnx(proto: &ModelProto) -> Result<(), String> {
     Ok(())
 }
 
-/// The input fact as declared, with an unknown batch axis made symbolic; any other unknown dimension is
-/// an error that names `--input-shape`.
+/// The input fact as declared, with an unknown or `-1` batch axis made symbolic. Any other unknown or
+/// symbolic dimension is an error naming `--input-shape`: Perch plans take images of one size.
 fn infer_input_fact(model: &InferenceModel) -> Result<InferenceFact, ImportError> {
     let fact = model.input_fact(0).map_err(tract_err)?.clone();
-    let Some(dims) = fact.shape.concretize() else {
-        return Err(ImportError::Unsupported(
-            "the model does not declare its input rank: pass --input-shape (e.g. --input-shape batch,1,28,28)".into(),
-        ));
-    };
+    let hint = "pass --input-shape, e.g. --input-shape batch,3,224,224";
+    if fact.shape.is_open() {
+        return Err(ImportError::Unsupported(format!("the model does not declare its input rank: {hint}")));
+    }
     let mut shape: TVec<TDim> = TVec::new();
     for (axis, dim) in fact.shape.dims().enumerate() {
-        match dim.concretize() {
-            Some(d) if d.to_i64().map_or(true, |v| v > 0) => shape.push(d),
-            _ if axis == 0 => shape.push(model.symbols.sym(BATCH_SYMBOL).into()),
-            _ => {
+        let known = dim.concretize().filter(|d| d.to_i64().map_or(true, |v| v > 0));
+        match known {
+            Some(d) if axis == 0 || d.to_i64().is_ok() => shape.push(d),
+            None if axis == 0 => shape.push(model.symbols.sym(BATCH_SYMBOL).into()),
+            Some(d) => {
                 return Err(ImportError::Unsupported(format!(
-                    "input axis {axis} has no fixed size (shape {dims:?}): pass --input-shape, e.g. --input-shape batch,3,224,224"
+                    "input axis {axis} is `{d}`: Perch plans take images of one size; {hint}"
                 )));
             }
+            None => return Err(ImportError::Unsupported(format!("input axis {axis} has no fixed size; {hint}"))),
         }
     }
     let dt = fact.datum_type.concretize().unwrap_or(f32::datum_type());

@@ -126,8 +126,8 @@ struct CompileArgs {
     #[arg(long, value_name = "DATA")]
     eval_data: Option<String>,
     /// Evaluate only the first N samples of --eval-data.
-    #[arg(long, value_name = "N")]
-    eval_limit: Option<usize>,
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    eval_limit: Option<u64>,
 }
 
 /// A whole shape as one argument (clap would read `Vec<Dim>` as repeated values).
@@ -190,7 +190,7 @@ fn compile_cmd(args: &CompileArgs) -> Result<()> {
     if let Some(data) = &args.eval_data {
         let mut dataset = Dataset::open(data)?;
         if let Some(n) = args.eval_limit {
-            dataset.truncate(n);
+            dataset.truncate(usize::try_from(n).unwrap_or(usize::MAX));
         }
         let batch = plan.manifest.input.fixed_batch().unwrap_or(64);
         let classifier = Classifier::new(plan, batch)?;
@@ -201,9 +201,9 @@ fn compile_cmd(args: &CompileArgs) -> Result<()> {
         manifest.accuracy = Some(Accuracy { dataset: data.clone(), images: eval.images, top1: eval.top1() });
         bytes = compile::round_trip(&mut manifest, &imported.model)?.0;
     }
+    let analysis = analysis::analyze(&imported.model)?;
     perch_runtime::plan::write_atomically(&args.output, &bytes)?;
 
-    let analysis = analysis::analyze(&imported.model)?;
     let m = &manifest;
     println!("compiled {} -> {} ({} bytes, {})", args.model.display(), args.output.display(), bytes.len(), m.quantization.scheme);
     println!("  input   {} [{}] {:?}, preprocess {}", m.input.name, shape_to_string(&m.input.shape), m.input.layout, serde_json::to_string(&m.preprocess)?);
@@ -284,15 +284,19 @@ fn export_cmd(data: &str, output: &Path, count: usize) -> Result<()> {
         let class = class.replace(['/', '\\'], "-");
         let dir = output.join(&class);
         std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        let path = dir.join(format!("{index:05}.png"));
-        match dataset.item(index) {
-            Item::Image(img) => img.save(&path).with_context(|| format!("cannot write {}", path.display()))?,
+        let (bytes, ext) = match dataset.item(index) {
+            Item::Image(img) => {
+                let mut png = Vec::new();
+                img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)?;
+                (png, "png".to_string())
+            }
             Item::File(src) => {
-                std::fs::copy(&src, dir.join(src.file_name().unwrap_or_default()))
-                    .with_context(|| format!("cannot copy {}", src.display()))?;
+                let ext = src.extension().map_or("img".into(), |e| e.to_string_lossy().to_lowercase());
+                (std::fs::read(&src).with_context(|| format!("cannot read {}", src.display()))?, ext)
             }
             Item::Tensor(_) => bail!("{data} holds preprocessed tensors, not images"),
-        }
+        };
+        perch_runtime::plan::write_atomically(&dir.join(format!("{index:05}.{ext}")), &bytes)?;
     }
     println!("wrote {n} image(s) from {data} to {}", output.display());
     Ok(())

@@ -45,7 +45,8 @@ fn inspect_reports_ops_params_and_macs() {
     let out = perch(&["inspect", example().to_str().unwrap(), "--nodes"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    for needle in ["params    29.1 k", "MACs", "Conv x3", "sbc (tract, .perch): every op supported", "mcu ("] {
+    // 3x3 convs 1->16 @28x28, 16->32 @14x14, 32->64 @7x7, and the 576->10 head: 1.93 M MACs.
+    for needle in ["params    29.1 k", "MACs      1.9 M per image", "Conv x3", "sbc (tract, .perch): every op supported", "mcu ("] {
         assert!(stdout.contains(needle), "`{needle}` missing from:\n{stdout}");
     }
 }
@@ -152,4 +153,28 @@ fn exports_dataset_images_as_an_image_folder() {
     for p in ["Ankle boot/00000.png", "Pullover/00001.png", "Trouser/00002.png"] {
         assert!(dir.path().join(p).is_file(), "{p}");
     }
+}
+
+#[test]
+fn image_folder_classes_are_matched_to_labels_by_name() {
+    // ImageFolder sorts class directories alphabetically ("Ankle boot" first), the model's order is
+    // Fashion-MNIST's ("T-shirt/top" first): accuracy is only right if names are matched.
+    let dir = tempfile::tempdir().unwrap();
+    let images = dir.path().join("images");
+    let out = perch(&["dataset", "export", "fashion-mnist:test", "--count", "200", "-o", images.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let plan = dir.path().join("m.perch");
+    let out = perch(&[
+        "compile", example().to_str().unwrap(), "-o", plan.to_str().unwrap(), "--mean", "0.2860", "--std", "0.3530",
+        "--eval-data", images.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let accuracy = perch_runtime::Plan::load(&plan).unwrap().manifest.accuracy.unwrap();
+    assert_eq!(accuracy.images, 200);
+    assert!(accuracy.top1 > 85.0, "{accuracy:?}");
+
+    std::fs::create_dir(images.join("Hat")).unwrap();
+    std::fs::copy(images.join("Bag").read_dir().unwrap().next().unwrap().unwrap().path(), images.join("Hat/1.png")).unwrap();
+    let out = perch(&["compile", example().to_str().unwrap(), "-o", plan.to_str().unwrap(), "--eval-data", images.to_str().unwrap()]);
+    assert_one_line_error(&out, "classes [\"Hat\"] are not among the plan's labels");
 }

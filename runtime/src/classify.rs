@@ -82,6 +82,9 @@ impl Classifier {
                 Dim::Symbol(s) => Err(RunError::Optimize(format!("input dimension `{s}` is not fixed in the plan"))),
             })
             .product::<Result<usize, _>>()?;
+        if per_image.checked_mul(batch).is_none_or(|n| n as u64 > crate::plan::MAX_TENSOR_ELEMENTS) {
+            return Err(RunError::Batch { asked: batch, why: format!("{batch} images of {per_image} values is too large") });
+        }
         let runnable = graph
             .into_optimized()
             .and_then(|m| m.into_runnable())

@@ -107,6 +107,8 @@ pub enum ImageError {
     Channels { found: String, expected: usize, expected_name: &'static str },
     #[error("image is {width}x{height} after preprocessing, the model takes {want_width}x{want_height}")]
     Size { width: u32, height: u32, want_width: u32, want_height: u32 },
+    #[error("image is {width}x{height}: {why}")]
+    Dimensions { width: u32, height: u32, why: &'static str },
     #[error("center crop {crop_w}x{crop_h} is larger than the resized image {width}x{height}")]
     CropTooLarge { crop_w: u32, crop_h: u32, width: u32, height: u32 },
 }
@@ -123,7 +125,11 @@ pub fn decode_image(bytes: &[u8]) -> Result<DynamicImage, ImageError> {
     if reader.format().is_none() {
         return Err(ImageError::Decode("unknown image format".into()));
     }
-    reader.decode().map_err(|e| ImageError::Decode(e.to_string()))
+    let image = reader.decode().map_err(|e| ImageError::Decode(e.to_string()))?;
+    if image.width() == 0 || image.height() == 0 {
+        return Err(ImageError::Dimensions { width: image.width(), height: image.height(), why: "an image needs pixels" });
+    }
+    Ok(image)
 }
 
 /// File extensions taken as images when a directory is searched.
@@ -157,6 +163,20 @@ pub fn open_image(path: impl AsRef<Path>) -> Result<DynamicImage, ImageError> {
     let path = path.as_ref();
     let bytes = std::fs::read(path).map_err(|source| ImageError::Read { path: path.display().to_string(), source })?;
     decode_image(&bytes)
+}
+
+/// Grey values as PIL's `convert("L")` computes them (ITU-R 601-2 luma, 16-bit fixed point, rounded),
+/// which is what torchvision's `Grayscale` gives a model in training. (The image crate uses Rec. 709
+/// weights, which would shift every converted pixel.)
+fn luma_like_pil(image: &DynamicImage) -> Vec<u8> {
+    if !image.color().has_color() {
+        return image.to_luma8().into_raw();
+    }
+    image
+        .to_rgb8()
+        .pixels()
+        .map(|p| ((u32::from(p.0[0]) * 19595 + u32::from(p.0[1]) * 38470 + u32::from(p.0[2]) * 7471 + 0x8000) >> 16) as u8)
+        .collect()
 }
 
 fn describe(image: &DynamicImage) -> String {
@@ -211,6 +231,29 @@ impl Preprocess {
         if let Some(bad) = self.std.iter().find(|s| !s.is_finite() || **s == 0.0) {
             return Err(format!("std {bad} would divide by zero or overflow"));
         }
+        if let Some(bad) = self.mean.iter().find(|m| !m.is_finite()) {
+            return Err(format!("mean {bad} is not a finite number"));
+        }
+        let sizes = [
+            self.center_crop.map(|(w, h)| w.max(h)),
+            match self.resize {
+                Some(Resize::Exact { width, height }) => Some(width.max(height)),
+                Some(Resize::ShorterSide(side)) => Some(side),
+                None => None,
+            },
+        ];
+        if sizes.iter().flatten().any(|&n| n == 0 || n > MAX_IMAGE_SIDE) {
+            return Err(format!("resize and crop sizes must be 1 to {MAX_IMAGE_SIDE} pixels"));
+        }
+        match (self.resize, self.center_crop) {
+            (Some(Resize::Exact { width, height }), Some((cw, ch))) if cw > width || ch > height => {
+                return Err(format!("center crop {cw}x{ch} does not fit in the {width}x{height} resize"));
+            }
+            (Some(Resize::ShorterSide(side)), Some((cw, ch))) if cw > side || ch > side => {
+                return Err(format!("center crop {cw}x{ch} does not fit in images resized to a shorter side of {side}"));
+            }
+            _ => {}
+        }
         if !(self.max_pixel_value.is_finite() && self.max_pixel_value > 0.0) {
             return Err(format!("max pixel value {} must be positive", self.max_pixel_value));
         }
@@ -246,7 +289,7 @@ impl Preprocess {
         }
         let channels = self.color.channels();
         let pixels: Vec<u8> = match self.color {
-            Color::Grayscale => resized.to_luma8().into_raw(),
+            Color::Grayscale => luma_like_pil(&resized),
             Color::Rgb => resized.to_rgb8().into_raw(),
             Color::Bgr => resized.to_rgb8().chunks_exact(3).flat_map(|p| [p[2], p[1], p[0]]).collect(),
         };
@@ -278,7 +321,10 @@ impl Preprocess {
             });
         }
         Ok(match self.color {
-            Color::Grayscale => DynamicImage::ImageLuma8(image.to_luma8()),
+            Color::Grayscale => {
+                let (w, h) = image.dimensions();
+                DynamicImage::ImageLuma8(image::GrayImage::from_raw(w, h, luma_like_pil(image)).expect("w*h bytes"))
+            }
             Color::Rgb | Color::Bgr => DynamicImage::ImageRgb8(image.to_rgb8()),
         })
     }
@@ -289,13 +335,14 @@ impl Preprocess {
         let resized = match self.resize {
             Some(Resize::Exact { width, height }) if (width, height) != (w, h) => image.resize_exact(width, height, filter),
             Some(Resize::ShorterSide(side)) if w.min(h) != side => {
-                // torchvision: the longer side is scaled and truncated to an integer.
-                let (nw, nh) = if w <= h {
-                    (side, (u64::from(side) * u64::from(h) / u64::from(w)) as u32)
-                } else {
-                    ((u64::from(side) * u64::from(w) / u64::from(h)) as u32, side)
-                };
-                image.resize_exact(nw, nh, filter)
+                // torchvision: the longer side is scaled and truncated to an integer. decode_image
+                // refuses empty images, so w and h are at least 1.
+                let long = |l: u32, s: u32| u64::from(side) * u64::from(l) / u64::from(s.max(1));
+                let (nw, nh) = if w <= h { (u64::from(side), long(h, w)) } else { (long(w, h), u64::from(side)) };
+                if nw > u64::from(MAX_IMAGE_SIDE) || nh > u64::from(MAX_IMAGE_SIDE) {
+                    return Err(ImageError::Dimensions { width: w, height: h, why: "too elongated: resizing it would exceed the size limit" });
+                }
+                image.resize_exact(nw as u32, nh as u32, filter)
             }
             _ => image,
         };
@@ -304,9 +351,9 @@ impl Preprocess {
         if cw > w || ch > h {
             return Err(ImageError::CropTooLarge { crop_w: cw, crop_h: ch, width: w, height: h });
         }
-        // torchvision rounds the offsets: int(round((h - ch) / 2)).
-        let top = ((h - ch) as f64 / 2.0).round() as u32;
-        let left = ((w - cw) as f64 / 2.0).round() as u32;
+        // torchvision: int(round((h - ch) / 2.0)), and Python rounds halves to even.
+        let top = ((h - ch) as f64 / 2.0).round_ties_even() as u32;
+        let left = ((w - cw) as f64 / 2.0).round_ties_even() as u32;
         Ok(resized.crop_imm(left, top, cw, ch))
     }
 }
@@ -387,6 +434,51 @@ mod tests {
     }
 
     #[test]
+    fn crop_offsets_round_half_to_even_like_torchvision() {
+        // 500x375 -> Resize(256) -> 341x256 -> CenterCrop(224): torchvision's left offset is
+        // round(58.5) = 58 (half to even), top round(16.0) = 16.
+        let spec = input(1, 224, 224, Layout::Nchw);
+        let p = Preprocess {
+            resize: None,
+            center_crop: Some((224, 224)),
+            max_pixel_value: 1.0,
+            ..Preprocess::default_for(&spec)
+        };
+        let img = DynamicImage::ImageLuma8(GrayImage::from_fn(341, 256, |x, y| Luma([if x == 58 && y == 16 { 200 } else { 0 }])));
+        let out = p.apply(&img, &spec, ChannelPolicy::Strict).unwrap();
+        assert_eq!(out[0], 200.0, "the crop starts at (58, 16)");
+    }
+
+    #[test]
+    fn color_to_grey_matches_pil() {
+        let spec = input(1, 1, 2, Layout::Nchw);
+        let p = Preprocess { max_pixel_value: 1.0, ..Preprocess::default_for(&spec) };
+        let img = DynamicImage::ImageRgb8(RgbImage::from_raw(2, 1, vec![255, 0, 0, 10, 200, 30]).unwrap());
+        // PIL: Image.new("RGB", ...).convert("L") gives 76 for pure red and 124 for (10, 200, 30) (checked with Pillow 13).
+        assert_eq!(p.apply(&img, &spec, ChannelPolicy::Convert).unwrap(), vec![76.0, 124.0]);
+    }
+
+    #[test]
+    fn sizes_that_cannot_work_are_refused_before_any_image() {
+        let spec = input(1, 28, 28, Layout::Nchw);
+        let base = Preprocess::default_for(&spec);
+        let crop_outside = Preprocess { resize: Some(Resize::Exact { width: 20, height: 20 }), center_crop: Some((28, 28)), ..base.clone() };
+        assert!(crop_outside.check_against(&spec).unwrap_err().contains("does not fit"));
+        let nan_mean = Preprocess { mean: vec![f32::NAN], ..base.clone() };
+        assert!(nan_mean.check_against(&spec).is_err());
+        let huge = Preprocess { resize: Some(Resize::ShorterSide(1 << 20)), center_crop: Some((28, 28)), ..base };
+        assert!(huge.check_against(&spec).is_err());
+    }
+
+    #[test]
+    fn elongated_images_cannot_blow_up_a_resize() {
+        let spec = input(1, 28, 28, Layout::Nchw);
+        let p = Preprocess { resize: Some(Resize::ShorterSide(300)), center_crop: Some((28, 28)), ..Preprocess::default_for(&spec) };
+        let img = DynamicImage::ImageLuma8(GrayImage::new(16_000, 1));
+        assert!(matches!(p.apply(&img, &spec, ChannelPolicy::Strict), Err(ImageError::Dimensions { .. })));
+    }
+
+    #[test]
     fn bytes_that_are_not_an_image_give_a_decode_error() {
         assert!(matches!(decode_image(b"definitely not a png"), Err(ImageError::Decode(_))));
         let mut png = Vec::new();
@@ -395,5 +487,7 @@ mod tests {
             .unwrap();
         assert!(matches!(decode_image(&png[..png.len() / 2]), Err(ImageError::Decode(_))));
         assert!(decode_image(&png).is_ok());
+        // A PNM header may declare a zero width; such an image is refused, not resized.
+        assert!(decode_image(b"P5\n0 4\n255\n").is_err());
     }
 }

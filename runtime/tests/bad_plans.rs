@@ -41,9 +41,14 @@ fn a_flipped_bit_anywhere_in_the_body_fails_the_checksum() {
 #[test]
 fn truncation_at_any_point_is_reported() {
     let good = good_plan();
-    for len in [0, 5, 8, 40, HEADER_LEN, HEADER_LEN + 10, good.len() / 2, good.len() - 1] {
+    for len in [0, 5] {
         let err = Plan::from_bytes(&good[..len]).unwrap_err();
-        assert!(matches!(err, PlanError::Truncated { .. } | PlanError::NotAPlan), "len {len}: {err}");
+        assert!(matches!(err, PlanError::NotAPlan), "len {len}: {err}");
+    }
+    // With the magic intact, the file is a plan that was cut short.
+    for len in [8, 40, HEADER_LEN, HEADER_LEN + 10, good.len() / 2, good.len() - 1] {
+        let err = Plan::from_bytes(&good[..len]).unwrap_err();
+        assert!(matches!(err, PlanError::Truncated { .. }), "len {len}: {err}");
     }
 }
 

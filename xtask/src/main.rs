@@ -233,6 +233,9 @@ fn measure() -> Result {
         }
         let out = cmd.output().map_err(|e| e.to_string())?;
         let stderr = String::from_utf8_lossy(&out.stderr);
+        if !out.status.success() {
+            return Err(format!("perch-run failed under qemu ({}): {stderr}", out.status));
+        }
         let total = stderr
             .lines()
             .find_map(|l| l.strip_prefix("insncount: total=")?.split_whitespace().next()?.parse::<u64>().ok())
@@ -240,7 +243,8 @@ fn measure() -> Result {
         println!("insncount cortex-a72: {n} images: {total} instructions");
         counts.push(total);
     }
-    println!("insncount cortex-a72: fashion-resnet, one inference: {} instructions", (counts[1] - counts[0]) / 10);
+    let per_image = counts[1].checked_sub(counts[0]).ok_or("21 images counted fewer instructions than 11")? / 10;
+    println!("insncount cortex-a72: fashion-resnet, one image classified (decode + preprocess + inference): {per_image} instructions");
     Ok(())
 }
 

@@ -21,6 +21,10 @@ pub const TRACT_VERSION: &str = "0.23.9";
 /// hundred MB, and the whole plan is held in memory while it is verified.
 pub const MAX_PLAN_BYTES: u64 = 1 << 30;
 
+/// Bound on the elements of the input and output tensors a plan declares (together): 2^28 f32
+/// values is 1 GiB, far above any image classifier's batch.
+pub const MAX_TENSOR_ELEMENTS: u64 = 1 << 28;
+
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PlanError {
@@ -130,17 +134,24 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), PlanError> {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    let mut tmp = tempfile::Builder::new().prefix(".perch-").suffix(".tmp").tempfile_in(dir).map_err(write_err)?;
-    tmp.write_all(bytes).map_err(write_err)?;
-    // tempfile creates 0600 files; a plan is as readable as any file the user writes.
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".perch-").suffix(".tmp");
+    // tempfile creates 0600 files; a plan is as readable as any file the user writes: the mode of the
+    // file it replaces, else 0666 less the umask (applied by open(2)).
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(path).map(|m| m.permissions().mode() & 0o777).unwrap_or(0o644);
-        tmp.as_file().set_permissions(std::fs::Permissions::from_mode(mode)).map_err(write_err)?;
+        let mode = std::fs::metadata(path).map(|m| m.permissions().mode() & 0o777).unwrap_or(0o666);
+        builder.permissions(std::fs::Permissions::from_mode(mode));
     }
+    let mut tmp = builder.tempfile_in(dir).map_err(write_err)?;
+    tmp.write_all(bytes).map_err(write_err)?;
     tmp.as_file().sync_all().map_err(write_err)?;
     tmp.persist(path).map_err(|e| write_err(e.error))?;
+    // The rename is durable once the directory entry is.
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
     Ok(())
 }
 
@@ -167,8 +178,21 @@ fn check_graph_matches_manifest(graph: &TypedModel, manifest: &Manifest) -> Resu
     if manifest.input.shape.len() != 4 {
         return inconsistent(format!("the input must be a 4-D image batch, not [{}]", manifest::shape_to_string(&manifest.input.shape)));
     }
-    if manifest.output.shape.is_empty() {
-        return inconsistent("the output shape is empty".into());
+    if manifest.output.shape.len() < 2 {
+        return inconsistent("the output must be [batch, classes]".into());
+    }
+    let mut elements: u64 = 1;
+    for dim in manifest.input.shape.iter().chain(&manifest.output.shape) {
+        if let Dim::Fixed(n) = dim {
+            elements = elements.saturating_mul(*n as u64);
+            if *n == 0 || elements > MAX_TENSOR_ELEMENTS {
+                return inconsistent(format!(
+                    "shapes [{}] -> [{}] are empty or too large",
+                    manifest::shape_to_string(&manifest.input.shape),
+                    manifest::shape_to_string(&manifest.output.shape)
+                ));
+            }
+        }
     }
     if graph.inputs.len() != 1 || graph.outputs.len() != 1 {
         return inconsistent(format!(
@@ -198,6 +222,23 @@ fn check_graph_matches_manifest(graph: &TypedModel, manifest: &Manifest) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn atomic_write_replaces_whole_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.perch");
+        write_atomically(&path, b"first").unwrap();
+        write_atomically(&path, b"second").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"second");
+        // A target that cannot be replaced (a non-empty directory) fails, and leaves no temporary file.
+        let blocker = dir.path().join("blocker");
+        std::fs::create_dir(&blocker).unwrap();
+        std::fs::write(blocker.join("keep"), b"x").unwrap();
+        assert!(matches!(write_atomically(&blocker, b"new"), Err(PlanError::Write { .. })));
+        let mut names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        names.sort();
+        assert_eq!(names, vec!["a.perch", "blocker"]);
+    }
 
     #[test]
     fn tract_version_rule() {

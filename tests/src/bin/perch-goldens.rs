@@ -22,7 +22,9 @@ fn main() -> anyhow::Result<()> {
     for i in 0..IMAGES {
         let Item::Image(img) = test.item(i) else { anyhow::bail!("IDX items are images") };
         let file = format!("images/{i:05}.png");
-        img.save(dir.join(&file))?;
+        let mut png = Vec::new();
+        img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)?;
+        perch_runtime::plan::write_atomically(&dir.join(&file), &png)?;
         let values = manifest.preprocess.apply(&img, &manifest.input, ChannelPolicy::Strict)?;
         let logits = run_reference(&reference, &values, &[1, 1, 28, 28])?.remove(0);
         images.push(serde_json::json!({ "file": file, "label": test.label(i), "logits": logits }));
