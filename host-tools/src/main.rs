@@ -223,18 +223,7 @@ fn inspect_cmd(path: &Path, input_shape: Option<&[Dim]>, nodes: bool) -> Result<
             bail!("--input-shape applies to ONNX models; a plan's input shape is fixed at compile time");
         }
         let plan = Plan::load(path)?;
-        let m = &plan.manifest;
-        println!("plan      {} (format v{}, perch {}, tract {})", path.display(), m.format_version, m.perch_version, m.tract_version);
-        println!("checksum  sha256:{}", plan.checksum);
-        println!("source    {} sha256:{} {}", m.source.file_name, m.source.sha256, m.source.producer.clone().unwrap_or_default());
-        println!("input     {} [{}] {:?} {}", m.input.name, shape_to_string(&m.input.shape), m.input.layout, m.input.dtype);
-        println!("output    {} [{}] {:?}", m.output.name, shape_to_string(&m.output.shape), m.output.kind);
-        println!("preproc   {}", serde_json::to_string(&m.preprocess)?);
-        println!("labels    {}", m.labels.join(", "));
-        println!("quant     {}", m.quantization.scheme);
-        if let Some(a) = &m.accuracy {
-            println!("accuracy  {:.2}% top-1 on {} ({} images)", a.top1, a.dataset, a.images);
-        }
+        println!("plan      {}\n{}", path.display(), plan.summary());
         plan.graph
     } else {
         let imported = import::import(path, input_shape)?;

@@ -57,7 +57,7 @@ fn inspect_reads_plans_too() {
     let out = perch(&["inspect", plan.to_str().unwrap()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    for needle in ["format v1", "checksum  sha256:", "labels    T-shirt/top, Trouser", "Conv x3"] {
+    for needle in ["format    v1 (perch", "checksum  sha256:", "labels    T-shirt/top, Trouser", "Conv x3"] {
         assert!(stdout.contains(needle), "`{needle}` missing from:\n{stdout}");
     }
     let out = perch(&["inspect", plan.to_str().unwrap(), "--input-shape", "1,1,28,28"]);

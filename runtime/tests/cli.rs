@@ -118,3 +118,13 @@ fn image_with_the_wrong_channel_count() {
     let out = perch_run(&["classify", "--plan", &plan(), rgb, "--convert"]);
     assert!(out.status.success(), "--convert must accept it: {}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn info_shows_the_manifest() {
+    let out = perch_run(&["info", "--plan", &plan()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for needle in ["format    v1 (perch", "input     input [batch,1,28,28] Nchw f32", "labels    T-shirt/top, Trouser", "\"mean\":[0.286]"] {
+        assert!(stdout.contains(needle), "`{needle}` missing from:\n{stdout}");
+    }
+}

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use perch_runtime::{ChannelPolicy, Classifier, Plan, plan::manifest::shape_to_string, preprocess::{image_files, open_image}};
+use perch_runtime::{ChannelPolicy, Classifier, Plan, preprocess::{image_files, open_image}};
 
 /// Run Perch plans (.perch files written by `perch compile`) on this machine.
 #[derive(Parser)]
@@ -97,19 +97,7 @@ fn classify(plan: &Path, inputs: &[PathBuf], top: usize, json: bool, convert: bo
 
 fn info(path: &Path) -> Result<()> {
     let plan = Plan::load(path).with_context(|| format!("{}", path.display()))?;
-    let m = &plan.manifest;
-    println!("plan        {}", path.display());
-    println!("format      v{} (perch {}, tract {})", m.format_version, m.perch_version, m.tract_version);
-    println!("checksum    sha256:{}", plan.checksum);
-    println!("source      {} (sha256:{})", m.source.file_name, m.source.sha256);
-    println!("input       {} [{}] {:?} {}", m.input.name, shape_to_string(&m.input.shape), m.input.layout, m.input.dtype);
-    println!("output      {} [{}] {:?}", m.output.name, shape_to_string(&m.output.shape), m.output.kind);
-    println!("preprocess  {}", serde_json::to_string(&m.preprocess)?);
-    println!("labels      {}", m.labels.join(", "));
-    println!("quantized   {}", m.quantization.scheme);
-    if let Some(a) = &m.accuracy {
-        println!("accuracy    {:.2}% top-1 on {} ({} images)", a.top1, a.dataset, a.images);
-    }
+    println!("plan      {}\n{}", path.display(), plan.summary());
     Ok(())
 }
 

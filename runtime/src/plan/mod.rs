@@ -108,6 +108,26 @@ impl Plan {
         Ok(Plan { manifest, graph, checksum: container::hex(&parts.checksum) })
     }
 
+    /// The manifest in a few aligned lines, as `perch inspect` and `perch-run info` show it.
+    pub fn summary(&self) -> String {
+        let m = &self.manifest;
+        let shape = manifest::shape_to_string;
+        let mut lines = vec![
+            format!("format    v{} (perch {}, tract {})", m.format_version, m.perch_version, m.tract_version),
+            format!("checksum  sha256:{}", self.checksum),
+            format!("source    {} sha256:{} {}", m.source.file_name, m.source.sha256, m.source.producer.as_deref().unwrap_or("")),
+            format!("input     {} [{}] {:?} {}", m.input.name, shape(&m.input.shape), m.input.layout, m.input.dtype),
+            format!("output    {} [{}] {:?}", m.output.name, shape(&m.output.shape), m.output.kind),
+            format!("preproc   {}", serde_json::to_string(&m.preprocess).unwrap_or_default()),
+            format!("labels    {}", m.labels.join(", ")),
+            format!("quant     {}", m.quantization.scheme),
+        ];
+        if let Some(a) = &m.accuracy {
+            lines.push(format!("accuracy  {:.2}% top-1 on {} ({} images)", a.top1, a.dataset, a.images));
+        }
+        lines.join("\n")
+    }
+
     /// Serializes `graph` (which must be decluttered, not optimized) with `manifest`, filling in the
     /// manifest's format version and graph hash. The output is deterministic for the same inputs.
     pub fn to_bytes(manifest: &mut Manifest, graph: &TypedModel) -> Result<Vec<u8>, PlanError> {
