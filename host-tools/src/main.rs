@@ -23,7 +23,7 @@ const EXAMPLES: &str = "Examples:
 /// Perch: compile image classifiers trained in PyTorch (exported to ONNX) into plans for ARM boards and
 /// microcontrollers, and measure their accuracy on the way.
 #[derive(Parser)]
-#[command(version, about, long_about = None, after_help = EXAMPLES)]
+#[command(version, after_help = EXAMPLES)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -108,7 +108,8 @@ struct CompileArgs {
     /// Default: exactly the model's input size.
     #[arg(long, value_name = "N|WxH", value_parser = parse_resize)]
     resize: Option<Resize>,
-    /// Center crop after resizing: N or WxH (torchvision CenterCrop).
+    /// Center crop after resizing: N or WxH (torchvision CenterCrop). Without --resize, images are
+    /// cropped as they come.
     #[arg(long, value_name = "N|WxH", value_parser = parse_size)]
     center_crop: Option<(u32, u32)>,
     /// Resampling filter for resizing.

@@ -9,7 +9,7 @@ use perch_runtime::{ChannelPolicy, Classifier, Plan, preprocess::{image_files, o
 
 /// Run Perch plans (.perch files written by `perch compile`) on this machine.
 #[derive(Parser)]
-#[command(version, about, long_about = None, after_help = "Example:\n  perch-run classify --plan fashion-cnn-s.perch shoe.png shirts/ --top 3")]
+#[command(version, after_help = "Example:\n  perch-run classify --plan fashion-cnn-s.perch shoe.png shirts/ --top 3")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
