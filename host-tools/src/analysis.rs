@@ -42,8 +42,8 @@ pub struct Analysis {
     pub macs: u64,
     /// Largest activation tensor (elements) for one image.
     pub largest_activation: u64,
-    /// Ops (by name) a target cannot run.
-    pub unsupported: BTreeMap<Target, Vec<String>>,
+    /// Op kinds (by name) outside the micro runtime's kernel set.
+    pub mcu_unsupported: Vec<String>,
 }
 
 /// Analyses a decluttered model; symbolic dimensions (the batch) are set to 1 for the counts.
@@ -90,10 +90,20 @@ pub fn analyze(model: &TypedModel) -> TractResult<Analysis> {
         total_macs += macs;
         nodes.push(NodeInfo { name: node.name.clone(), op, shape, macs, params });
     }
-    let mut unsupported = BTreeMap::new();
-    unsupported.insert(Target::Sbc, sbc_unsupported(&model));
-    unsupported.insert(Target::Mcu, mcu_missing);
-    Ok(Analysis { nodes, ops, params: total_params, macs: total_macs, largest_activation: largest, unsupported })
+    Ok(Analysis {
+        nodes,
+        ops,
+        params: total_params,
+        macs: total_macs,
+        largest_activation: largest,
+        mcu_unsupported: mcu_missing,
+    })
+}
+
+/// What each target cannot run. The SBC check serializes the whole graph, so it is asked for apart
+/// from [`analyze`].
+pub fn unsupported(model: &TypedModel, analysis: &Analysis) -> BTreeMap<Target, Vec<String>> {
+    BTreeMap::from([(Target::Sbc, sbc_unsupported(model)), (Target::Mcu, analysis.mcu_unsupported.clone())])
 }
 
 /// The SBC target runs what tract runs and Perch can ship: every op whose NNEF serializer exists.

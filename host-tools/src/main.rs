@@ -200,7 +200,8 @@ fn compile_cmd(args: &CompileArgs) -> Result<()> {
             .with_context(|| format!("evaluating on {data}"))?;
         bar.finish_and_clear();
         manifest.accuracy = Some(Accuracy { dataset: data.clone(), images: eval.images, top1: eval.top1() });
-        bytes = compile::round_trip(&mut manifest, &imported.model)?.0;
+        let graph = perch_runtime::plan::container::decode(&bytes, perch_runtime::plan::FORMAT_VERSION)?.graph.to_vec();
+        bytes = Plan::seal(&mut manifest, &graph)?;
     }
     let analysis = analysis::analyze(&imported.model)?;
     perch_runtime::plan::write_atomically(&args.output, &bytes)?;
@@ -241,7 +242,7 @@ fn inspect_cmd(path: &Path, input_shape: Option<&[Dim]>, nodes: bool) -> Result<
     println!("MACs      {} per image", human(a.macs));
     println!("largest activation {} elements per image", human(a.largest_activation));
     println!("ops       {}", a.ops.iter().map(|(op, n)| format!("{op} x{n}")).collect::<Vec<_>>().join(", "));
-    for (target, missing) in &a.unsupported {
+    for (target, missing) in &analysis::unsupported(&model, &a) {
         let name = match target {
             Target::Sbc => "sbc (tract, .perch)",
             Target::Mcu => "mcu (micro runtime int8 op set)",

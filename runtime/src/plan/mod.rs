@@ -134,10 +134,16 @@ impl Plan {
         let graph_bytes = tract_nnef::nnef()
             .write_to_tar_with_config(graph, Vec::new(), false, true)
             .map_err(|e| PlanError::Serialize(format!("{e:#}")))?;
+        Plan::seal(manifest, &graph_bytes)
+    }
+
+    /// Puts `manifest` and an already serialized graph into a container, filling in the manifest's
+    /// format version and graph hash (a changed manifest needs no new serialization of the graph).
+    pub fn seal(manifest: &mut Manifest, graph_bytes: &[u8]) -> Result<Vec<u8>, PlanError> {
         manifest.format_version = FORMAT_VERSION;
-        manifest.graph_sha256 = container::hex(&sha256(&graph_bytes));
+        manifest.graph_sha256 = container::hex(&sha256(graph_bytes));
         let manifest_bytes = serde_json::to_vec_pretty(manifest).map_err(|e| PlanError::Manifest(e.to_string()))?;
-        container::encode(FORMAT_VERSION, &manifest_bytes, &graph_bytes)
+        container::encode(FORMAT_VERSION, &manifest_bytes, graph_bytes)
     }
 
     /// Writes a plan so that `path` holds either the complete new plan or what it held before: the
