@@ -44,6 +44,8 @@ pub struct Classifier {
     runnable: Arc<TypedRunnableModel>,
     batch: usize,
     per_image: usize,
+    /// The input tensor's shape: `batch` then one image's dimensions.
+    input_shape: Vec<usize>,
 }
 
 impl std::fmt::Debug for Classifier {
@@ -75,13 +77,14 @@ impl Classifier {
             }
             _ => {}
         }
-        let per_image = manifest.input.shape[1..]
+        let image_shape = manifest.input.shape[1..]
             .iter()
             .map(|d| match d {
                 Dim::Fixed(n) => Ok(*n),
                 Dim::Symbol(s) => Err(RunError::Optimize(format!("input dimension `{s}` is not fixed in the plan"))),
             })
-            .product::<Result<usize, _>>()?;
+            .collect::<Result<Vec<usize>, _>>()?;
+        let per_image = image_shape.iter().product::<usize>();
         if per_image.checked_mul(batch).is_none_or(|n| n as u64 > crate::plan::MAX_TENSOR_ELEMENTS) {
             return Err(RunError::Batch { asked: batch, why: format!("{batch} images of {per_image} values is too large") });
         }
@@ -89,7 +92,8 @@ impl Classifier {
             .into_optimized()
             .and_then(|m| m.into_runnable())
             .map_err(|e| RunError::Optimize(format!("{e:#}")))?;
-        Ok(Classifier { manifest, checksum, runnable, batch, per_image })
+        let input_shape = std::iter::once(batch).chain(image_shape).collect();
+        Ok(Classifier { manifest, checksum, runnable, batch, per_image, input_shape })
     }
 
     pub fn manifest(&self) -> &Manifest {
@@ -130,12 +134,7 @@ impl Classifier {
         // A short last batch is padded with zeros: the plan is optimized for one batch size.
         let mut padded = values.to_vec();
         padded.resize(self.per_image * self.batch, 0.0);
-        let mut shape = vec![self.batch];
-        shape.extend(self.manifest.input.shape[1..].iter().map(|d| match d {
-            Dim::Fixed(n) => *n,
-            Dim::Symbol(_) => unreachable!("checked in Classifier::new"),
-        }));
-        let input = Tensor::from_shape(&shape, &padded).map_err(|e| RunError::Inference(format!("{e:#}")))?;
+        let input = Tensor::from_shape(&self.input_shape, &padded).map_err(|e| RunError::Inference(format!("{e:#}")))?;
         let outputs = self.runnable.run(tvec!(input.into_tvalue())).map_err(|e| RunError::Inference(format!("{e:#}")))?;
         let out = outputs[0]
             .try_as_plain_ram()

@@ -56,12 +56,11 @@ fn collect_images(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-fn classify(plan: &Path, inputs: &[PathBuf], top: usize, json: bool, convert: bool) -> Result<bool> {
-    let plan_file = plan;
-    let plan = Plan::load(plan_file).with_context(|| format!("{}", plan_file.display()))?;
+fn classify(plan_path: &Path, inputs: &[PathBuf], top: usize, json: bool, convert: bool) -> Result<bool> {
+    let plan = Plan::load(plan_path).with_context(|| format!("{}", plan_path.display()))?;
     // A plan compiled for a fixed batch runs at that size; short batches are padded.
     let batch = plan.manifest.input.fixed_batch().unwrap_or(1);
-    let classifier = Classifier::new(plan, batch).with_context(|| format!("{}", plan_file.display()))?;
+    let classifier = Classifier::new(plan, batch).with_context(|| format!("{}", plan_path.display()))?;
     let policy = if convert { ChannelPolicy::Convert } else { ChannelPolicy::Strict };
     let images = collect_images(inputs)?;
     if images.is_empty() {

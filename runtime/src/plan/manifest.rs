@@ -79,14 +79,6 @@ impl InputSpec {
             _ => None,
         }
     }
-
-    /// The name of the batch symbol, when the batch axis is symbolic.
-    pub fn batch_symbol(&self) -> Option<&str> {
-        match self.shape.first() {
-            Some(Dim::Symbol(s)) => Some(s),
-            _ => None,
-        }
-    }
 }
 
 /// What the graph's output means.
