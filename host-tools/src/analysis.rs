@@ -108,7 +108,7 @@ pub fn unsupported(model: &TypedModel, analysis: &Analysis) -> BTreeMap<Target, 
 
 /// The SBC target runs what tract runs and Perch can ship: every op whose NNEF serializer exists.
 fn sbc_unsupported(model: &TypedModel) -> Vec<String> {
-    match tract_nnef::nnef().write_to_tar(model, std::io::sink()) {
+    match perch_runtime::ops::nnef().write_to_tar(model, std::io::sink()) {
         Ok(_) => Vec::new(),
         Err(e) => vec![format!("{e:#}")],
     }

@@ -138,7 +138,7 @@ pub fn manifest_for(imported: &Imported, labels: Option<Vec<String>>, choice: &P
         output: OutputSpec { name: imported.output_name.clone(), shape: out_shape, kind },
         preprocess,
         labels,
-        quantization: Quantization { scheme: "float32".into() },
+        quantization: Quantization { scheme: "float32".into(), ..Default::default() },
         accuracy: None,
         graph_sha256: String::new(),
     })

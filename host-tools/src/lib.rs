@@ -4,3 +4,4 @@ pub mod accuracy;
 pub mod analysis;
 pub mod compile;
 pub mod import;
+pub mod quantize;

@@ -9,6 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use perch_datasets::{Dataset, Item};
 use perch_host::analysis::{self, Target, human};
 use perch_host::compile::{self, PreprocessChoice};
+use perch_host::quantize::{self, Method};
 use perch_host::{accuracy, import};
 use perch_runtime::plan::{Accuracy, Dim, Plan, manifest::shape_to_string};
 use perch_runtime::preprocess::{Color, Filter, Resize};
@@ -129,6 +130,34 @@ struct CompileArgs {
     /// Evaluate only the first N samples of --eval-data.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     eval_limit: Option<u64>,
+    /// Quantize: `int8` (static: int8 weights per output channel and int8 activations, calibrated
+    /// on --calibration data; convolutions and matrix products run tract's integer kernels).
+    #[arg(long, value_enum, default_value = "none")]
+    quantize: QuantizeArg,
+    /// Calibration data for --quantize int8: representative training images (IDX file or
+    /// directory, `fashion-mnist:train`, ImageFolder directory, or .npy).
+    #[arg(long, value_name = "DATA")]
+    calibration: Option<String>,
+    /// How activation ranges are chosen: minmax, percentile[=99.99] (clip outliers), or entropy
+    /// (minimize the KL divergence, as TensorRT does).
+    #[arg(long, value_name = "METHOD", default_value = "minmax")]
+    calibration_method: Method,
+    /// How many calibration samples to use (from the start of --calibration).
+    #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    calibration_samples: u64,
+    /// The quantization debugger: compare every int8 tensor with its float counterpart on (up to
+    /// 500 of) the calibration samples, print a per-layer table (SQNR in dB, max abs error) and
+    /// write it to FILE as JSON.
+    #[arg(long, value_name = "FILE")]
+    quant_report: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, PartialEq, ValueEnum)]
+enum QuantizeArg {
+    /// Keep float32.
+    None,
+    /// Static int8 (needs --calibration).
+    Int8,
 }
 
 /// A whole shape as one argument (clap would read `Vec<Dim>` as repeated values).
@@ -187,7 +216,46 @@ fn compile_cmd(args: &CompileArgs) -> Result<()> {
         std: args.std.clone(),
     };
     let mut manifest = compile::manifest_for(&imported, labels, &choice)?;
-    let (mut bytes, plan) = compile::round_trip(&mut manifest, &imported.model)?;
+    let graph = match args.quantize {
+        QuantizeArg::None => {
+            if args.calibration.is_some() {
+                bail!("--calibration is for --quantize int8");
+            }
+            imported.model.clone()
+        }
+        QuantizeArg::Int8 => {
+            let Some(data) = &args.calibration else {
+                bail!("--quantize int8 needs --calibration DATA: a few hundred to a few thousand training images");
+            };
+            let dataset = Dataset::open(data).with_context(|| format!("opening calibration data {data}"))?;
+            let samples = usize::try_from(args.calibration_samples).unwrap_or(usize::MAX).min(dataset.len());
+            let bar = progress_bar(samples, "calibrating");
+            let stats = quantize::calibrate(&imported.model, &manifest, &dataset, samples, |n| bar.set_position(n as u64))?;
+            bar.finish_and_clear();
+            let (model, report) = quantize::quantize_static(&imported.model, &stats, args.calibration_method, &Default::default())
+                .context("quantizing")?;
+            if !report.float_ops.is_empty() {
+                eprintln!(
+                    "note: {} op(s) run in float between int8 layers: {}",
+                    report.float_ops.len(),
+                    report.float_ops.iter().map(|(n, op)| format!("{n} ({op})")).collect::<Vec<_>>().join(", ")
+                );
+            }
+            if let Some(path) = &args.quant_report {
+                let n = samples.min(500);
+                let layers = quantize::layer_errors(&imported.model, &model, &report.taps, &manifest, &dataset, n)?;
+                print_layer_errors(&layers, n);
+                let json = serde_json::to_vec_pretty(&serde_json::json!({ "samples": n, "layers": layers }))?;
+                perch_runtime::plan::write_atomically(path, &json)?;
+            }
+            manifest.quantization.scheme = "int8".into();
+            manifest.quantization.calibration = Some(format!("{} on {samples} samples of {data}", args.calibration_method));
+            manifest.quantization.int8_layers = report.quantized.clone();
+            manifest.quantization.float_ops = report.float_ops.iter().map(|(n, op)| format!("{n} ({op})")).collect();
+            model
+        }
+    };
+    let (mut bytes, plan) = compile::round_trip(&mut manifest, &graph)?;
     if let Some(data) = &args.eval_data {
         let mut dataset = Dataset::open(data)?;
         if let Some(n) = args.eval_limit {
@@ -216,6 +284,17 @@ fn compile_cmd(args: &CompileArgs) -> Result<()> {
         println!("  accuracy {:.2}% top-1 on {} ({} images)", a.top1, a.dataset, a.images);
     }
     Ok(())
+}
+
+fn print_layer_errors(layers: &[quantize::debug::LayerError], samples: usize) {
+    println!("int8 vs float, per tensor, on {samples} calibration samples (SQNR: higher is better; < 20 dB hurts)");
+    println!("{:<48} {:<12} {:>9} {:>12} {:>12} {:>10}", "tensor (float node)", "op", "SQNR dB", "max |err|", "max |x|", "int8 step");
+    for l in layers {
+        println!(
+            "{:<48} {:<12} {:>9.1} {:>12.4} {:>12.4} {:>10.5}",
+            l.layer, l.op, l.sqnr_db, l.max_abs_error, l.max_abs_value, l.step
+        );
+    }
 }
 
 fn inspect_cmd(path: &Path, input_shape: Option<&[Dim]>, nodes: bool) -> Result<()> {

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod classify;
+pub mod ops;
 pub mod plan;
 pub mod preprocess;
 pub mod tolerance;

@@ -109,10 +109,22 @@ pub struct Source {
 }
 
 /// How the weights and activations are represented.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Quantization {
-    /// `float32` for unquantized plans.
+    /// `float32` for unquantized plans, `int8` for static int8 ones.
     pub scheme: String,
+    /// Calibration method, sample count and data, for int8 plans.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<String>,
+    /// Linear layers (convolutions, matrix products) that run int8, by source node name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub int8_layers: Vec<String>,
+    /// Layers kept in float to hold the accuracy budget (mixed precision).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub float_layers: Vec<String>,
+    /// Ops with no int8 form that run in float between int8 layers (`name (op)`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub float_ops: Vec<String>,
 }
 
 /// Accuracy measured by `perch compile --eval-data` on a labelled dataset.

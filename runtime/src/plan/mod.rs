@@ -101,7 +101,7 @@ impl Plan {
                 manifest.graph_sha256
             )));
         }
-        let graph = tract_nnef::nnef()
+        let graph = crate::ops::nnef()
             .model_for_read(&mut std::io::Cursor::new(parts.graph))
             .map_err(|e| PlanError::Graph(format!("{e:#}")))?;
         check_graph_matches_manifest(&graph, &manifest)?;
@@ -131,9 +131,19 @@ impl Plan {
     /// Serializes `graph` (which must be decluttered, not optimized) with `manifest`, filling in the
     /// manifest's format version and graph hash. The output is deterministic for the same inputs.
     pub fn to_bytes(manifest: &mut Manifest, graph: &TypedModel) -> Result<Vec<u8>, PlanError> {
-        let graph_bytes = tract_nnef::nnef()
+        let tar = crate::ops::nnef()
             .write_to_tar_with_config(graph, Vec::new(), false, true)
             .map_err(|e| PlanError::Serialize(format!("{e:#}")))?;
+        // An int8 plan's weights are a quarter of the float ones, so the tar framing (512-byte headers
+        // and padding per tensor) and the graph text become a large share: those plans are gzipped
+        // (tract's reader detects gzip). Float plans stay plain tar, which loads faster.
+        let graph_bytes = if manifest.quantization.scheme == "float32" {
+            tar
+        } else {
+            use flate2::{Compression, write::GzEncoder};
+            let mut gz = GzEncoder::new(Vec::new(), Compression::best());
+            gz.write_all(&tar).and_then(|_| gz.finish()).map_err(|e| PlanError::Serialize(e.to_string()))?
+        };
         Plan::seal(manifest, &graph_bytes)
     }
 

@@ -1,0 +1,455 @@
+//! The static int8 rewrite: from a decluttered float graph and its calibration ranges to a graph whose
+//! convolutions and matrix products run tract's integer kernels.
+//!
+//! Scheme (TFLite's int8): weights int8, symmetric, one scale per output channel; activations int8,
+//! asymmetric, one scale and zero point per tensor; biases int32 at scale `x_scale * w_scale[o]`.
+//! Per-channel `Mul`/`Add` constants after a linear op (folded BatchNorm, bias) are folded into its
+//! weights and bias; a following ReLU/ReLU6 is folded into its output range (a zero point of -128
+//! makes saturation do the clamp). Ops that only move or select values (max pooling, reshapes,
+//! strided slices) run on int8 as they are. Everything else runs in float between a dequantize and a
+//! quantize, and is reported.
+
+use std::collections::{HashMap, HashSet};
+
+use tract_onnx::prelude::*;
+use anyhow::{Context, bail};
+use tract_onnx::tract_core::ops::binary::BinMiniOp;
+use tract_onnx::tract_core::ops::binary::TypedBinOp;
+use tract_onnx::tract_core::ops::cast::cast;
+use tract_onnx::tract_core::ops::change_axes::AxisOp;
+use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat, MaxPool, PaddingSpec, PoolSpec};
+use tract_onnx::tract_core::ops::downsample::Downsample;
+use tract_onnx::tract_core::ops::einsum::EinSum;
+use tract_onnx::tract_core::ops::math::{Add, Max, Min, Mul};
+use tract_onnx::tract_core::ops::nn::DataFormat;
+use perch_runtime::ops::qadd::QAdd;
+use perch_runtime::ops::qconv::QConv;
+
+use super::calibrate::{Method, Statistics};
+
+/// What the rewrite did, node by node of the float graph.
+#[derive(Clone, Debug, Default)]
+pub struct Rewritten {
+    /// Linear ops (convolutions, matrix products) now running int8, by float node name.
+    pub quantized: Vec<String>,
+    /// Float ops kept in float because the int8 scheme has no integer form for them: (name, op).
+    pub float_ops: Vec<(String, String)>,
+    /// Linear ops kept in float on request (mixed precision).
+    pub kept_float: Vec<String>,
+    /// Every int8 tensor of the new graph and the float tensor it stands for, in graph order.
+    pub taps: Vec<Tap>,
+}
+
+/// An int8 tensor of the rewritten graph (by node name and slot, stable through serialization) and
+/// the float outlet of the source graph whose value it approximates.
+#[derive(Clone, Debug)]
+pub struct Tap {
+    pub float: OutletId,
+    pub int8_node: String,
+    pub int8_slot: usize,
+}
+
+/// int8 quantization parameters covering `range` (which contains 0).
+pub fn qparams_for(range: (f32, f32)) -> DatumType {
+    let (lo, hi) = (range.0.min(0.0), range.1.max(0.0));
+    let scale = ((hi - lo) / 255.0).max(1e-8);
+    let zero_point = (-128.0 - lo / scale).round().clamp(-128.0, 127.0) as i32;
+    DatumType::QI8(QParams::ZpScale { zero_point, scale })
+}
+
+/// A linear op found in the float graph, with what it absorbs.
+struct Linear {
+    input: OutletId,
+    /// OIHW float weights (matrix products become 1x1 convolutions).
+    weights: Tensor,
+    bias: Vec<f32>,
+    pool_spec: PoolSpec,
+    group: usize,
+    /// Rank-2 input ([N, K]) lifted to [N, K, 1, 1] for the convolution.
+    lift: bool,
+    /// Output [N, O, 1, 1] squeezed back to [N, O].
+    squeeze: bool,
+    /// The float outlet whose value the int8 output stands for (after folded ops).
+    output: OutletId,
+    absorbed: Vec<usize>,
+}
+
+fn konst(model: &TypedModel, outlet: OutletId) -> Option<Arc<Tensor>> {
+    model.outlet_fact(outlet).ok()?.konst.clone()
+}
+
+fn single_consumer(model: &TypedModel, outlet: OutletId) -> Option<&TypedNode> {
+    let succ = &model.outlet_successors(outlet);
+    if succ.len() != 1 || model.outputs.contains(&outlet) {
+        return None;
+    }
+    Some(model.node(succ[0].node))
+}
+
+/// The constant operand of a binary node and the other input, if exactly one is constant.
+fn const_operand(model: &TypedModel, node: &TypedNode) -> Option<(Arc<Tensor>, OutletId)> {
+    match (konst(model, node.inputs[0]), konst(model, node.inputs[1])) {
+        (Some(c), None) => Some((c, node.inputs[1])),
+        (None, Some(c)) => Some((c, node.inputs[0])),
+        _ => None,
+    }
+}
+
+/// `c` as one value per channel (`channels` long), if it broadcasts along axis 1 only.
+fn per_channel(c: &Tensor, channels: usize) -> Option<Vec<f32>> {
+    let values = c.cast_to::<f32>().ok()?.try_as_plain_ram().ok()?.as_slice::<f32>().ok()?.to_vec();
+    let shape = c.shape();
+    let others_one = shape.iter().enumerate().all(|(axis, &d)| d == 1 || (axis == 1 && d == channels));
+    match values.len() {
+        1 => Some(vec![values[0]; channels]),
+        n if n == channels && (shape.len() <= 1 || others_one) => Some(values),
+        _ => None,
+    }
+}
+
+fn is_all(c: &Tensor, value: f32) -> bool {
+    c.cast_to::<f32>()
+        .ok()
+        .and_then(|t| t.try_as_plain_ram().ok().and_then(|p| p.as_slice::<f32>().ok().map(|s| s.iter().all(|&v| v == value))))
+        .unwrap_or(false)
+}
+
+fn bin_op_is<O: BinMiniOp>(node: &TypedNode) -> bool {
+    node.op_as::<TypedBinOp>().is_some_and(|op| op.0.is::<O>())
+}
+
+fn find_linear(model: &TypedModel, node: &TypedNode) -> TractResult<Option<Linear>> {
+    let (input, weights, bias, pool_spec, group, (lift, squeeze)) = if let Some(conv) = node.op_as::<Conv>() {
+        let (Some(kernel), Some(bias)) = (konst(model, node.inputs[1]), konst(model, node.inputs[2])) else { return Ok(None) };
+        if conv.q_params.is_some() || conv.kernel_fmt != KernelFormat::OIHW || conv.pool_spec.data_format != DataFormat::NCHW {
+            return Ok(None);
+        }
+        if kernel.datum_type() != f32::datum_type() || kernel.rank() != 4 {
+            return Ok(None);
+        }
+        let outputs = conv.output_channels();
+        let Some(bias) = per_channel(&bias, outputs) else { return Ok(None) };
+        (node.inputs[0], kernel.into_tensor(), bias, conv.pool_spec.clone(), conv.group, (false, false))
+    } else if let Some(einsum) = node.op_as::<EinSum>() {
+        if einsum.q_params.is_some() || node.inputs.len() != 2 {
+            return Ok(None);
+        }
+        let Some((w_slot, w)) = (0..2).find_map(|i| konst(model, node.inputs[i]).map(|w| (i, w))) else { return Ok(None) };
+        let x_slot = 1 - w_slot;
+        if w.datum_type() != f32::datum_type() || konst(model, node.inputs[x_slot]).is_some() {
+            return Ok(None);
+        }
+        let x_rank = model.outlet_fact(node.inputs[x_slot])?.rank();
+        if x_rank != 2 && x_rank != 4 {
+            return Ok(None);
+        }
+        // Each weight axis is either the output channel o (at output position 1) or contracted with
+        // an x axis (not in the output); x's other axes go to the output in place. A rank-2 x is a
+        // matrix product; a rank-4 x contracted on its channel axis is a 1x1 convolution, and on
+        // channel, height and width (a flatten folded into the weights) a convolution as large as
+        // the image.
+        let mut o_at = None;
+        let mut contracted = vec![];
+        let mut dropped = vec![];
+        for axis in einsum.axes.iter_all_axes() {
+            let (in_x, in_w, out) = (&axis.inputs[x_slot], &axis.inputs[w_slot], &axis.outputs[0]);
+            match (in_x.as_slice(), in_w.as_slice(), out.as_slice()) {
+                ([x], [w], []) => contracted.push((*x, *w)),
+                ([], [w], [1]) => o_at = Some(*w),
+                ([a], [], [b]) if a == b && *a != 1 => {}
+                // An image axis of size 1 that the product drops (global pooling before a Linear).
+                ([a], [], []) if *a >= 2 && model.outlet_fact(node.inputs[x_slot])?.shape[*a].is_one() => dropped.push(*a),
+                _ => return Ok(None),
+            }
+        }
+        dropped.sort();
+        contracted.sort();
+        let Some(o_at) = o_at else { return Ok(None) };
+        let out_rank = node.outputs[0].fact.rank();
+        let xs: Vec<usize> = contracted.iter().map(|c| c.0).collect();
+        let (lift, squeeze) = match (x_rank, xs.as_slice(), dropped.as_slice(), out_rank) {
+            (2, [1], [], 2) => (true, true),
+            (4, [1], [], 4) => (false, false),
+            (4, [1], [2, 3], 2) | (4, [1, 2, 3], [], 2) => (false, true),
+            _ => return Ok(None),
+        };
+        if w.rank() != 1 + contracted.len() {
+            return Ok(None);
+        }
+        let order: Vec<usize> = std::iter::once(o_at).chain(contracted.iter().map(|c| c.1)).collect();
+        let w = w.into_tensor().permute_axes(&order)?;
+        let o = w.shape()[0];
+        let k = w.shape()[1];
+        let (kh, kw) = if contracted.len() == 3 { (w.shape()[2], w.shape()[3]) } else { (1, 1) };
+        let w = w.into_shape(&[o, k, kh, kw])?;
+        let spec = PoolSpec::new(DataFormat::NCHW, tvec!(kh, kw), PaddingSpec::Valid, None, None, k, o);
+        (node.inputs[x_slot], w, vec![0.0; o], spec, 1, (lift, squeeze))
+    } else {
+        return Ok(None);
+    };
+    let mut linear = Linear { input, weights, bias, pool_spec, group, lift, squeeze, output: node.id.into(), absorbed: vec![] };
+    linear.absorb_successors(model)?;
+    Ok(Some(linear))
+}
+
+impl Linear {
+    fn channels(&self) -> usize {
+        self.weights.shape()[0]
+    }
+
+    /// Folds per-channel Mul and Add constants, then a ReLU / ReLU6, that follow the op.
+    fn absorb_successors(&mut self, model: &TypedModel) -> TractResult<()> {
+        let o = self.channels();
+        let per_o = self.weights.len() / o;
+        loop {
+            let Some(next) = single_consumer(model, self.output) else { return Ok(()) };
+            let Some((c, _)) = const_operand(model, next) else { return Ok(()) };
+            if bin_op_is::<Add>(next) {
+                let Some(c) = per_channel(&c, o) else { return Ok(()) };
+                self.bias.iter_mut().zip(&c).for_each(|(b, c)| *b += c);
+            } else if bin_op_is::<Mul>(next) {
+                let Some(c) = per_channel(&c, o) else { return Ok(()) };
+                let mut plain = self.weights.try_as_plain_ram_mut()?;
+                let w = plain.as_slice_mut::<f32>()?;
+                for (ch, scale) in c.iter().enumerate() {
+                    w[ch * per_o..(ch + 1) * per_o].iter_mut().for_each(|v| *v *= scale);
+                }
+                self.bias.iter_mut().zip(&c).for_each(|(b, c)| *b *= c);
+            } else if bin_op_is::<Max>(next) && is_all(&c, 0.0) {
+                self.absorbed.push(next.id);
+                self.output = next.id.into();
+                // ReLU6 is a Min(6) after the ReLU.
+                if let Some(min) = single_consumer(model, self.output)
+                    && bin_op_is::<Min>(min)
+                    && const_operand(model, min).is_some()
+                {
+                    self.absorbed.push(min.id);
+                    self.output = min.id.into();
+                }
+                return Ok(());
+            } else {
+                return Ok(());
+            }
+            self.absorbed.push(next.id);
+            self.output = next.id.into();
+        }
+    }
+}
+
+/// Ops that select or move int8 values without arithmetic: they run on the quantized tensor as is.
+fn passes_int8(node: &TypedNode) -> bool {
+    node.inputs.len() == 1
+        && node.outputs.len() == 1
+        && (node.op_is::<AxisOp>()
+            || node.op_is::<Downsample>()
+            || node.op_as::<MaxPool>().is_some_and(|p| p.with_index_outputs.is_none()))
+}
+
+/// Builds the int8 graph.
+pub struct Rewriter<'a> {
+    source: &'a TypedModel,
+    stats: &'a Statistics,
+    method: Method,
+    keep_float: &'a HashSet<String>,
+    target: TypedModel,
+    float: HashMap<OutletId, OutletId>,
+    quant: HashMap<OutletId, OutletId>,
+    report: Rewritten,
+}
+
+impl<'a> Rewriter<'a> {
+    pub fn new(source: &'a TypedModel, stats: &'a Statistics, method: Method, keep_float: &'a HashSet<String>) -> Self {
+        let mut target = TypedModel::default();
+        target.symbols = source.symbols.clone();
+        Rewriter { source, stats, method, keep_float, target, float: HashMap::new(), quant: HashMap::new(), report: Rewritten::default() }
+    }
+
+    fn range(&self, outlet: OutletId) -> TractResult<(f32, f32)> {
+        let observer = self
+            .stats
+            .get(&outlet)
+            .with_context(|| format!("no calibration statistics for {}", self.source.node(outlet.node).name))?;
+        Ok(observer.range(self.method))
+    }
+
+    fn name(&self, base: &str, suffix: &str) -> String {
+        self.target.unique_name(format!("{base}{suffix}")).into_owned()
+    }
+
+    /// The float value of a float-graph outlet in the new graph (dequantized if it is int8 there).
+    fn float_wire(&mut self, outlet: OutletId) -> TractResult<OutletId> {
+        if let Some(w) = self.float.get(&outlet) {
+            return Ok(*w);
+        }
+        let node = self.source.node(outlet.node);
+        let wire = if let Some(q) = self.quant.get(&outlet).copied() {
+            let name = self.name(&node.name, ".dequantize");
+            self.target.wire_node(name, cast(f32::datum_type()), &[q])?[0]
+        } else if let Some(c) = konst(self.source, outlet) {
+            let name = self.name(&node.name, "");
+            self.target.add_const(name, c)?
+        } else {
+            bail!("{} has no value yet (graph order)", node.name)
+        };
+        self.float.insert(outlet, wire);
+        Ok(wire)
+    }
+
+    /// The int8 value of a float-graph outlet (quantized with its calibrated range if it is float).
+    fn quant_wire(&mut self, outlet: OutletId) -> TractResult<OutletId> {
+        if let Some(w) = self.quant.get(&outlet) {
+            return Ok(*w);
+        }
+        let dt = qparams_for(self.range(outlet)?);
+        let f = self.float_wire(outlet)?;
+        let name = self.name(&self.source.node(outlet.node).name, ".quantize");
+        let wire = self.target.wire_node(name, cast(dt), &[f])?[0];
+        self.set_quant(outlet, wire);
+        Ok(wire)
+    }
+
+    fn set_quant(&mut self, float: OutletId, wire: OutletId) {
+        self.quant.insert(float, wire);
+        let int8_node = self.target.node(wire.node).name.clone();
+        self.report.taps.push(Tap { float, int8_node, int8_slot: wire.slot });
+    }
+
+    fn scalar_const(&mut self, base: &str, what: &str, t: Tensor) -> TractResult<OutletId> {
+        let name = self.name(base, what);
+        self.target.add_const(name, t)
+    }
+
+    fn wire_linear(&mut self, node: &TypedNode, linear: Linear) -> TractResult<()> {
+        let mut x = self.quant_wire(linear.input)?;
+        let (x_zp, x_scale) = self.target.outlet_fact(x)?.datum_type.zp_scale();
+        let o = linear.channels();
+        let per_o = linear.weights.len() / o;
+        let w = linear.weights.try_as_plain_ram()?.as_slice::<f32>()?.to_vec();
+        let mut w_scales = vec![0f32; o];
+        let mut w_q = vec![0i8; w.len()];
+        let mut bias_q = vec![0i32; o];
+        for ch in 0..o {
+            let row = &w[ch * per_o..(ch + 1) * per_o];
+            let max = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
+            w_scales[ch] = scale;
+            for (q, v) in w_q[ch * per_o..(ch + 1) * per_o].iter_mut().zip(row) {
+                *q = (v / scale).round().clamp(-127.0, 127.0) as i8;
+            }
+            let b = (linear.bias[ch] as f64 / (x_scale as f64 * scale as f64)).round();
+            bias_q[ch] = b.clamp(i32::MIN as f64, i32::MAX as f64) as i32;
+        }
+        let y_dt = qparams_for(self.range(linear.output)?);
+        let base = node.name.clone();
+        let kernel = self.scalar_const(&base, ".weights_i8", Tensor::from_shape(linear.weights.shape(), &w_q)?)?;
+        let bias = self.scalar_const(&base, ".bias_i32", Tensor::from_shape(&[o], &bias_q)?)?;
+        let k_scale = self.scalar_const(&base, ".weight_scales", Tensor::from_shape(&[o], &w_scales)?)?;
+        let mut inputs = tvec!(x, kernel, bias, k_scale);
+        if linear.lift {
+            for axis in [2, 3] {
+                let name = self.name(&base, &format!(".as_image_{axis}"));
+                x = self.target.wire_node(name, AxisOp::Add(axis), &[x])?[0];
+            }
+            inputs[0] = x;
+        }
+        let conv = Conv::new(linear.pool_spec, KernelFormat::OIHW, linear.group, Some(y_dt));
+        let op = QConv { conv, x_zero_point: x_zp, x_scale };
+        let name = self.name(&base, ".int8");
+        let mut y = self.target.wire_node(name, op, &inputs)?[0];
+        if linear.squeeze {
+            for axis in [3, 2] {
+                let name = self.name(&base, &format!(".as_matrix_{axis}"));
+                y = self.target.wire_node(name, AxisOp::Rm(axis), &[y])?[0];
+            }
+        }
+        self.set_quant(linear.output, y);
+        self.report.quantized.push(base);
+        Ok(())
+    }
+
+    /// An Add of two int8 tensors (a residual connection), with the ReLU that follows it if any:
+    /// the float outlet its int8 output stands for, and the absorbed ReLU node.
+    fn residual_add(&self, node: &TypedNode) -> Option<(OutletId, Option<usize>)> {
+        if !bin_op_is::<Add>(node) || !node.inputs.iter().all(|i| self.quant.contains_key(i)) {
+            return None;
+        }
+        let out: OutletId = node.id.into();
+        match single_consumer(self.source, out) {
+            Some(relu) if bin_op_is::<Max>(relu) && const_operand(self.source, relu).is_some_and(|(c, _)| is_all(&c, 0.0)) => {
+                Some((relu.id.into(), Some(relu.id)))
+            }
+            _ => Some((out, None)),
+        }
+    }
+
+    /// The residual Add on int8 operands: tract dequantizes each operand with its own scale, adds and
+    /// requantizes to the output's calibrated range, element by element, int8 in and out.
+    fn wire_residual_add(&mut self, node: &TypedNode, output: OutletId) -> TractResult<()> {
+        let a = self.quant_wire(node.inputs[0])?;
+        let b = self.quant_wire(node.inputs[1])?;
+        let dt = qparams_for(self.range(output)?);
+        let name = self.name(&node.name, ".int8");
+        let op = QAdd { output: dt };
+        let y = self.target.wire_node(name, op, &[a, b])?[0];
+        self.set_quant(output, y);
+        Ok(())
+    }
+
+    fn wire_float(&mut self, node: &TypedNode) -> TractResult<()> {
+        let inputs = node.inputs.iter().map(|i| self.float_wire(*i)).collect::<TractResult<TVec<_>>>()?;
+        let name = self.name(&node.name, "");
+        let outputs = self.target.wire_node(name, node.op.clone(), &inputs)?;
+        for (slot, w) in outputs.into_iter().enumerate() {
+            self.float.insert(OutletId::new(node.id, slot), w);
+        }
+        Ok(())
+    }
+
+    pub fn run(mut self) -> TractResult<(TypedModel, Rewritten)> {
+        let source = self.source;
+        let mut absorbed = HashSet::new();
+        for id in source.eval_order()? {
+            let node = source.node(id);
+            if absorbed.contains(&id) || node.op_is::<tract_onnx::tract_core::ops::konst::Const>() {
+                continue;
+            }
+            if node.op_is::<tract_onnx::tract_core::ops::source::TypedSource>() {
+                let name = self.name(&node.name, "");
+                let w = self.target.add_source(name, node.outputs[0].fact.clone())?;
+                self.float.insert(id.into(), w);
+                continue;
+            }
+            if let Some(linear) = find_linear(source, node)? {
+                if self.keep_float.contains(&node.name) {
+                    self.report.kept_float.push(node.name.clone());
+                } else {
+                    absorbed.extend(linear.absorbed.iter().copied());
+                    self.wire_linear(node, linear)?;
+                    continue;
+                }
+            } else if let Some((output, relu)) = self.residual_add(node) {
+                absorbed.extend(relu);
+                self.wire_residual_add(node, output)?;
+                continue;
+            } else if passes_int8(node) && self.quant.contains_key(&node.inputs[0]) {
+                let x = self.quant_wire(node.inputs[0])?;
+                let name = self.name(&node.name, "");
+                let y = self.target.wire_node(name, node.op.clone(), &[x])?[0];
+                self.set_quant(id.into(), y);
+                continue;
+            } else if !passes_int8(node) && node.outputs.iter().any(|o| o.fact.datum_type == f32::datum_type() && o.fact.konst.is_none()) {
+                self.report.float_ops.push((node.name.clone(), node.op.name().to_string()));
+            }
+            self.wire_float(node)?;
+        }
+        let outputs = source.outputs.iter().map(|o| self.float_wire(*o)).collect::<TractResult<Vec<_>>>()?;
+        self.target.select_output_outlets(&outputs)?;
+        for (new, old) in outputs.iter().zip(&source.outputs) {
+            if let Some(label) = source.outlet_label(*old) {
+                self.target.set_outlet_label(*new, label.to_string())?;
+            }
+        }
+        let model = self.target.into_compact()?;
+        Ok((model, self.report))
+    }
+}
