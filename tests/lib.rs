@@ -61,3 +61,23 @@ pub fn run_reference(model: &Arc<TypedRunnableModel>, values: &[f32], shape: &[u
     let per = flat.len() / shape[0];
     Ok(flat.chunks_exact(per).map(<[f32]>::to_vec).collect())
 }
+
+/// Compiles an example model to a static int8 plan calibrated on the first `samples` Fashion-MNIST
+/// training images with `method`, serialized and reloaded. Also returns the rewrite's report and the
+/// int8 graph as it was before serialization.
+pub fn compile_int8_plan(
+    path: &Path,
+    method: perch_host::quantize::Method,
+    samples: usize,
+) -> anyhow::Result<(Vec<u8>, Plan, perch_host::quantize::Rewritten, TypedModel)> {
+    let imported = import::import(path, None)?;
+    let labels = compile::read_labels(&path.with_file_name("labels.txt"))?;
+    let mut manifest = compile::manifest_for(&imported, Some(labels), &fashion_preprocess())?;
+    let data = "fashion-mnist:train";
+    let dataset = perch_datasets::Dataset::open(data)?;
+    let keep = Default::default();
+    let (model, report) =
+        perch_host::quantize::int8(&imported.model, &mut manifest, &dataset, data, method, samples, &keep, |_| {})?;
+    let (bytes, plan) = compile::round_trip(&mut manifest, &model)?;
+    Ok((bytes, plan, report, model))
+}

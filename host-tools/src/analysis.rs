@@ -123,3 +123,44 @@ pub fn human(n: u64) -> String {
         _ => format!("{:.2} G", n as f64 / 1e9),
     }
 }
+
+/// One line per node of an optimized model: name, op, and tract's details (for matrix products, the
+/// kernel it picked, such as `avx2_mmm_i32_8x8` or `arm64simd_mmm_f32_8x8_gen`).
+pub fn optimized_nodes(model: &TypedModel) -> Vec<String> {
+    model
+        .nodes()
+        .iter()
+        .filter(|n| !n.op_is::<tract_onnx::tract_core::ops::konst::Const>())
+        .map(|n| {
+            let info = n.op.info().unwrap_or_default().join("; ");
+            format!("{:<56} {:<18} {} {info}", n.name, n.op.name(), n.outputs.first().map_or(String::new(), |o| format!("{:?}", o.fact.datum_type)))
+        })
+        .collect()
+}
+
+/// The matrix products and convolutions of an optimized model (`OptMatMul` and the like, not the
+/// packing ops around them) and whether each runs one of tract's integer kernels (`*_mmm_i32_*`):
+/// (node name, op and details, is_int).
+pub fn matmul_kernels(model: &TypedModel) -> Vec<(String, String, bool)> {
+    model
+        .nodes()
+        .iter()
+        .filter(|n| {
+            let name = n.op.name();
+            (name.contains("MatMul") || name.contains("Conv") || name.contains("EinSum") || name.contains("Gemm"))
+                && !name.contains("Pack")
+        })
+        .map(|n| {
+            let info = n.op.info().unwrap_or_default().join("; ");
+            let int = info.contains("mmm_i32");
+            (n.name.clone(), format!("{} {info}", n.op.name()), int)
+        })
+        .collect()
+}
+
+/// "N matrix products: a int8, b f32".
+pub fn kernel_summary(model: &TypedModel) -> String {
+    let kernels = matmul_kernels(model);
+    let int = kernels.iter().filter(|k| k.2).count();
+    format!("{} matrix-product/convolution nodes: {int} on integer kernels, {} not", kernels.len(), kernels.len() - int)
+}

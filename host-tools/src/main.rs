@@ -44,6 +44,10 @@ enum Command {
         /// List every node with its output shape, MACs and parameters.
         #[arg(long)]
         nodes: bool,
+        /// (plans) List the nodes of the plan as the runtime optimizes it for batch 1, with the kernel
+        /// tract picked for each matrix product: proof of what really runs (int8 or f32).
+        #[arg(long)]
+        optimized: bool,
     },
     /// Work with datasets.
     #[command(subcommand)]
@@ -230,10 +234,17 @@ fn compile_cmd(args: &CompileArgs) -> Result<()> {
             let dataset = Dataset::open(data).with_context(|| format!("opening calibration data {data}"))?;
             let samples = usize::try_from(args.calibration_samples).unwrap_or(usize::MAX).min(dataset.len());
             let bar = progress_bar(samples, "calibrating");
-            let stats = quantize::calibrate(&imported.model, &manifest, &dataset, samples, |n| bar.set_position(n as u64))?;
+            let (model, report) = quantize::int8(
+                &imported.model,
+                &mut manifest,
+                &dataset,
+                data,
+                args.calibration_method,
+                samples,
+                &Default::default(),
+                |n| bar.set_position(n as u64),
+            )?;
             bar.finish_and_clear();
-            let (model, report) = quantize::quantize_static(&imported.model, &stats, args.calibration_method, &Default::default())
-                .context("quantizing")?;
             if !report.float_ops.is_empty() {
                 eprintln!(
                     "note: {} op(s) run in float between int8 layers: {}",
@@ -248,10 +259,6 @@ fn compile_cmd(args: &CompileArgs) -> Result<()> {
                 let json = serde_json::to_vec_pretty(&serde_json::json!({ "samples": n, "layers": layers }))?;
                 perch_runtime::plan::write_atomically(path, &json)?;
             }
-            manifest.quantization.scheme = "int8".into();
-            manifest.quantization.calibration = Some(format!("{} on {samples} samples of {data}", args.calibration_method));
-            manifest.quantization.int8_layers = report.quantized.clone();
-            manifest.quantization.float_ops = report.float_ops.iter().map(|(n, op)| format!("{n} ({op})")).collect();
             model
         }
     };
@@ -297,7 +304,7 @@ fn print_layer_errors(layers: &[quantize::debug::LayerError], samples: usize) {
     }
 }
 
-fn inspect_cmd(path: &Path, input_shape: Option<&[Dim]>, nodes: bool) -> Result<()> {
+fn inspect_cmd(path: &Path, input_shape: Option<&[Dim]>, nodes: bool, optimized: bool) -> Result<()> {
     let is_plan = std::fs::read(path).ok().is_some_and(|b| b.starts_with(&perch_runtime::plan::container::MAGIC));
     let model = if is_plan {
         if input_shape.is_some() {
@@ -305,8 +312,20 @@ fn inspect_cmd(path: &Path, input_shape: Option<&[Dim]>, nodes: bool) -> Result<
         }
         let plan = Plan::load(path)?;
         println!("plan      {}\n{}", path.display(), plan.summary());
+        if optimized {
+            let batch = plan.manifest.input.fixed_batch().unwrap_or(1);
+            let classifier = Classifier::new(plan.clone(), batch)?;
+            println!("\noptimized for batch {batch} ({}):", analysis::kernel_summary(classifier.optimized_model()));
+            for line in analysis::optimized_nodes(classifier.optimized_model()) {
+                println!("  {line}");
+            }
+            println!();
+        }
         plan.graph
     } else {
+        if optimized {
+            bail!("--optimized lists a compiled plan's nodes: compile the model first, then inspect the .perch");
+        }
         let imported = import::import(path, input_shape)?;
         let s = &imported.source;
         println!("model     {} sha256:{}", path.display(), s.sha256);
@@ -382,7 +401,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Compile(args) => compile_cmd(args),
-        Command::Inspect { model, input_shape, nodes } => inspect_cmd(model, input_shape.as_ref().map(|s| s.0.as_slice()), *nodes),
+        Command::Inspect { model, input_shape, nodes, optimized } => {
+            inspect_cmd(model, input_shape.as_ref().map(|s| s.0.as_slice()), *nodes, *optimized)
+        }
         Command::Dataset(DatasetCommand::Export { data, output, count }) => export_cmd(data, output, *count),
     };
     match result {

@@ -120,3 +120,29 @@ pub fn layer_errors(
     for_each_batch(manifest, dataset, samples, batch, |values, images| pair.observe(values, images, &mut acc).map_err(err))?;
     Ok(pair.finish(acc))
 }
+
+/// Calibrates `model` on `samples` items of `dataset` (named `data` in the manifest), rewrites it to
+/// int8 and records the scheme in `manifest.quantization`. Linear ops named in `keep_float` stay
+/// float (mixed precision).
+pub fn int8(
+    model: &TypedModel,
+    manifest: &mut perch_runtime::Manifest,
+    dataset: &perch_datasets::Dataset,
+    data: &str,
+    method: Method,
+    samples: usize,
+    keep_float: &HashSet<String>,
+    progress: impl FnMut(usize),
+) -> Result<(TypedModel, Rewritten), CalibrationError> {
+    let samples = samples.min(dataset.len());
+    let stats = calibrate(model, manifest, dataset, samples, progress)?;
+    let (int8, report) =
+        quantize_static(model, &stats, method, keep_float).map_err(|e| CalibrationError::Model(format!("{e:#}")))?;
+    let q = &mut manifest.quantization;
+    q.scheme = "int8".into();
+    q.calibration = Some(format!("{method} on {samples} samples of {data}"));
+    q.int8_layers = report.quantized.clone();
+    q.float_layers = report.kept_float.clone();
+    q.float_ops = report.float_ops.iter().map(|(n, op)| format!("{n} ({op})")).collect();
+    Ok((int8, report))
+}

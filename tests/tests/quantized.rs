@@ -1,0 +1,76 @@
+//! Static int8 plans of both example models (calibrated with minmax on 1,000 training images): top-1
+//! on the full 10k test set within 0.5 pt of the float plan and agreeing with it on >= 99% of images,
+//! every convolution and matrix product on an integer kernel, at most 30% of the float plan's size,
+//! and the same outputs after serialization as before.
+
+use perch_datasets::{Dataset, Item};
+use perch_host::quantize::Method;
+use perch_host::{accuracy, analysis};
+use perch_runtime::{ChannelPolicy, Classifier};
+use perch_tests::*;
+use tract_onnx::prelude::*;
+
+fn check(model: &str) {
+    let path = model_path(model, "onnx");
+    let (float_bytes, float_plan) = compile_plan(&path).unwrap();
+    let (int8_bytes, int8_plan, report, int8_graph) = compile_int8_plan(&path, Method::MinMax, 1000).unwrap();
+    assert_eq!(int8_plan.manifest.quantization.scheme, "int8");
+    assert!(!report.quantized.is_empty());
+
+    // Size.
+    let ratio = int8_bytes.len() as f64 / float_bytes.len() as f64;
+    println!("{model}: int8 plan {} bytes, float {} bytes ({:.1}%)", int8_bytes.len(), float_bytes.len(), 100.0 * ratio);
+    assert!(ratio <= 0.30, "{model}: int8 plan is {:.1}% of the float plan", 100.0 * ratio);
+
+    // Integer kernels for every convolution and matrix product, as the runtime optimizes the plan.
+    let single = Classifier::new(int8_plan.clone(), 1).unwrap();
+    let kernels = analysis::matmul_kernels(single.optimized_model());
+    assert!(kernels.len() >= report.quantized.len(), "{model}: {kernels:?}");
+    for (name, kernel, int) in &kernels {
+        assert!(*int, "{model}: {name} runs {kernel}");
+    }
+    // ... and the float plan's convolutions do not (the check can fail).
+    let float_single = Classifier::new(float_plan.clone(), 1).unwrap();
+    assert!(analysis::matmul_kernels(float_single.optimized_model()).iter().any(|k| !k.2));
+
+    // Serialization: the reloaded plan computes exactly what the graph computed before writing.
+    let test = Dataset::open("fashion-mnist:test").unwrap();
+    let batch = 64;
+    let int8 = Classifier::new(int8_plan.clone(), batch).unwrap();
+    let mut values = Vec::new();
+    for i in 0..batch {
+        let Item::Image(img) = test.item(i) else { unreachable!("IDX items are images") };
+        values.extend(int8.preprocess(&img, ChannelPolicy::Strict).unwrap());
+    }
+    let before = perch_host::quantize::calibrate::fix_batch(&int8_graph, batch)
+        .unwrap()
+        .into_optimized()
+        .unwrap()
+        .into_runnable()
+        .unwrap();
+    let input = Tensor::from_shape(&[batch, 1, 28, 28], &values).unwrap();
+    let want = before.run(tvec!(input.into_tvalue())).unwrap();
+    let want = want[0].try_as_plain_ram().unwrap().as_slice::<f32>().unwrap().to_vec();
+    let got: Vec<f32> = int8.run(&values).unwrap().concat();
+    assert_eq!(got, want, "{model}: outputs changed through serialization");
+
+    // Accuracy on all 10k test images, against the float plan.
+    let float = Classifier::new(float_plan, 100).unwrap();
+    let int8 = Classifier::new(int8_plan, 100).unwrap();
+    let f = accuracy::evaluate(&float, &test, ChannelPolicy::Strict, |_| {}).unwrap();
+    let q = accuracy::evaluate(&int8, &test, ChannelPolicy::Strict, |_| {}).unwrap();
+    let agree = f.predicted.iter().zip(&q.predicted).filter(|(a, b)| a == b).count() as f64 / f.images as f64;
+    println!("{model}: float {:.2}%, int8 {:.2}%, top-1 agreement {:.2}%", f.top1(), q.top1(), 100.0 * agree);
+    assert!((q.top1() - f.top1()).abs() <= 0.5, "{model}: int8 {:.2}% vs float {:.2}%", q.top1(), f.top1());
+    assert!(agree >= 0.99, "{model}: int8 and float agree on {:.2}% of the test set", 100.0 * agree);
+}
+
+#[test]
+fn fashion_cnn_s_int8() {
+    check("fashion-cnn-s");
+}
+
+#[test]
+fn fashion_resnet_int8() {
+    check("fashion-resnet");
+}
