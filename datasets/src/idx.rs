@@ -17,7 +17,7 @@ pub struct IdxArray {
 const MAX_IDX_BYTES: u64 = 1 << 30;
 
 pub fn read(path: &Path) -> Result<IdxArray, DatasetError> {
-    let raw = std::fs::read(path).map_err(|source| DatasetError::Read { path: path.display().to_string(), source })?;
+    let raw = std::fs::read(path).map_err(|source| DatasetError::Read { path: path.display().to_string(), error: source })?;
     let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();
         flate2::read::GzDecoder::new(&raw[..])

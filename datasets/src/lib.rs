@@ -17,8 +17,8 @@ pub const FASHION_MNIST_LABELS: [&str; 10] =
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DatasetError {
-    #[error("cannot read {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    #[error("cannot read {path}: {error}")]
+    Read { path: String, error: std::io::Error },
     #[error("{path}: {msg}")]
     Format { path: String, msg: String },
     #[error("{0}: the dataset is empty")]
@@ -92,7 +92,7 @@ impl Dataset {
         } else if !path.exists() {
             return Err(DatasetError::Read {
                 path: base.to_string(),
-                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or directory"),
+                error: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or directory"),
             });
         } else {
             return Err(DatasetError::Unrecognized(base.to_string()));
@@ -137,7 +137,7 @@ impl Dataset {
 
     /// Opens a torchvision-style ImageFolder: `root/<class>/**/<image>`, classes in sorted order.
     pub fn open_image_folder(root: &Path) -> Result<Dataset, DatasetError> {
-        let read_err = |source| DatasetError::Read { path: root.display().to_string(), source };
+        let read_err = |source| DatasetError::Read { path: root.display().to_string(), error: source };
         let mut classes: Vec<PathBuf> = std::fs::read_dir(root)
             .map_err(read_err)?
             .filter_map(|e| e.ok().map(|e| e.path()))
@@ -151,7 +151,7 @@ impl Dataset {
         let mut labels = Vec::new();
         for (label, dir) in classes.iter().enumerate() {
             let found = perch_runtime::preprocess::image_files(dir)
-                .map_err(|source| DatasetError::Read { path: dir.display().to_string(), source })?;
+                .map_err(|source| DatasetError::Read { path: dir.display().to_string(), error: source })?;
             labels.extend(std::iter::repeat_n(label as u32, found.len()));
             files.extend(found);
         }

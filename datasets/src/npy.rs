@@ -11,7 +11,7 @@ fn read<T: ndarray_npy::ReadableElement>(path: &Path) -> Result<Option<ArrayD<T>
     match read_npy::<_, ArrayD<T>>(path) {
         Ok(a) => Ok(Some(a)),
         Err(ReadNpyError::WrongDescriptor(_)) => Ok(None),
-        Err(ReadNpyError::Io(source)) => Err(DatasetError::Read { path: path.display().to_string(), source }),
+        Err(ReadNpyError::Io(source)) => Err(DatasetError::Read { path: path.display().to_string(), error: source }),
         Err(e) => Err(DatasetError::format(path, format!("not a readable .npy file: {e}"))),
     }
 }

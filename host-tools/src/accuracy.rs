@@ -7,8 +7,8 @@ use perch_runtime::{ChannelPolicy, Classifier, RunError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EvalError {
-    #[error("sample {index}: {source}")]
-    Sample { index: usize, source: RunError },
+    #[error("sample {index}: {error}")]
+    Sample { index: usize, error: RunError },
     #[error("sample {index} has {got} values, the plan takes {want} per image")]
     TensorSize { index: usize, got: usize, want: usize },
     #[error("the dataset has labels up to {max_label} but the model has {classes} classes")]
@@ -93,7 +93,7 @@ pub fn evaluate(
                 Item::Tensor(v) if v.len() == per => Ok(v),
                 Item::Tensor(v) => return Err(EvalError::TensorSize { index, got: v.len(), want: per }),
             };
-            values.extend(sample.map_err(|source| EvalError::Sample { index, source })?);
+            values.extend(sample.map_err(|source| EvalError::Sample { index, error: source })?);
         }
         for row in classifier.run(&values)? {
             predicted.push(argmax(&row).map_or(NO_PREDICTION, |c| c as u32));

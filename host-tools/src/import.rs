@@ -18,8 +18,8 @@ pub const MAX_ONNX_BYTES: u64 = 2 << 30;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ImportError {
-    #[error("cannot read {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    #[error("cannot read {path}: {error}")]
+    Read { path: String, error: std::io::Error },
     #[error("{path} is not an ONNX model ({why})")]
     NotOnnx { path: String, why: String },
     #[error("{0}")]
@@ -63,7 +63,7 @@ fn tract_err(e: TractError) -> ImportError {
 
 pub fn import(path: &Path, input_shape: Option<&[Dim]>) -> Result<Imported, ImportError> {
     let display = path.display().to_string();
-    let read_err = |source| ImportError::Read { path: display.clone(), source };
+    let read_err = |source| ImportError::Read { path: display.clone(), error: source };
     let len = std::fs::metadata(path).map_err(read_err)?.len();
     if len > MAX_ONNX_BYTES {
         return Err(ImportError::Unsupported(format!("{display} is {len} bytes, over the 2 GiB ONNX limit")));

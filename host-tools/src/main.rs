@@ -154,6 +154,11 @@ struct CompileArgs {
     /// write it to FILE as JSON.
     #[arg(long, value_name = "FILE")]
     quant_report: Option<PathBuf>,
+    /// Mixed precision: the most top-1 points int8 may lose against float on --eval-data. If the
+    /// all-int8 plan loses more, each layer's sensitivity is measured and the most sensitive layers
+    /// stay float until the budget holds (they are listed, and recorded in the plan).
+    #[arg(long, value_name = "PTS", requires = "eval_data")]
+    max_accuracy_drop: Option<f64>,
 }
 
 #[derive(Clone, Copy, PartialEq, ValueEnum)]
@@ -233,18 +238,49 @@ fn compile_cmd(args: &CompileArgs) -> Result<()> {
             };
             let dataset = Dataset::open(data).with_context(|| format!("opening calibration data {data}"))?;
             let samples = usize::try_from(args.calibration_samples).unwrap_or(usize::MAX).min(dataset.len());
-            let bar = progress_bar(samples, "calibrating");
-            let (model, report) = quantize::int8(
-                &imported.model,
-                &mut manifest,
-                &dataset,
-                data,
-                args.calibration_method,
-                samples,
-                &Default::default(),
-                |n| bar.set_position(n as u64),
-            )?;
-            bar.finish_and_clear();
+            let (model, report) = match args.max_accuracy_drop {
+                None => {
+                    let bar = progress_bar(samples, "calibrating");
+                    let done = quantize::int8(
+                        &imported.model,
+                        &mut manifest,
+                        &dataset,
+                        data,
+                        args.calibration_method,
+                        samples,
+                        &Default::default(),
+                        |n| bar.set_position(n as u64),
+                    )?;
+                    bar.finish_and_clear();
+                    done
+                }
+                Some(budget) => {
+                    if !(budget >= 0.0 && budget.is_finite()) {
+                        bail!("--max-accuracy-drop must be a number of points >= 0, not {budget}");
+                    }
+                    let eval_data = args.eval_data.as_deref().expect("clap requires --eval-data");
+                    let mut eval = Dataset::open(eval_data).with_context(|| format!("opening {eval_data}"))?;
+                    if let Some(n) = args.eval_limit {
+                        eval.truncate(usize::try_from(n).unwrap_or(usize::MAX));
+                    }
+                    let spinner = ProgressBar::new_spinner();
+                    spinner.enable_steady_tick(std::time::Duration::from_millis(120));
+                    let (model, report, budget_report) = quantize::int8_within_budget(
+                        &imported.model,
+                        &mut manifest,
+                        &dataset,
+                        data,
+                        args.calibration_method,
+                        samples,
+                        &eval,
+                        budget,
+                        |step| spinner.set_message(step.to_string()),
+                    )?;
+                    spinner.finish_and_clear();
+                    print_budget(&budget_report, budget, eval_data);
+                    (model, report)
+                }
+            };
             if !report.float_ops.is_empty() {
                 eprintln!(
                     "note: {} op(s) run in float between int8 layers: {}",
@@ -291,6 +327,21 @@ fn compile_cmd(args: &CompileArgs) -> Result<()> {
         println!("  accuracy {:.2}% top-1 on {} ({} images)", a.top1, a.dataset, a.images);
     }
     Ok(())
+}
+
+fn print_budget(r: &quantize::BudgetReport, budget: f64, data: &str) {
+    println!("accuracy budget {budget} pt on {data}: float {:.2}%, all int8 {:.2}%", r.float_top1, r.all_int8_top1);
+    if !r.sensitivity.is_empty() {
+        println!("  sensitivity (top-1 with only that layer in float):");
+        for (layer, top1) in &r.sensitivity {
+            println!("    {top1:>6.2}%  {layer}");
+        }
+    }
+    if r.kept_float.is_empty() {
+        println!("  every layer int8 ({:.2}%)", r.final_top1);
+    } else {
+        println!("  kept in float: {} -> {:.2}%", r.kept_float.join(", "), r.final_top1);
+    }
 }
 
 fn print_layer_errors(layers: &[quantize::debug::LayerError], samples: usize) {

@@ -178,3 +178,64 @@ fn image_folder_classes_are_matched_to_labels_by_name() {
     let out = perch(&["compile", example().to_str().unwrap(), "-o", plan.to_str().unwrap(), "--eval-data", images.to_str().unwrap()]);
     assert_one_line_error(&out, "classes [\"Hat\"] are not among the plan's labels");
 }
+
+#[test]
+fn compiles_an_int8_plan_that_runs_integer_kernels() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = dir.path().join("q.perch");
+    let report = dir.path().join("layers.json");
+    let out = perch(&[
+        "compile", example().to_str().unwrap(), "-o", plan.to_str().unwrap(), "--mean", "0.2860", "--std", "0.3530",
+        "--quantize", "int8", "--calibration", "fashion-mnist:train", "--calibration-samples", "200",
+        "--calibration-method", "percentile=99.99", "--quant-report", report.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("SQNR"), "the debugger table is printed: {stdout}");
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let layers = json["layers"].as_array().unwrap();
+    assert!(layers.iter().any(|l| l["op"] == "Conv" && l["sqnr_db"].as_f64().unwrap() > 20.0), "{json}");
+    let loaded = perch_runtime::Plan::load(&plan).unwrap();
+    assert_eq!(loaded.manifest.quantization.scheme, "int8");
+    assert_eq!(loaded.manifest.quantization.int8_layers.len(), 4, "3 convs and the head");
+
+    let out = perch(&["inspect", plan.to_str().unwrap(), "--optimized"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("4 matrix-product/convolution nodes: 4 on integer kernels, 0 not"), "{stdout}");
+    assert!(stdout.contains("mmm_i32"), "{stdout}");
+}
+
+#[test]
+fn bad_calibration_input_gets_one_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_path = dir.path().join("q.perch");
+    let model = example();
+    let run = |extra: &[&str]| {
+        let mut args = vec!["compile", model.to_str().unwrap(), "-o", out_path.to_str().unwrap(), "--quantize", "int8"];
+        args.extend_from_slice(extra);
+        perch(&args)
+    };
+    assert_one_line_error(&run(&[]), "needs --calibration");
+    assert_one_line_error(&run(&["--calibration", "/no/such/data"]), "cannot read /no/such/data");
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    assert_one_line_error(&run(&["--calibration", empty.to_str().unwrap()]), "not a dataset");
+    // An undecodable image and an RGB image for a greyscale model, in ImageFolder layout.
+    let bad = dir.path().join("bad/class");
+    std::fs::create_dir_all(&bad).unwrap();
+    std::fs::write(bad.join("x.png"), b"not a png").unwrap();
+    assert_one_line_error(&run(&["--calibration", dir.path().join("bad").to_str().unwrap()]), "does not decode");
+    let rgb = dir.path().join("rgb/class");
+    std::fs::create_dir_all(&rgb).unwrap();
+    image::RgbImage::from_pixel(28, 28, image::Rgb([200, 10, 10])).save(rgb.join("x.png")).unwrap();
+    assert_one_line_error(&run(&["--calibration", dir.path().join("rgb").to_str().unwrap()]), "3 channel(s)");
+    assert_one_line_error(
+        &run(&["--calibration", "fashion-mnist:train", "--calibration-samples", "32", "--eval-data", "fashion-mnist:test",
+            "--eval-limit", "200", "--max-accuracy-drop=-1"]),
+        "--max-accuracy-drop",
+    );
+    let out = run(&["--calibration", "fashion-mnist:train", "--calibration-method", "kl"]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("not a calibration method"));
+    assert!(!out_path.exists(), "no plan written on error");
+}

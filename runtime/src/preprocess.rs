@@ -96,13 +96,13 @@ pub enum ChannelPolicy {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ImageError {
-    #[error("cannot read {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    #[error("cannot read {path}: {error}")]
+    Read { path: String, error: std::io::Error },
     #[error("image does not decode: {0}")]
     Decode(String),
     #[error(
-        "image has {found} but the model takes {expected} channel(s) ({expected_name}); pass --convert to \
-         convert it"
+        "image has {found} but the model takes {expected} channel(s) ({expected_name}) (perch-run: pass --convert \
+         to convert it)"
     )]
     Channels { found: String, expected: usize, expected_name: &'static str },
     #[error("image is {width}x{height} after preprocessing, the model takes {want_width}x{want_height}")]
@@ -161,7 +161,7 @@ pub fn image_files(dir: &Path) -> std::io::Result<Vec<std::path::PathBuf>> {
 
 pub fn open_image(path: impl AsRef<Path>) -> Result<DynamicImage, ImageError> {
     let path = path.as_ref();
-    let bytes = std::fs::read(path).map_err(|source| ImageError::Read { path: path.display().to_string(), source })?;
+    let bytes = std::fs::read(path).map_err(|source| ImageError::Read { path: path.display().to_string(), error: source })?;
     decode_image(&bytes)
 }
 

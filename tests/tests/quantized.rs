@@ -74,3 +74,37 @@ fn fashion_cnn_s_int8() {
 fn fashion_resnet_int8() {
     check("fashion-resnet");
 }
+
+/// `--max-accuracy-drop`: a loose budget keeps every layer int8; a zero budget either keeps the most
+/// sensitive layers in float until int8 is as accurate as float, or says it cannot, with the best reached.
+#[test]
+fn mixed_precision_budget() {
+    use perch_host::quantize::{self, QuantizeError};
+    use perch_host::{compile, import};
+    let path = model_path("fashion-cnn-s", "onnx");
+    let imported = import::import(&path, None).unwrap();
+    let labels = compile::read_labels(&path.with_file_name("labels.txt")).unwrap();
+    let mut manifest = compile::manifest_for(&imported, Some(labels), &fashion_preprocess()).unwrap();
+    let train = Dataset::open("fashion-mnist:train").unwrap();
+    let mut eval = Dataset::open("fashion-mnist:test").unwrap();
+    eval.truncate(1000);
+    let run = |manifest: &mut perch_runtime::Manifest, budget: f64| {
+        quantize::int8_within_budget(&imported.model, manifest, &train, "train", Method::MinMax, 100, &eval, budget, |_| {})
+    };
+    let (_, rewritten, report) = run(&mut manifest, 5.0).unwrap();
+    assert!(report.kept_float.is_empty() && report.sensitivity.is_empty(), "{report:?}");
+    assert_eq!(rewritten.quantized.len(), 4);
+
+    match run(&mut manifest, 0.0) {
+        Ok((_, rewritten, report)) => {
+            assert!(report.final_top1 >= report.float_top1, "{report:?}");
+            assert_eq!(rewritten.kept_float, report.kept_float);
+            assert_eq!(manifest.quantization.float_layers, report.kept_float);
+            assert!(rewritten.quantized.len() + report.kept_float.len() == 4 && !rewritten.quantized.is_empty());
+        }
+        Err(QuantizeError::Budget { float, best, kept, layers, .. }) => {
+            assert!(best < float && kept == layers - 1, "{float} {best} {kept} {layers}");
+        }
+        Err(e) => panic!("{e}"),
+    }
+}

@@ -23,10 +23,18 @@ pub fn quantize_static(
     rewrite::Rewriter::new(model, stats, method, keep_float).run()
 }
 
-/// Why calibration could not run.
+/// Why quantization could not be done.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum CalibrationError {
+pub enum QuantizeError {
+    #[error(
+        "the accuracy budget cannot be met: float {float:.2}%, best reached {best:.2}% with {kept} of {layers} layers kept \
+         in float (a drop of {:.2} pt, budget {budget} pt); allow a larger --max-accuracy-drop",
+        float - best
+    )]
+    Budget { float: f64, best: f64, budget: f64, kept: usize, layers: usize },
+    #[error("measuring accuracy: {0}")]
+    Eval(#[from] crate::accuracy::EvalError),
     #[error("the calibration data {0} holds no samples")]
     Empty(String),
     #[error("calibration sample {index}: {why}")]
@@ -42,13 +50,13 @@ pub fn for_each_batch(
     dataset: &perch_datasets::Dataset,
     n: usize,
     batch: usize,
-    mut f: impl FnMut(&[f32], usize) -> Result<(), CalibrationError>,
-) -> Result<(), CalibrationError> {
+    mut f: impl FnMut(&[f32], usize) -> Result<(), QuantizeError>,
+) -> Result<(), QuantizeError> {
     use perch_datasets::Item;
     use perch_runtime::ChannelPolicy;
     let n = n.min(dataset.len());
     if n == 0 {
-        return Err(CalibrationError::Empty(dataset.name.clone()));
+        return Err(QuantizeError::Empty(dataset.name.clone()));
     }
     let per_image: usize = manifest.input.shape[1..]
         .iter()
@@ -70,7 +78,7 @@ pub fn for_each_batch(
                 Item::Tensor(v) if v.len() == per_image => Ok(v),
                 Item::Tensor(v) => Err(format!("{} values, the model takes {per_image}", v.len())),
             };
-            values.extend(sample.map_err(|why| CalibrationError::Sample { index, why })?);
+            values.extend(sample.map_err(|why| QuantizeError::Sample { index, why })?);
         }
         f(&values, end - start)?;
     }
@@ -90,13 +98,13 @@ pub fn calibrate(
     dataset: &perch_datasets::Dataset,
     samples: usize,
     mut progress: impl FnMut(usize),
-) -> Result<Statistics, CalibrationError> {
+) -> Result<Statistics, QuantizeError> {
     let batch = batch_for(manifest);
-    let probe = Probe::new(model, batch).map_err(|e| CalibrationError::Model(format!("{e:#}")))?;
+    let probe = Probe::new(model, batch).map_err(|e| QuantizeError::Model(format!("{e:#}")))?;
     let mut stats = Statistics::new();
     let mut done = 0;
     for_each_batch(manifest, dataset, samples, batch, |values, images| {
-        probe.observe(values, images, &mut stats).map_err(|e| CalibrationError::Model(format!("{e:#}")))?;
+        probe.observe(values, images, &mut stats).map_err(|e| QuantizeError::Model(format!("{e:#}")))?;
         done += images;
         progress(done);
         Ok(())
@@ -112,8 +120,8 @@ pub fn layer_errors(
     manifest: &perch_runtime::Manifest,
     dataset: &perch_datasets::Dataset,
     samples: usize,
-) -> Result<Vec<debug::LayerError>, CalibrationError> {
-    let err = |e: TractError| CalibrationError::Model(format!("{e:#}"));
+) -> Result<Vec<debug::LayerError>, QuantizeError> {
+    let err = |e: TractError| QuantizeError::Model(format!("{e:#}"));
     let batch = batch_for(manifest);
     let pair = debug::Pair::new(float, int8, taps, batch).map_err(err)?;
     let mut acc = pair.accumulators();
@@ -133,11 +141,11 @@ pub fn int8(
     samples: usize,
     keep_float: &HashSet<String>,
     progress: impl FnMut(usize),
-) -> Result<(TypedModel, Rewritten), CalibrationError> {
+) -> Result<(TypedModel, Rewritten), QuantizeError> {
     let samples = samples.min(dataset.len());
     let stats = calibrate(model, manifest, dataset, samples, progress)?;
     let (int8, report) =
-        quantize_static(model, &stats, method, keep_float).map_err(|e| CalibrationError::Model(format!("{e:#}")))?;
+        quantize_static(model, &stats, method, keep_float).map_err(|e| QuantizeError::Model(format!("{e:#}")))?;
     let q = &mut manifest.quantization;
     q.scheme = "int8".into();
     q.calibration = Some(format!("{method} on {samples} samples of {data}"));
@@ -145,4 +153,92 @@ pub fn int8(
     q.float_layers = report.kept_float.clone();
     q.float_ops = report.float_ops.iter().map(|(n, op)| format!("{n} ({op})")).collect();
     Ok((int8, report))
+}
+
+/// How much each int8 layer costs in accuracy, and what mixed precision kept in float.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct BudgetReport {
+    pub float_top1: f64,
+    pub all_int8_top1: f64,
+    /// Top-1 with only that layer kept in float, for every int8 layer: (layer, top-1), most
+    /// sensitive first. Empty when the all-int8 graph met the budget.
+    pub sensitivity: Vec<(String, f64)>,
+    /// Layers kept in float, in the order they were added.
+    pub kept_float: Vec<String>,
+    pub final_top1: f64,
+}
+
+fn top1_of(model: &TypedModel, manifest: &perch_runtime::Manifest, eval: &perch_datasets::Dataset) -> Result<f64, QuantizeError> {
+    let plan = perch_runtime::Plan { manifest: manifest.clone(), graph: model.clone(), checksum: String::new() };
+    let batch = manifest.input.fixed_batch().unwrap_or(64);
+    let classifier = perch_runtime::Classifier::new(plan, batch).map_err(|e| QuantizeError::Model(e.to_string()))?;
+    Ok(crate::accuracy::evaluate(&classifier, eval, perch_runtime::ChannelPolicy::Strict, |_| {})?.top1())
+}
+
+/// Static int8 within an accuracy budget: calibrates once, and if the all-int8 graph loses more than
+/// `max_drop` top-1 points against the float graph on `eval`, measures each layer's sensitivity
+/// (top-1 with that layer alone kept in float) and keeps the most sensitive layers in float, one at
+/// a time, until the budget holds. `progress` gets a short description of each step.
+#[allow(clippy::too_many_arguments)]
+pub fn int8_within_budget(
+    model: &TypedModel,
+    manifest: &mut perch_runtime::Manifest,
+    dataset: &perch_datasets::Dataset,
+    data: &str,
+    method: Method,
+    samples: usize,
+    eval: &perch_datasets::Dataset,
+    max_drop: f64,
+    mut progress: impl FnMut(&str),
+) -> Result<(TypedModel, Rewritten, BudgetReport), QuantizeError> {
+    let samples = samples.min(dataset.len());
+    progress("calibrating");
+    let stats = calibrate(model, manifest, dataset, samples, |_| {})?;
+    let rewrite = |keep: &HashSet<String>| quantize_static(model, &stats, method, keep).map_err(|e| QuantizeError::Model(format!("{e:#}")));
+    let mut report = BudgetReport::default();
+    progress("measuring float accuracy");
+    report.float_top1 = top1_of(model, manifest, eval)?;
+    let mut keep = HashSet::new();
+    let (mut best, mut best_report) = rewrite(&keep)?;
+    report.all_int8_top1 = top1_of(&best, manifest, eval)?;
+    report.final_top1 = report.all_int8_top1;
+    if report.float_top1 - report.all_int8_top1 > max_drop {
+        let layers = best_report.quantized.clone();
+        for (ix, layer) in layers.iter().enumerate() {
+            progress(&format!("sensitivity {}/{}: {layer}", ix + 1, layers.len()));
+            let (m, _) = rewrite(&HashSet::from([layer.clone()]))?;
+            report.sensitivity.push((layer.clone(), top1_of(&m, manifest, eval)?));
+        }
+        report.sensitivity.sort_by(|a, b| b.1.total_cmp(&a.1));
+        // Keeping every layer in float would be a float plan, not an int8 one: at least one stays int8.
+        let mut reached = report.sensitivity.iter().map(|s| s.1).fold(report.all_int8_top1, f64::max);
+        for (layer, _) in report.sensitivity.clone().into_iter().take(layers.len().saturating_sub(1)) {
+            keep.insert(layer.clone());
+            report.kept_float.push(layer.clone());
+            progress(&format!("keeping {} layer(s) in float", keep.len()));
+            let (m, r) = rewrite(&keep)?;
+            let top1 = top1_of(&m, manifest, eval)?;
+            (best, best_report, report.final_top1) = (m, r, top1);
+            reached = reached.max(top1);
+            if report.float_top1 - top1 <= max_drop {
+                break;
+            }
+        }
+        if report.float_top1 - report.final_top1 > max_drop {
+            return Err(QuantizeError::Budget {
+                float: report.float_top1,
+                best: reached,
+                budget: max_drop,
+                kept: keep.len(),
+                layers: layers.len(),
+            });
+        }
+    }
+    let q = &mut manifest.quantization;
+    q.scheme = "int8".into();
+    q.calibration = Some(format!("{method} on {samples} samples of {data}"));
+    q.int8_layers = best_report.quantized.clone();
+    q.float_layers = best_report.kept_float.clone();
+    q.float_ops = best_report.float_ops.iter().map(|(n, op)| format!("{n} ({op})")).collect();
+    Ok((best, best_report, report))
 }

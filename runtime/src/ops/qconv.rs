@@ -105,6 +105,14 @@ impl TypedOp for QConv {
         self.conv.output_facts(&facts)
     }
 
+    fn cost(&self, inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
+        let i32_fact = i32::scalar_fact();
+        let f32_fact = f32::scalar_fact();
+        let facts: TVec<&TypedFact> =
+            tvec!(inputs[0], inputs[1], inputs[2], &i32_fact, &f32_fact, &i32_fact, inputs[3], &i32_fact, &f32_fact);
+        self.conv.cost(&facts)
+    }
+
     fn declutter(&self, model: &TypedModel, node: &TypedNode) -> TractResult<Option<TypedModelPatch>> {
         let mut patch = TypedModelPatch::new("perch-qconv-to-conv");
         let inputs = patch.taps(model, &node.inputs)?;

@@ -28,10 +28,10 @@ pub const MAX_TENSOR_ELEMENTS: u64 = 1 << 28;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PlanError {
-    #[error("cannot read {path}: {source}")]
-    Read { path: String, source: std::io::Error },
-    #[error("cannot write {path}: {source}")]
-    Write { path: String, source: std::io::Error },
+    #[error("cannot read {path}: {error}")]
+    Read { path: String, error: std::io::Error },
+    #[error("cannot write {path}: {error}")]
+    Write { path: String, error: std::io::Error },
     #[error("not a .perch plan (no Perch header): compile one with `perch compile MODEL.onnx -o MODEL.perch`")]
     NotAPlan,
     #[error(
@@ -74,7 +74,7 @@ pub struct Plan {
 impl Plan {
     pub fn load(path: impl AsRef<Path>) -> Result<Plan, PlanError> {
         let path = path.as_ref();
-        let read_err = |source| PlanError::Read { path: path.display().to_string(), source };
+        let read_err = |source| PlanError::Read { path: path.display().to_string(), error: source };
         let len = std::fs::metadata(path).map_err(read_err)?.len();
         if len > MAX_PLAN_BYTES {
             return Err(PlanError::PlanTooLarge { bytes: len, max: MAX_PLAN_BYTES });
@@ -120,7 +120,7 @@ impl Plan {
             format!("output    {} [{}] {:?}", m.output.name, shape(&m.output.shape), m.output.kind),
             format!("preproc   {}", serde_json::to_string(&m.preprocess).unwrap_or_default()),
             format!("labels    {}", m.labels.join(", ")),
-            format!("quant     {}", m.quantization.scheme),
+            format!("quant     {}", quantization_summary(&m.quantization)),
         ];
         if let Some(a) = &m.accuracy {
             lines.push(format!("accuracy  {:.2}% top-1 on {} ({} images)", a.top1, a.dataset, a.images));
@@ -164,8 +164,25 @@ impl Plan {
     }
 }
 
+fn quantization_summary(q: &Quantization) -> String {
+    let mut parts = vec![q.scheme.clone()];
+    if let Some(c) = &q.calibration {
+        parts.push(format!("calibrated with {c}"));
+    }
+    if !q.int8_layers.is_empty() {
+        parts.push(format!("{} int8 layer(s)", q.int8_layers.len()));
+    }
+    if !q.float_layers.is_empty() {
+        parts.push(format!("kept in float: {}", q.float_layers.join(", ")));
+    }
+    if !q.float_ops.is_empty() {
+        parts.push(format!("{} float op(s) between int8 layers", q.float_ops.len()));
+    }
+    parts.join("; ")
+}
+
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), PlanError> {
-    let write_err = |source| PlanError::Write { path: path.display().to_string(), source };
+    let write_err = |source| PlanError::Write { path: path.display().to_string(), error: source };
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
