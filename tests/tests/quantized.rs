@@ -16,6 +16,9 @@ fn check(model: &str) {
     let (int8_bytes, int8_plan, report, int8_graph) = compile_int8_plan(&path, Method::MinMax, 1000).unwrap();
     assert_eq!(int8_plan.manifest.quantization.scheme, "int8");
     assert!(!report.quantized.is_empty());
+    // Integer from the input's quantization to the output's dequantization: the Swish activations
+    // become lookup tables, global average pooling a depthwise int8 convolution.
+    assert!(report.float_ops.is_empty(), "{model}: float ops left: {:?}", report.float_ops);
 
     // Size.
     let ratio = int8_bytes.len() as f64 / float_bytes.len() as f64;

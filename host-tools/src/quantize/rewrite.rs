@@ -20,8 +20,10 @@ use tract_onnx::tract_core::ops::change_axes::AxisOp;
 use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat, MaxPool, PaddingSpec, PoolSpec};
 use tract_onnx::tract_core::ops::downsample::Downsample;
 use tract_onnx::tract_core::ops::einsum::EinSum;
+use tract_onnx::tract_core::ops::element_wise::ElementWiseOp;
 use tract_onnx::tract_core::ops::math::{Add, Max, Min, Mul};
-use tract_onnx::tract_core::ops::nn::DataFormat;
+use tract_onnx::tract_core::ops::nn::{DataFormat, Reduce, Reducer};
+use perch_runtime::ops::lut::Lut;
 use perch_runtime::ops::qadd::QAdd;
 use perch_runtime::ops::qconv::QConv;
 
@@ -38,6 +40,8 @@ pub struct Rewritten {
     pub kept_float: Vec<String>,
     /// Every int8 tensor of the new graph and the float tensor it stands for, in graph order.
     pub taps: Vec<Tap>,
+    /// Element-wise float ops replaced by an int8 lookup table, by the name of the last op.
+    pub luts: Vec<String>,
 }
 
 /// An int8 tensor of the rewritten graph (by node name and slot, stable through serialization) and
@@ -184,6 +188,21 @@ fn find_linear(model: &TypedModel, node: &TypedNode) -> TractResult<Option<Linea
         let w = w.into_shape(&[o, k, kh, kw])?;
         let spec = PoolSpec::new(DataFormat::NCHW, tvec!(kh, kw), PaddingSpec::Valid, None, None, k, o);
         (node.inputs[x_slot], w, vec![0.0; o], spec, 1, (lift, squeeze))
+    } else if let Some(reduce) = node.op_as::<Reduce>() {
+        // A sum over the whole image (global average pooling is this and a Mul by 1/HW, which the
+        // absorption below folds in) is a depthwise convolution with a kernel of ones as large as
+        // the image.
+        let fact = model.outlet_fact(node.inputs[0])?;
+        if reduce.reducer != Reducer::Sum || fact.rank() != 4 || reduce.axes.as_slice() != [2, 3] || fact.datum_type != f32::datum_type() {
+            return Ok(None);
+        }
+        let (Some(c), Some(h), Some(w)) = (fact.shape[1].as_i64(), fact.shape[2].as_i64(), fact.shape[3].as_i64()) else {
+            return Ok(None);
+        };
+        let (c, h, w) = (c as usize, h as usize, w as usize);
+        let ones = Tensor::from_shape(&[c, 1, h, w], &vec![1f32; c * h * w])?;
+        let spec = PoolSpec::new(DataFormat::NCHW, tvec!(h, w), PaddingSpec::Valid, None, None, c, c);
+        (node.inputs[0], ones, vec![0.0; c], spec, c, (false, false))
     } else {
         return Ok(None);
     };
@@ -245,6 +264,85 @@ fn passes_int8(node: &TypedNode) -> bool {
             || node.op_as::<MaxPool>().is_some_and(|p| p.with_index_outputs.is_none()))
 }
 
+fn is_elementwise(node: &TypedNode) -> bool {
+    (node.op_is::<ElementWiseOp>() || node.op_is::<TypedBinOp>())
+        && node.outputs.len() == 1
+        && node.outputs[0].fact.datum_type == f32::datum_type()
+}
+
+/// Element-wise float ops computing a function of one int8 tensor (the root) and scalar constants,
+/// such as a learnable Swish `x * sigmoid(beta * x)` after a convolution: each sink (an op whose
+/// value leaves the island) becomes one int8 lookup table from the root; interior ops disappear.
+#[derive(Default)]
+struct Islands {
+    root: HashMap<usize, OutletId>,
+    sinks: HashSet<usize>,
+    interior: HashSet<usize>,
+}
+
+impl Islands {
+    fn find(model: &TypedModel, roots: &HashSet<OutletId>) -> TractResult<Islands> {
+        let mut islands = Islands::default();
+        for id in model.eval_order()? {
+            let node = model.node(id);
+            if !is_elementwise(node) {
+                continue;
+            }
+            let mut root = None;
+            let mut ok = true;
+            for input in &node.inputs {
+                if let Some(c) = konst(model, *input) {
+                    ok &= c.len() == 1;
+                    continue;
+                }
+                let r = if roots.contains(input) {
+                    Some(*input)
+                } else {
+                    (input.slot == 0).then(|| islands.root.get(&input.node).copied()).flatten()
+                };
+                match (r, root) {
+                    (Some(r), None) => root = Some(r),
+                    (Some(r), Some(prev)) if r == prev => {}
+                    _ => ok = false,
+                }
+            }
+            if let (true, Some(root)) = (ok, root)
+                && node.outputs[0].fact.shape == model.outlet_fact(root)?.shape
+            {
+                islands.root.insert(id, root);
+            }
+        }
+        for (&id, root) in &islands.root {
+            let out = OutletId::new(id, 0);
+            let leaves = model.outputs.contains(&out)
+                || model.outlet_successors(out).iter().any(|s| islands.root.get(&s.node) != Some(root));
+            if leaves {
+                islands.sinks.insert(id);
+            } else {
+                islands.interior.insert(id);
+            }
+        }
+        Ok(islands)
+    }
+
+    /// The island nodes `sink` depends on, in graph order.
+    fn cone(&self, model: &TypedModel, sink: usize) -> TractResult<Vec<usize>> {
+        let root = self.root[&sink];
+        let mut seen = HashSet::new();
+        let mut stack = vec![sink];
+        while let Some(id) = stack.pop() {
+            if seen.insert(id) {
+                for input in &model.node(id).inputs {
+                    if *input != root && self.root.contains_key(&input.node) {
+                        stack.push(input.node);
+                    }
+                }
+            }
+        }
+        Ok(model.eval_order()?.into_iter().filter(|id| seen.contains(id)).collect())
+    }
+}
+
 /// Builds the int8 graph.
 pub struct Rewriter<'a> {
     source: &'a TypedModel,
@@ -255,13 +353,24 @@ pub struct Rewriter<'a> {
     float: HashMap<OutletId, OutletId>,
     quant: HashMap<OutletId, OutletId>,
     report: Rewritten,
+    islands: Islands,
 }
 
 impl<'a> Rewriter<'a> {
     pub fn new(source: &'a TypedModel, stats: &'a Statistics, method: Method, keep_float: &'a HashSet<String>) -> Self {
         let mut target = TypedModel::default();
         target.symbols = source.symbols.clone();
-        Rewriter { source, stats, method, keep_float, target, float: HashMap::new(), quant: HashMap::new(), report: Rewritten::default() }
+        Rewriter {
+            source,
+            stats,
+            method,
+            keep_float,
+            target,
+            float: HashMap::new(),
+            quant: HashMap::new(),
+            report: Rewritten::default(),
+            islands: Islands::default(),
+        }
     }
 
     fn range(&self, outlet: OutletId) -> TractResult<(f32, f32)> {
@@ -395,6 +504,50 @@ impl<'a> Rewriter<'a> {
         Ok(())
     }
 
+    /// The island ending at `sink` as a lookup table on its root's int8 value.
+    fn wire_lut(&mut self, sink: &TypedNode) -> TractResult<()> {
+        let root = self.islands.root[&sink.id];
+        let x = self.quant_wire(root)?;
+        let (x_zp, x_scale) = self.target.outlet_fact(x)?.datum_type.zp_scale();
+        // The island's float function, evaluated on the 256 int8 values as one [1, 256, 1...] tensor.
+        let rank = self.source.outlet_fact(root)?.rank();
+        let mut shape = vec![1usize; rank.max(2)];
+        shape[1] = 256;
+        let mut f = TypedModel::default();
+        let input = f.add_source("x", f32::fact(&shape))?;
+        let mut map: HashMap<OutletId, OutletId> = HashMap::from([(root, input)]);
+        for id in self.islands.cone(self.source, sink.id)? {
+            let node = self.source.node(id);
+            let mut inputs = tvec![];
+            for i in &node.inputs {
+                let w = match (map.get(i), konst(self.source, *i)) {
+                    (Some(w), _) => *w,
+                    (None, Some(c)) => {
+                        let c = c.clone().into_tensor().into_shape(&vec![1; shape.len()])?;
+                        f.add_const(format!("c{}", f.nodes().len()), c)?
+                    }
+                    _ => bail!("{} reads outside its island", node.name),
+                };
+                inputs.push(w);
+            }
+            let out = f.wire_node(&node.name, node.op.clone(), &inputs)?[0];
+            map.insert(OutletId::new(id, 0), out);
+        }
+        f.select_output_outlets(&[map[&OutletId::new(sink.id, 0)]])?;
+        let xs: Vec<f32> = (-128i32..=127).map(|q| (q - x_zp) as f32 * x_scale).collect();
+        let ys = f.into_runnable()?.run(tvec!(Tensor::from_shape(&shape, &xs)?.into_tvalue()))?;
+        let ys = ys[0].try_as_plain_ram()?.as_slice::<f32>()?.to_vec();
+        let y_dt = qparams_for(self.range(sink.id.into())?);
+        let (y_zp, y_scale) = y_dt.zp_scale();
+        let table: Vec<i8> = ys.iter().map(|y| ((y / y_scale).round() + y_zp as f32).clamp(-128.0, 127.0) as i8).collect();
+        let table = self.scalar_const(&sink.name, ".table", Tensor::from_shape(&[256], &table)?)?;
+        let name = self.name(&sink.name, ".lut");
+        let y = self.target.wire_node(name, Lut { output: y_dt }, &[x, table])?[0];
+        self.set_quant(sink.id.into(), y);
+        self.report.luts.push(sink.name.clone());
+        Ok(())
+    }
+
     fn wire_float(&mut self, node: &TypedNode) -> TractResult<()> {
         let inputs = node.inputs.iter().map(|i| self.float_wire(*i)).collect::<TractResult<TVec<_>>>()?;
         let name = self.name(&node.name, "");
@@ -407,10 +560,26 @@ impl<'a> Rewriter<'a> {
 
     pub fn run(mut self) -> TractResult<(TypedModel, Rewritten)> {
         let source = self.source;
+        let mut roots = HashSet::new();
+        for node in source.nodes() {
+            if !self.keep_float.contains(&node.name)
+                && let Some(linear) = find_linear(source, node)?
+            {
+                roots.insert(linear.output);
+            }
+        }
+        self.islands = Islands::find(source, &roots)?;
         let mut absorbed = HashSet::new();
         for id in source.eval_order()? {
             let node = source.node(id);
             if absorbed.contains(&id) || node.op_is::<tract_onnx::tract_core::ops::konst::Const>() {
+                continue;
+            }
+            if self.islands.interior.contains(&id) && self.quant.contains_key(&self.islands.root[&id]) {
+                continue;
+            }
+            if self.islands.sinks.contains(&id) && self.quant.contains_key(&self.islands.root[&id]) {
+                self.wire_lut(node)?;
                 continue;
             }
             if node.op_is::<tract_onnx::tract_core::ops::source::TypedSource>() {

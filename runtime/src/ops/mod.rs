@@ -3,9 +3,11 @@
 //! tract's standard NNEF serializer writes a quantized convolution as a plain `conv` whose scales come
 //! from the tensors' types, which hold one scale per tensor: per-channel weight scales would be lost.
 //! Perch's int8 plans therefore carry their convolutions as `perch_qconv` invocations (and residual
-//! Adds of differently quantized tensors, which tract's reader cannot type, as `perch_qadd`). The registry
+//! Adds of differently quantized tensors, which tract's reader cannot type, as `perch_qadd`; and
+//! element-wise functions between int8 tensors as `perch_lut` lookup tables). The registry
 //! is compiled into both the writer (host-tools) and the reader (the runtime), through [`nnef`].
 
+pub mod lut;
 pub mod qadd;
 pub mod qconv;
 
@@ -19,6 +21,7 @@ pub fn registry() -> Registry {
     let mut registry = Registry::new(REGISTRY_ID);
     qconv::register(&mut registry);
     qadd::register(&mut registry);
+    lut::register(&mut registry);
     registry
 }
 
