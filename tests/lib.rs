@@ -50,7 +50,7 @@ pub fn onnx_reference(path: &Path, batch: usize) -> anyhow::Result<Arc<TypedRunn
             subs.insert(sym, TDim::Val(batch as i64));
         }
     }
-    Ok(model.set_symbols(&subs)?.into_optimized()?.into_runnable()?)
+    model.set_symbols(&subs)?.into_optimized()?.into_runnable()
 }
 
 /// Runs the reference on `batch` preprocessed images (NCHW, concatenated); rows of logits.
@@ -63,11 +63,11 @@ pub fn run_reference(model: &Arc<TypedRunnableModel>, values: &[f32], shape: &[u
 }
 
 /// Compiles an example model to a static int8 plan calibrated on the first `samples` Fashion-MNIST
-/// training images with `method`, serialized and reloaded. Also returns the rewrite's report and the
+/// training images with `scheme`, serialized and reloaded. Also returns the rewrite's report and the
 /// int8 graph as it was before serialization.
 pub fn compile_int8_plan(
     path: &Path,
-    method: perch_host::quantize::Method,
+    scheme: perch_host::quantize::Scheme,
     samples: usize,
 ) -> anyhow::Result<(Vec<u8>, Plan, perch_host::quantize::Rewritten, TypedModel)> {
     let imported = import::import(path, None)?;
@@ -77,7 +77,7 @@ pub fn compile_int8_plan(
     let dataset = perch_datasets::Dataset::open(data)?;
     let keep = Default::default();
     let (model, report) =
-        perch_host::quantize::int8(&imported.model, &mut manifest, &dataset, data, method, samples, &keep, |_| {})?;
+        perch_host::quantize::int8(&imported.model, &mut manifest, &dataset, data, scheme, samples, &keep, |_| {})?;
     let (bytes, plan) = compile::round_trip(&mut manifest, &model)?;
     Ok((bytes, plan, report, model))
 }

@@ -58,7 +58,7 @@ pub(crate) fn open(path: &Path) -> Result<Dataset, DatasetError> {
         Storage::Pixels { data, width: w as u32, height: h as u32, channels: c as u8 }
     } else if let Some(a) = read::<f32>(path)? {
         let n = a.shape().first().copied().unwrap_or(0);
-        let per_item = if n == 0 { 0 } else { a.len() / n };
+        let per_item = a.len().checked_div(n).unwrap_or(0);
         Storage::Tensors { data: a.iter().copied().collect(), per_item }
     } else {
         return Err(DatasetError::format(path, "images must be uint8 (pixels) or float32 (preprocessed inputs)"));

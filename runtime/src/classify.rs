@@ -128,7 +128,7 @@ impl Classifier {
     /// (logits, or probabilities when the graph ends in softmax).
     pub fn run(&self, values: &[f32]) -> Result<Vec<Vec<f32>>, RunError> {
         let images = values.len() / self.per_image.max(1);
-        if values.is_empty() || values.len() % self.per_image != 0 || images > self.batch {
+        if values.is_empty() || !values.len().is_multiple_of(self.per_image) || images > self.batch {
             return Err(RunError::InputLength { got: values.len(), per_image: self.per_image, batch: self.batch });
         }
         // A short last batch is padded with zeros: the plan is optimized for one batch size.

@@ -4,7 +4,7 @@
 //! and the same outputs after serialization as before.
 
 use perch_datasets::{Dataset, Item};
-use perch_host::quantize::Method;
+use perch_host::quantize::Scheme;
 use perch_host::{accuracy, analysis};
 use perch_runtime::{ChannelPolicy, Classifier};
 use perch_tests::*;
@@ -13,7 +13,7 @@ use tract_onnx::prelude::*;
 fn check(model: &str) {
     let path = model_path(model, "onnx");
     let (float_bytes, float_plan) = compile_plan(&path).unwrap();
-    let (int8_bytes, int8_plan, report, int8_graph) = compile_int8_plan(&path, Method::MinMax, 1000).unwrap();
+    let (int8_bytes, int8_plan, report, int8_graph) = compile_int8_plan(&path, Scheme::default(), 1000).unwrap();
     assert_eq!(int8_plan.manifest.quantization.scheme, "int8");
     assert!(!report.quantized.is_empty());
     // Integer from the input's quantization to the output's dequantization: the Swish activations
@@ -92,7 +92,7 @@ fn mixed_precision_budget() {
     let mut eval = Dataset::open("fashion-mnist:test").unwrap();
     eval.truncate(1000);
     let run = |manifest: &mut perch_runtime::Manifest, budget: f64| {
-        quantize::int8_within_budget(&imported.model, manifest, &train, "train", Method::MinMax, 100, &eval, budget, |_| {})
+        quantize::int8_within_budget(&imported.model, manifest, &train, "train", Scheme::default(), 100, &eval, budget, |_| {})
     };
     let (_, rewritten, report) = run(&mut manifest, 5.0).unwrap();
     assert!(report.kept_float.is_empty() && report.sensitivity.is_empty(), "{report:?}");

@@ -12,7 +12,9 @@ tasks:
   test-cross   the runtime's tests under qemu-aarch64 (Cortex-A72) and qemu-arm (Cortex-A7, NEON)
   goldens      rewrite tests/cases/*/ (plans, images, expected outputs) from the committed models
   measure      release binary sizes and the instruction count of one fashion-resnet inference on
-               Cortex-A72 under qemu (needs ../shared/tools/insncount)";
+               Cortex-A72 under qemu (needs ../shared/tools/insncount)
+  bench-int8   int8 vs float plans of both example models: x86 latency (interleaved, same run) and
+               instructions per image under qemu-aarch64 on Cortex-A72 and Cortex-A76 (insncount)";
 
 const RUST_TARGETS: &[&str] =
     &["aarch64-unknown-linux-gnu", "armv7-unknown-linux-gnueabihf", "thumbv7em-none-eabihf", "thumbv6m-none-eabi"];
@@ -165,12 +167,91 @@ fn goldens() -> Result {
     Ok(())
 }
 
-fn measure() -> Result {
-    setup()?;
+/// Instructions one classification costs under `qemu-aarch64 -cpu CPU`: (21 images - 11 images) / 10,
+/// the difference removing process start, plan load and optimization.
+fn qemu_per_image(plugin: &Path, perch_run: &Path, cpu: &str, plan: &Path, files: &[PathBuf]) -> Result<u64> {
+    let mut counts = Vec::new();
+    for n in [11usize, 21] {
+        let mut cmd = Command::new("qemu-aarch64");
+        cmd.args(["-cpu", cpu, "-L", "/usr/aarch64-linux-gnu", "-plugin"]).arg(plugin).arg(perch_run).args(["classify", "--plan"]).arg(plan);
+        for i in 0..n {
+            cmd.arg(&files[i % files.len()]);
+        }
+        let out = cmd.output().map_err(|e| e.to_string())?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if !out.status.success() {
+            return Err(format!("perch-run failed under qemu ({}): {stderr}", out.status));
+        }
+        let total = stderr
+            .lines()
+            .find_map(|l| l.strip_prefix("insncount: total=")?.split_whitespace().next()?.parse::<u64>().ok())
+            .ok_or_else(|| format!("no insncount line in: {stderr}"))?;
+        counts.push(total);
+    }
+    Ok(counts[1].checked_sub(counts[0]).ok_or("21 images counted fewer instructions than 11")? / 10)
+}
+
+/// Builds the insncount plugin into the target dir.
+fn insncount_plugin() -> Result<PathBuf> {
     let shared = root().join("../shared/tools/insncount");
     let plugin = target_dir().join("insncount/libinsncount.so");
     std::fs::create_dir_all(plugin.parent().expect("has parent")).map_err(|e| e.to_string())?;
     run(Command::new("gcc").args(["-shared", "-fPIC", "-O2", "-o"]).arg(&plugin).arg(shared.join("insncount.c")))?;
+    Ok(plugin)
+}
+
+/// `count` Fashion-MNIST test images as PNG files under `dir`, sorted.
+fn export_images(dir: &Path, count: usize) -> Result<Vec<PathBuf>> {
+    let _ = std::fs::remove_dir_all(dir);
+    run(Command::new(bin("perch")).args(["dataset", "export", "fashion-mnist:test", "--count", &count.to_string(), "-o"]).arg(dir))?;
+    let mut files: Vec<PathBuf> = Vec::new();
+    for class in std::fs::read_dir(dir).map_err(|e| e.to_string())? {
+        for f in std::fs::read_dir(class.map_err(|e| e.to_string())?.path()).map_err(|e| e.to_string())? {
+            files.push(f.map_err(|e| e.to_string())?.path());
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// int8 against float for both example models: x86 latency (same run, interleaved) and executed
+/// instructions under qemu-aarch64 on Cortex-A72 (Raspberry Pi 4 class) and Cortex-A76 (Pi 5 class).
+fn bench_int8() -> Result {
+    setup()?;
+    let plugin = insncount_plugin()?;
+    run(cargo().args(["build", "--release", "-p", "perch-host", "-p", "perch-tests", "--bin", "perch", "--bin", "perch-bench-int8"]))?;
+    run(cargo().args(["build", "--release", "-p", "perch-runtime", "--bin", "perch-run", "--target", "aarch64-unknown-linux-gnu"]))?;
+    let out = target_dir().join("bench-int8");
+    std::fs::create_dir_all(&out).map_err(|e| e.to_string())?;
+    let files = export_images(&out.join("images"), 10)?;
+    let aarch64 = target_dir().join("aarch64-unknown-linux-gnu/release/perch-run");
+    for model in ["fashion-resnet", "fashion-cnn-s"] {
+        let onnx = root().join(format!("models/{model}/{model}.onnx"));
+        let float = out.join(format!("{model}.perch"));
+        let int8 = out.join(format!("{model}.int8.perch"));
+        let compile = |plan: &Path, extra: &[&str]| {
+            run(Command::new(bin("perch")).arg("compile").arg(&onnx).arg("-o").arg(plan).args(["--mean", "0.2860", "--std", "0.3530"]).args(extra))
+        };
+        compile(&float, &[])?;
+        compile(&int8, &["--quantize", "int8", "--calibration", "fashion-mnist:train", "--calibration-samples", "1000"])?;
+        println!("== {model}: x86-64 latency, batch 1, one thread");
+        run(Command::new(bin("perch-bench-int8")).arg(&float).arg(&int8))?;
+        for cpu in ["cortex-a72", "cortex-a76"] {
+            let f = qemu_per_image(&plugin, &aarch64, cpu, &float, &files)?;
+            let q = qemu_per_image(&plugin, &aarch64, cpu, &int8, &files)?;
+            println!(
+                "== {model}: qemu-aarch64 -cpu {cpu}, instructions per classified image (decode + preprocess + inference): \
+                 float {f}, int8 {q}, int8/float {:.2}",
+                q as f64 / f as f64
+            );
+        }
+    }
+    Ok(())
+}
+
+fn measure() -> Result {
+    setup()?;
+    let plugin = insncount_plugin()?;
     let timed = |args: &[&str]| -> Result<f64> {
         let started = std::time::Instant::now();
         run(cargo().args(args))?;
@@ -193,16 +274,7 @@ fn measure() -> Result {
         .args(["-o"])
         .arg(&plan)
         .args(["--mean", "0.2860", "--std", "0.3530"]))?;
-    let images = out.join("images");
-    let _ = std::fs::remove_dir_all(&images);
-    run(Command::new(bin("perch")).args(["dataset", "export", "fashion-mnist:test", "--count", "10", "-o"]).arg(&images))?;
-    let mut files: Vec<PathBuf> = Vec::new();
-    for class in std::fs::read_dir(&images).map_err(|e| e.to_string())? {
-        for f in std::fs::read_dir(class.map_err(|e| e.to_string())?.path()).map_err(|e| e.to_string())? {
-            files.push(f.map_err(|e| e.to_string())?.path());
-        }
-    }
-    files.sort();
+    let files = export_images(&out.join("images"), 10)?;
     for (name, target) in [("x86-64", None), ("aarch64", Some("aarch64-unknown-linux-gnu")), ("armv7", Some("armv7-unknown-linux-gnueabihf"))] {
         let path = match target {
             None => bin("perch-run"),
@@ -218,32 +290,8 @@ fn measure() -> Result {
         let size = std::fs::metadata(&stripped).map_err(|e| e.to_string())?.len();
         println!("size {name}: perch-run stripped {size} bytes ({:.2} MB)", size as f64 / 1e6);
     }
-    // One inference = (21 images - 11 images) / 10: the difference removes load and optimize costs.
     let aarch64 = target_dir().join("aarch64-unknown-linux-gnu/release/perch-run");
-    let mut counts = Vec::new();
-    for n in [11usize, 21] {
-        let mut cmd = Command::new("qemu-aarch64");
-        cmd.args(["-cpu", "cortex-a72", "-L", "/usr/aarch64-linux-gnu", "-plugin"])
-            .arg(&plugin)
-            .arg(&aarch64)
-            .args(["classify", "--plan"])
-            .arg(&plan);
-        for i in 0..n {
-            cmd.arg(&files[i % files.len()]);
-        }
-        let out = cmd.output().map_err(|e| e.to_string())?;
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        if !out.status.success() {
-            return Err(format!("perch-run failed under qemu ({}): {stderr}", out.status));
-        }
-        let total = stderr
-            .lines()
-            .find_map(|l| l.strip_prefix("insncount: total=")?.split_whitespace().next()?.parse::<u64>().ok())
-            .ok_or_else(|| format!("no insncount line in: {stderr}"))?;
-        println!("insncount cortex-a72: {n} images: {total} instructions");
-        counts.push(total);
-    }
-    let per_image = counts[1].checked_sub(counts[0]).ok_or("21 images counted fewer instructions than 11")? / 10;
+    let per_image = qemu_per_image(&plugin, &aarch64, "cortex-a72", &plan, &files)?;
     println!("insncount cortex-a72: fashion-resnet, one image classified (decode + preprocess + inference): {per_image} instructions");
     Ok(())
 }
@@ -257,6 +305,7 @@ fn main() -> ExitCode {
         "test-cross" => test_cross(),
         "goldens" => goldens(),
         "measure" => measure(),
+        "bench-int8" => bench_int8(),
         _ => {
             eprintln!("{USAGE}");
             return if task.is_empty() || task == "help" || task == "--help" { ExitCode::SUCCESS } else { ExitCode::FAILURE };

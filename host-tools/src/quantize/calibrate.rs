@@ -13,9 +13,10 @@ use anyhow::{Context, ensure};
 pub const BINS: usize = 2048;
 
 /// How an activation's float range is chosen from its statistics.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Default)]
 pub enum Method {
     /// The observed minimum and maximum.
+    #[default]
     MinMax,
     /// The given percentile of the observed values at each end (e.g. 99.99): outliers are clipped.
     Percentile(f64),
@@ -47,6 +48,35 @@ impl std::str::FromStr for Method {
                 None => Err(format!("`{s}` is not a calibration method: minmax, percentile[=P] or entropy")),
             },
         }
+    }
+}
+
+/// How weights are scaled to int8 (symmetric either way).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum WeightScales {
+    /// One scale per output channel: the accurate choice, and the default.
+    #[default]
+    PerChannel,
+    /// One scale per layer. tract 0.23.9 fuses per-layer requantization into its int8 matmul
+    /// kernels, not per-channel requantization, so this runs faster; accuracy may drop where one
+    /// channel's weights are much larger than another's.
+    PerTensor,
+}
+
+/// The int8 scheme: how activation ranges are calibrated and how weights are scaled.
+#[derive(Clone, Copy, Debug, PartialEq, Default)]
+pub struct Scheme {
+    pub method: Method,
+    pub weights: WeightScales,
+}
+
+impl std::fmt::Display for Scheme {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let weights = match self.weights {
+            WeightScales::PerChannel => "per-channel",
+            WeightScales::PerTensor => "per-tensor",
+        };
+        write!(f, "{} calibration, {weights} weights", self.method)
     }
 }
 
@@ -313,7 +343,7 @@ mod tests {
         o.observe(&values);
         let (lo, hi) = o.range(Method::Entropy);
         assert_eq!(lo, 0.0);
-        assert!(hi >= 0.9 && hi < 24.0, "{hi}");
+        assert!((0.9..24.0).contains(&hi), "{hi}");
     }
 
     #[test]

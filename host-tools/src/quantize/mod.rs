@@ -9,7 +9,7 @@ use std::collections::HashSet;
 
 use tract_onnx::prelude::*;
 
-pub use calibrate::{Method, Observer, Probe, Statistics};
+pub use calibrate::{Method, Observer, Probe, Scheme, Statistics, WeightScales};
 pub use rewrite::Rewritten;
 
 /// Rewrites `model` (decluttered float) to int8 using calibration `stats` gathered on it. Linear ops
@@ -17,10 +17,10 @@ pub use rewrite::Rewritten;
 pub fn quantize_static(
     model: &TypedModel,
     stats: &Statistics,
-    method: Method,
+    scheme: Scheme,
     keep_float: &HashSet<String>,
 ) -> TractResult<(TypedModel, Rewritten)> {
-    rewrite::Rewriter::new(model, stats, method, keep_float).run()
+    rewrite::Rewriter::new(model, stats, scheme, keep_float).run()
 }
 
 /// Why quantization could not be done.
@@ -132,12 +132,13 @@ pub fn layer_errors(
 /// Calibrates `model` on `samples` items of `dataset` (named `data` in the manifest), rewrites it to
 /// int8 and records the scheme in `manifest.quantization`. Linear ops named in `keep_float` stay
 /// float (mixed precision).
+#[allow(clippy::too_many_arguments)]
 pub fn int8(
     model: &TypedModel,
     manifest: &mut perch_runtime::Manifest,
     dataset: &perch_datasets::Dataset,
     data: &str,
-    method: Method,
+    scheme: Scheme,
     samples: usize,
     keep_float: &HashSet<String>,
     progress: impl FnMut(usize),
@@ -145,10 +146,10 @@ pub fn int8(
     let samples = samples.min(dataset.len());
     let stats = calibrate(model, manifest, dataset, samples, progress)?;
     let (int8, report) =
-        quantize_static(model, &stats, method, keep_float).map_err(|e| QuantizeError::Model(format!("{e:#}")))?;
+        quantize_static(model, &stats, scheme, keep_float).map_err(|e| QuantizeError::Model(format!("{e:#}")))?;
     let q = &mut manifest.quantization;
     q.scheme = "int8".into();
-    q.calibration = Some(format!("{method} on {samples} samples of {data}"));
+    q.calibration = Some(format!("{scheme}, {samples} samples of {data}"));
     q.int8_layers = report.quantized.clone();
     q.float_layers = report.kept_float.clone();
     q.float_ops = report.float_ops.iter().map(|(n, op)| format!("{n} ({op})")).collect();
@@ -185,7 +186,7 @@ pub fn int8_within_budget(
     manifest: &mut perch_runtime::Manifest,
     dataset: &perch_datasets::Dataset,
     data: &str,
-    method: Method,
+    scheme: Scheme,
     samples: usize,
     eval: &perch_datasets::Dataset,
     max_drop: f64,
@@ -194,7 +195,7 @@ pub fn int8_within_budget(
     let samples = samples.min(dataset.len());
     progress("calibrating");
     let stats = calibrate(model, manifest, dataset, samples, |_| {})?;
-    let rewrite = |keep: &HashSet<String>| quantize_static(model, &stats, method, keep).map_err(|e| QuantizeError::Model(format!("{e:#}")));
+    let rewrite = |keep: &HashSet<String>| quantize_static(model, &stats, scheme, keep).map_err(|e| QuantizeError::Model(format!("{e:#}")));
     let mut report = BudgetReport::default();
     progress("measuring float accuracy");
     report.float_top1 = top1_of(model, manifest, eval)?;
@@ -236,7 +237,7 @@ pub fn int8_within_budget(
     }
     let q = &mut manifest.quantization;
     q.scheme = "int8".into();
-    q.calibration = Some(format!("{method} on {samples} samples of {data}"));
+    q.calibration = Some(format!("{scheme}, {samples} samples of {data}"));
     q.int8_layers = best_report.quantized.clone();
     q.float_layers = best_report.kept_float.clone();
     q.float_ops = best_report.float_ops.iter().map(|(n, op)| format!("{n} ({op})")).collect();

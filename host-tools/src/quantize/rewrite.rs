@@ -27,7 +27,7 @@ use perch_runtime::ops::lut::Lut;
 use perch_runtime::ops::qadd::QAdd;
 use perch_runtime::ops::qconv::QConv;
 
-use super::calibrate::{Method, Statistics};
+use super::calibrate::{Scheme, Statistics, WeightScales};
 
 /// What the rewrite did, node by node of the float graph.
 #[derive(Clone, Debug, Default)]
@@ -347,7 +347,7 @@ impl Islands {
 pub struct Rewriter<'a> {
     source: &'a TypedModel,
     stats: &'a Statistics,
-    method: Method,
+    scheme: Scheme,
     keep_float: &'a HashSet<String>,
     target: TypedModel,
     float: HashMap<OutletId, OutletId>,
@@ -357,13 +357,12 @@ pub struct Rewriter<'a> {
 }
 
 impl<'a> Rewriter<'a> {
-    pub fn new(source: &'a TypedModel, stats: &'a Statistics, method: Method, keep_float: &'a HashSet<String>) -> Self {
-        let mut target = TypedModel::default();
-        target.symbols = source.symbols.clone();
+    pub fn new(source: &'a TypedModel, stats: &'a Statistics, scheme: Scheme, keep_float: &'a HashSet<String>) -> Self {
+        let target = TypedModel { symbols: source.symbols.clone(), ..Default::default() };
         Rewriter {
             source,
             stats,
-            method,
+            scheme,
             keep_float,
             target,
             float: HashMap::new(),
@@ -378,7 +377,7 @@ impl<'a> Rewriter<'a> {
             .stats
             .get(&outlet)
             .with_context(|| format!("no calibration statistics for {}", self.source.node(outlet.node).name))?;
-        Ok(observer.range(self.method))
+        Ok(observer.range(self.scheme.method))
     }
 
     fn name(&self, base: &str, suffix: &str) -> String {
@@ -437,9 +436,13 @@ impl<'a> Rewriter<'a> {
         let mut w_scales = vec![0f32; o];
         let mut w_q = vec![0i8; w.len()];
         let mut bias_q = vec![0i32; o];
+        let layer_max = w.iter().fold(0f32, |m, v| m.max(v.abs()));
         for ch in 0..o {
             let row = &w[ch * per_o..(ch + 1) * per_o];
-            let max = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let max = match self.scheme.weights {
+                WeightScales::PerChannel => row.iter().fold(0f32, |m, v| m.max(v.abs())),
+                WeightScales::PerTensor => layer_max,
+            };
             let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
             w_scales[ch] = scale;
             for (q, v) in w_q[ch * per_o..(ch + 1) * per_o].iter_mut().zip(row) {
@@ -452,7 +455,12 @@ impl<'a> Rewriter<'a> {
         let base = node.name.clone();
         let kernel = self.scalar_const(&base, ".weights_i8", Tensor::from_shape(linear.weights.shape(), &w_q)?)?;
         let bias = self.scalar_const(&base, ".bias_i32", Tensor::from_shape(&[o], &bias_q)?)?;
-        let k_scale = self.scalar_const(&base, ".weight_scales", Tensor::from_shape(&[o], &w_scales)?)?;
+        // A scalar scale is what lets tract fuse the requantization into its matmul kernel.
+        let k_scale = match self.scheme.weights {
+            WeightScales::PerChannel => Tensor::from_shape(&[o], &w_scales)?,
+            WeightScales::PerTensor => tensor0(w_scales[0]),
+        };
+        let k_scale = self.scalar_const(&base, ".weight_scales", k_scale)?;
         let mut inputs = tvec!(x, kernel, bias, k_scale);
         if linear.lift {
             for axis in [2, 3] {

@@ -263,10 +263,10 @@ fn check_graph_matches_manifest(graph: &TypedModel, manifest: &Manifest) -> Resu
         ));
     }
     for (axis, (dim, want)) in fact.shape.iter().zip(&manifest.input.shape).enumerate() {
-        if let (Some(have), Dim::Fixed(want)) = (dim.as_i64(), want) {
-            if have as usize != *want {
-                return inconsistent(format!("the graph input axis {axis} is {have}, the manifest says {want}"));
-            }
+        if let (Some(have), Dim::Fixed(want)) = (dim.as_i64(), want)
+            && have as usize != *want
+        {
+            return inconsistent(format!("the graph input axis {axis} is {have}, the manifest says {want}"));
         }
     }
     manifest.preprocess.check_against(&manifest.input).map_err(PlanError::Manifest)
