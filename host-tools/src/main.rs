@@ -135,7 +135,8 @@ struct CompileArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     eval_limit: Option<u64>,
     /// Quantize: `int8` (static: int8 weights per output channel and int8 activations, calibrated
-    /// on --calibration data; convolutions and matrix products run tract's integer kernels).
+    /// on --calibration data; convolutions and matrix products run tract's integer kernels), or
+    /// `dynamic` (int8 weights for matrix products, activations quantized at run time).
     #[arg(long, value_enum, default_value = "none")]
     quantize: QuantizeArg,
     /// Calibration data for --quantize int8: representative training images (IDX file or
@@ -178,6 +179,9 @@ enum QuantizeArg {
     None,
     /// Static int8 (needs --calibration).
     Int8,
+    /// Dynamic int8, as PyTorch's quantize_dynamic: int8 weights for matrix products (Linear,
+    /// Gemm, MatMul), their inputs quantized at run time; convolutions stay float. No calibration.
+    Dynamic,
 }
 
 /// A whole shape as one argument (clap would read `Vec<Dim>` as repeated values).
@@ -241,7 +245,21 @@ fn compile_cmd(args: &CompileArgs) -> Result<()> {
             if args.calibration.is_some() {
                 bail!("--calibration is for --quantize int8");
             }
+            if args.max_accuracy_drop.is_some() {
+                bail!("--max-accuracy-drop is for --quantize int8");
+            }
             imported.model.clone()
+        }
+        QuantizeArg::Dynamic => {
+            if args.calibration.is_some() {
+                bail!("--quantize dynamic needs no --calibration: activations are quantized at run time");
+            }
+            let (model, report) = quantize::quantize_dynamic(&imported.model, &mut manifest).context("quantizing")?;
+            if report.quantized.is_empty() {
+                bail!("--quantize dynamic found no matrix product (Linear, Gemm, MatMul) with constant weights to quantize");
+            }
+            eprintln!("note: dynamic int8 for {}", report.quantized.join(", "));
+            model
         }
         QuantizeArg::Int8 => {
             let Some(data) = &args.calibration else {

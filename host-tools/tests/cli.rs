@@ -235,6 +235,8 @@ fn bad_calibration_input_gets_one_clear_error() {
             "--eval-limit", "200", "--max-accuracy-drop=-1"]),
         "--max-accuracy-drop",
     );
+    let out = perch(&["compile", model.to_str().unwrap(), "-o", out_path.to_str().unwrap(), "--quantize", "dynamic", "--calibration", "x"]);
+    assert_one_line_error(&out, "needs no --calibration");
     let out = run(&["--calibration", "fashion-mnist:train", "--calibration-method", "kl"]);
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("not a calibration method"));
     assert!(!out_path.exists(), "no plan written on error");

@@ -23,6 +23,19 @@ pub fn quantize_static(
     rewrite::Rewriter::new(model, stats, scheme, keep_float).run()
 }
 
+/// Dynamic int8 quantization (PyTorch's `quantize_dynamic`): the matrix products (Linear, Gemm,
+/// MatMul) get int8 weights with per-output-channel scales and quantize their input at run time;
+/// everything else stays float. Needs no calibration data.
+pub fn quantize_dynamic(model: &TypedModel, manifest: &mut perch_runtime::Manifest) -> TractResult<(TypedModel, Rewritten)> {
+    let (stats, keep) = (Statistics::new(), HashSet::new());
+    let (int8, report) = rewrite::Rewriter::new(model, &stats, Scheme::default(), &keep).dynamic().run()?;
+    let q = &mut manifest.quantization;
+    q.scheme = "dynamic-int8".into();
+    q.calibration = None;
+    q.int8_layers = report.quantized.clone();
+    Ok((int8, report))
+}
+
 /// Why quantization could not be done.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -23,6 +23,7 @@ use tract_onnx::tract_core::ops::einsum::EinSum;
 use tract_onnx::tract_core::ops::element_wise::ElementWiseOp;
 use tract_onnx::tract_core::ops::math::{Add, Max, Min, Mul};
 use tract_onnx::tract_core::ops::nn::{DataFormat, Reduce, Reducer};
+use perch_runtime::ops::dynamic::DynamicConv;
 use perch_runtime::ops::lut::Lut;
 use perch_runtime::ops::qadd::QAdd;
 use perch_runtime::ops::qconv::QConv;
@@ -61,8 +62,17 @@ pub fn qparams_for(range: (f32, f32)) -> DatumType {
     DatumType::QI8(QParams::ZpScale { zero_point, scale })
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LinearKind {
+    /// A convolution (or a pooling expressed as one).
+    Conv,
+    /// A matrix product with constant weights (Linear, Gemm, MatMul).
+    MatMul,
+}
+
 /// A linear op found in the float graph, with what it absorbs.
 struct Linear {
+    kind: LinearKind,
     input: OutletId,
     /// OIHW float weights (matrix products become 1x1 convolutions).
     weights: Tensor,
@@ -122,7 +132,7 @@ fn bin_op_is<O: BinMiniOp>(node: &TypedNode) -> bool {
     node.op_as::<TypedBinOp>().is_some_and(|op| op.0.is::<O>())
 }
 
-fn find_linear(model: &TypedModel, node: &TypedNode) -> TractResult<Option<Linear>> {
+fn find_linear(model: &TypedModel, node: &TypedNode, fold_relu: bool) -> TractResult<Option<Linear>> {
     let (input, weights, bias, pool_spec, group, (lift, squeeze)) = if let Some(conv) = node.op_as::<Conv>() {
         let (Some(kernel), Some(bias)) = (konst(model, node.inputs[1]), konst(model, node.inputs[2])) else { return Ok(None) };
         if conv.q_params.is_some() || conv.kernel_fmt != KernelFormat::OIHW || conv.pool_spec.data_format != DataFormat::NCHW {
@@ -206,8 +216,9 @@ fn find_linear(model: &TypedModel, node: &TypedNode) -> TractResult<Option<Linea
     } else {
         return Ok(None);
     };
-    let mut linear = Linear { input, weights, bias, pool_spec, group, lift, squeeze, output: node.id.into(), absorbed: vec![] };
-    linear.absorb_successors(model)?;
+    let kind = if node.op_is::<EinSum>() { LinearKind::MatMul } else { LinearKind::Conv };
+    let mut linear = Linear { kind, input, weights, bias, pool_spec, group, lift, squeeze, output: node.id.into(), absorbed: vec![] };
+    linear.absorb_successors(model, fold_relu)?;
     Ok(Some(linear))
 }
 
@@ -216,8 +227,8 @@ impl Linear {
         self.weights.shape()[0]
     }
 
-    /// Folds per-channel Mul and Add constants, then a ReLU / ReLU6, that follow the op.
-    fn absorb_successors(&mut self, model: &TypedModel) -> TractResult<()> {
+    /// Folds per-channel Mul and Add constants, then (if `fold_relu`) a ReLU / ReLU6, that follow the op.
+    fn absorb_successors(&mut self, model: &TypedModel, fold_relu: bool) -> TractResult<()> {
         let o = self.channels();
         let per_o = self.weights.len() / o;
         loop {
@@ -234,7 +245,7 @@ impl Linear {
                     w[ch * per_o..(ch + 1) * per_o].iter_mut().for_each(|v| *v *= scale);
                 }
                 self.bias.iter_mut().zip(&c).for_each(|(b, c)| *b *= c);
-            } else if bin_op_is::<Max>(next) && is_all(&c, 0.0) {
+            } else if fold_relu && bin_op_is::<Max>(next) && is_all(&c, 0.0) {
                 self.absorbed.push(next.id);
                 self.output = next.id.into();
                 // ReLU6 is a Min(6) after the ReLU.
@@ -354,6 +365,8 @@ pub struct Rewriter<'a> {
     quant: HashMap<OutletId, OutletId>,
     report: Rewritten,
     islands: Islands,
+    /// Dynamic quantization: int8 weights for matrix products, activations quantized at run time.
+    dynamic: bool,
 }
 
 impl<'a> Rewriter<'a> {
@@ -369,7 +382,14 @@ impl<'a> Rewriter<'a> {
             quant: HashMap::new(),
             report: Rewritten::default(),
             islands: Islands::default(),
+            dynamic: false,
         }
+    }
+
+    /// Dynamic quantization instead of static (no calibration statistics needed).
+    pub fn dynamic(mut self) -> Self {
+        self.dynamic = true;
+        self
     }
 
     fn range(&self, outlet: OutletId) -> TractResult<(f32, f32)> {
@@ -484,6 +504,46 @@ impl<'a> Rewriter<'a> {
         Ok(())
     }
 
+    /// A matrix product with int8 weights (per output channel) and its input quantized at run time.
+    fn wire_dynamic(&mut self, node: &TypedNode, linear: Linear) -> TractResult<()> {
+        let mut x = self.float_wire(linear.input)?;
+        let o = linear.channels();
+        let per_o = linear.weights.len() / o;
+        let w = linear.weights.try_as_plain_ram()?.as_slice::<f32>()?.to_vec();
+        let mut scales = vec![1f32; o];
+        let mut w_q = vec![0i8; w.len()];
+        for ch in 0..o {
+            let row = &w[ch * per_o..(ch + 1) * per_o];
+            let max = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+            scales[ch] = if max > 0.0 { max / 127.0 } else { 1.0 };
+            for (q, v) in w_q[ch * per_o..(ch + 1) * per_o].iter_mut().zip(row) {
+                *q = (v / scales[ch]).round().clamp(-127.0, 127.0) as i8;
+            }
+        }
+        let base = node.name.clone();
+        let kernel = self.scalar_const(&base, ".weights_i8", Tensor::from_shape(linear.weights.shape(), &w_q)?)?;
+        let k_scale = self.scalar_const(&base, ".weight_scales", Tensor::from_shape(&[o], &scales)?)?;
+        let bias = self.scalar_const(&base, ".bias", Tensor::from_shape(&[o], &linear.bias)?)?;
+        if linear.lift {
+            for axis in [2, 3] {
+                let name = self.name(&base, &format!(".as_image_{axis}"));
+                x = self.target.wire_node(name, AxisOp::Add(axis), &[x])?[0];
+            }
+        }
+        let op = DynamicConv { pool_spec: linear.pool_spec, group: linear.group };
+        let name = self.name(&base, ".dynamic_int8");
+        let mut y = self.target.wire_node(name, op, &[x, kernel, k_scale, bias])?[0];
+        if linear.squeeze {
+            for axis in [3, 2] {
+                let name = self.name(&base, &format!(".as_matrix_{axis}"));
+                y = self.target.wire_node(name, AxisOp::Rm(axis), &[y])?[0];
+            }
+        }
+        self.float.insert(linear.output, y);
+        self.report.quantized.push(base);
+        Ok(())
+    }
+
     /// An Add of two int8 tensors (a residual connection), with the ReLU that follows it if any:
     /// the float outlet its int8 output stands for, and the absorbed ReLU node.
     fn residual_add(&self, node: &TypedNode) -> Option<(OutletId, Option<usize>)> {
@@ -570,8 +630,9 @@ impl<'a> Rewriter<'a> {
         let source = self.source;
         let mut roots = HashSet::new();
         for node in source.nodes() {
-            if !self.keep_float.contains(&node.name)
-                && let Some(linear) = find_linear(source, node)?
+            if !self.dynamic
+                && !self.keep_float.contains(&node.name)
+                && let Some(linear) = find_linear(source, node, true)?
             {
                 roots.insert(linear.output);
             }
@@ -596,8 +657,14 @@ impl<'a> Rewriter<'a> {
                 self.float.insert(id.into(), w);
                 continue;
             }
-            if let Some(linear) = find_linear(source, node)? {
-                if self.keep_float.contains(&node.name) {
+            if let Some(linear) = find_linear(source, node, !self.dynamic)? {
+                if self.dynamic {
+                    if linear.kind == LinearKind::MatMul {
+                        absorbed.extend(linear.absorbed.iter().copied());
+                        self.wire_dynamic(node, linear)?;
+                        continue;
+                    }
+                } else if self.keep_float.contains(&node.name) {
                     self.report.kept_float.push(node.name.clone());
                 } else {
                     absorbed.extend(linear.absorbed.iter().copied());
@@ -614,7 +681,7 @@ impl<'a> Rewriter<'a> {
                 let y = self.target.wire_node(name, node.op.clone(), &[x])?[0];
                 self.set_quant(id.into(), y);
                 continue;
-            } else if !passes_int8(node) && node.outputs.iter().any(|o| o.fact.datum_type == f32::datum_type() && o.fact.konst.is_none()) {
+            } else if !self.dynamic && !passes_int8(node) && node.outputs.iter().any(|o| o.fact.datum_type == f32::datum_type() && o.fact.konst.is_none()) {
                 self.report.float_ops.push((node.name.clone(), node.op.name().to_string()));
             }
             self.wire_float(node)?;

@@ -7,6 +7,7 @@
 //! element-wise functions between int8 tensors as `perch_lut` lookup tables). The registry
 //! is compiled into both the writer (host-tools) and the reader (the runtime), through [`nnef`].
 
+pub mod dynamic;
 pub mod lut;
 pub mod qadd;
 pub mod qconv;
@@ -22,6 +23,7 @@ pub fn registry() -> Registry {
     qconv::register(&mut registry);
     qadd::register(&mut registry);
     lut::register(&mut registry);
+    dynamic::register(&mut registry);
     registry
 }
 
