@@ -10,6 +10,8 @@ tasks:
   demo         setup, build, compile the example model fashion-cnn-s, classify real test images
   test         setup, then the whole test suite: host tests, then the runtime's tests under qemu
   test-cross   the runtime's tests under qemu-aarch64 (Cortex-A72) and qemu-arm (Cortex-A7, NEON)
+  test-firmware  the micro kernels on qemu-system-arm: DSP vs portable kernels byte for byte on a
+               Cortex-M4 (mps2-an386), the portable kernels on a Cortex-M3 (mps2-an385, thumbv6m code)
   goldens      rewrite tests/cases/*/ (plans, images, expected outputs) from the committed models
   measure      release binary sizes and the instruction count of one fashion-resnet inference on
                Cortex-A72 under qemu (needs ../shared/tools/insncount)
@@ -157,7 +159,21 @@ fn test_cross() -> Result {
 fn test() -> Result {
     setup()?;
     run(cargo().args(["test", "--workspace"]))?;
-    test_cross()
+    test_cross()?;
+    test_firmware()
+}
+
+/// The firmware workspaces build for Cortex-M and run under qemu-system-arm through the runners in
+/// their own .cargo/config.toml; each run exits with the verdict.
+fn test_firmware() -> Result {
+    let dir = root().join("firmware/kernel-check");
+    let target = target_dir().join("firmware");
+    for extra in [&[][..], &["--target", "thumbv6m-none-eabi"][..]] {
+        let mut cmd = cargo();
+        cmd.current_dir(&dir).args(["run", "--release", "--bin", "check"]).args(extra).env("CARGO_TARGET_DIR", &target);
+        run(&mut cmd)?;
+    }
+    Ok(())
 }
 
 fn goldens() -> Result {
@@ -305,6 +321,7 @@ fn main() -> ExitCode {
         "test-cross" => test_cross(),
         "goldens" => goldens(),
         "measure" => measure(),
+        "test-firmware" => test_firmware(),
         "bench-int8" => bench_int8(),
         _ => {
             eprintln!("{USAGE}");
