@@ -25,8 +25,8 @@ pub const NO_PREDICTION: u32 = u32::MAX;
 /// Maps the dataset's label indices to the plan's class indices. Datasets that name their classes
 /// (ImageFolder sorts them alphabetically, which is rarely the model's order) are matched by name;
 /// `/` in a label matches `-` in a directory name. Datasets without names, and plans whose labels are
-/// only indices, are taken index for index.
-fn label_map(dataset: &Dataset, labels: &[String]) -> Result<Option<Vec<u32>>, EvalError> {
+/// only indices, are taken index for index (`None`).
+pub fn label_map(dataset: &Dataset, labels: &[String]) -> Result<Option<Vec<u32>>, EvalError> {
     let unnamed_plan = labels.iter().enumerate().all(|(i, l)| *l == format!("class {i}"));
     if dataset.classes.is_empty() || unnamed_plan {
         return Ok(None);

@@ -4,4 +4,5 @@ pub mod accuracy;
 pub mod analysis;
 pub mod compile;
 pub mod import;
+pub mod mcu;
 pub mod quantize;

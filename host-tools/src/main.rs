@@ -10,7 +10,7 @@ use perch_datasets::{Dataset, Item};
 use perch_host::analysis::{self, Target, human};
 use perch_host::compile::{self, PreprocessChoice};
 use perch_host::quantize::{self, Method, Scheme, WeightScales};
-use perch_host::{accuracy, import};
+use perch_host::{accuracy, import, mcu};
 use perch_runtime::plan::{Accuracy, Dim, Plan, manifest::shape_to_string};
 use perch_runtime::preprocess::{Color, Filter, Resize};
 use perch_runtime::{ChannelPolicy, Classifier};
@@ -73,6 +73,9 @@ enum DatasetCommand {
 enum TargetArg {
     /// ARM single-board computers (Raspberry Pi, Jetson) running tract: writes a .perch plan.
     Sbc,
+    /// Cortex-M microcontrollers running perch-micro: writes a .pmc micro plan (int8 only: needs
+    /// --quantize int8 --calibration DATA).
+    Mcu,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -165,6 +168,20 @@ struct CompileArgs {
     /// stay float until the budget holds (they are listed, and recorded in the plan).
     #[arg(long, value_name = "PTS", requires = "eval_data")]
     max_accuracy_drop: Option<f64>,
+    /// (--target mcu) The microcontroller: stm32f411, stm32f405, nrf52840, stm32h743, rp2040. The
+    /// plan is refused if it does not fit its flash and RAM. Or give --flash and --ram.
+    #[arg(long, value_name = "CHIP")]
+    chip: Option<String>,
+    /// (--target mcu) Flash available to the application, e.g. 512K or 1M (instead of --chip).
+    #[arg(long, value_name = "SIZE", requires = "ram", conflicts_with = "chip")]
+    flash: Option<String>,
+    /// (--target mcu) RAM available to the application, e.g. 128K (instead of --chip).
+    #[arg(long, value_name = "SIZE", requires = "flash", conflicts_with = "chip")]
+    ram: Option<String>,
+    /// (--target mcu) Also write N test vectors (int8 inputs from --eval-data, the expected outputs
+    /// from the host simulation, labels) to FILE, for the board app's self-test.
+    #[arg(long, value_names = ["N", "FILE"], num_args = 2, requires = "eval_data")]
+    test_vectors: Option<Vec<String>>,
 }
 
 #[derive(Clone, Copy, PartialEq, ValueEnum)]
@@ -218,7 +235,25 @@ fn progress_bar(len: usize, what: &str) -> ProgressBar {
 }
 
 fn compile_cmd(args: &CompileArgs) -> Result<()> {
-    let TargetArg::Sbc = args.target;
+    let mcu = matches!(args.target, TargetArg::Mcu);
+    if mcu && args.quantize != QuantizeArg::Int8 {
+        bail!("--target mcu runs int8 only: add --quantize int8 --calibration DATA (a few hundred training images)");
+    }
+    if !mcu && (args.chip.is_some() || args.flash.is_some() || args.test_vectors.is_some()) {
+        bail!("--chip, --flash, --ram and --test-vectors are for --target mcu");
+    }
+    let chip = match (&args.chip, &args.flash, &args.ram) {
+        (Some(name), _, _) => Some(
+            mcu::chips::find(name).with_context(|| format!("unknown chip `{name}`: known are {}; or give --flash and --ram", mcu::chips::names()))?,
+        ),
+        (None, Some(flash), Some(ram)) => Some(mcu::Chip {
+            name: "the given part",
+            core: "Cortex-M",
+            flash: mcu::chips::parse_size(flash).map_err(anyhow::Error::msg).context("--flash")?,
+            ram: mcu::chips::parse_size(ram).map_err(anyhow::Error::msg).context("--ram")?,
+        }),
+        _ => None,
+    };
     let imported = import::import(&args.model, args.input_shape.as_ref().map(|s| s.0.as_slice()))?;
     let labels_path = args.labels.clone().or_else(|| compile::labels_beside(&args.model));
     let labels = labels_path.as_deref().map(compile::read_labels).transpose()?;
@@ -332,6 +367,9 @@ fn compile_cmd(args: &CompileArgs) -> Result<()> {
             model
         }
     };
+    if mcu {
+        return compile_mcu(args, &graph, &manifest, chip);
+    }
     let (mut bytes, plan) = compile::round_trip(&mut manifest, &graph)?;
     if let Some(data) = &args.eval_data {
         let mut dataset = Dataset::open(data)?;
@@ -360,6 +398,60 @@ fn compile_cmd(args: &CompileArgs) -> Result<()> {
     if let Some(a) = &m.accuracy {
         println!("  accuracy {:.2}% top-1 on {} ({} images)", a.top1, a.dataset, a.images);
     }
+    Ok(())
+}
+
+fn compile_mcu(args: &CompileArgs, int8: &tract_onnx::prelude::TypedModel, manifest: &perch_runtime::Manifest, chip: Option<mcu::Chip>) -> Result<()> {
+    let lowered = mcu::compile(int8, manifest)?;
+    let budget = mcu::budget(&lowered)?;
+    println!("{:<44} {:<16} {:>12} {:>10} {:>10}", "layer", "micro op", "output HxWxC", "MACs", "consts");
+    for l in &lowered.layers {
+        let shape = format!("{}x{}x{}", l.output.h, l.output.w, l.output.c);
+        println!("{:<44} {:<16} {:>12} {:>10} {:>10}", l.name, l.kind, shape, human(l.macs), l.weight_bytes);
+    }
+    let macs: u64 = lowered.layers.iter().map(|l| l.macs).sum();
+    println!(
+        "flash {} bytes = plan {} + code ~{}; RAM {} bytes = arena {} (activations {}, lower bound {}; the rest kernel scratch) + stack ~{}; {} MACs",
+        budget.flash, budget.plan_bytes, mcu::CODE_FLASH_ESTIMATE, budget.ram, budget.arena, lowered.activations, lowered.lower_bound,
+        mcu::STACK_RAM_ESTIMATE, human(macs)
+    );
+    match &chip {
+        Some(chip) => {
+            mcu::check_fits(&lowered, &budget, chip)?;
+            println!(
+                "fits {} ({}): flash {:.0}% of {} KiB, RAM {:.0}% of {} KiB",
+                chip.name, chip.core, 100.0 * budget.flash as f64 / chip.flash as f64, chip.flash / 1024,
+                100.0 * budget.ram as f64 / chip.ram as f64, chip.ram / 1024
+            );
+        }
+        None => println!("no --chip (or --flash/--ram): the budget was not checked"),
+    }
+    if let Some(data) = &args.eval_data {
+        let mut dataset = Dataset::open(data)?;
+        if let Some(n) = args.eval_limit {
+            dataset.truncate(usize::try_from(n).unwrap_or(usize::MAX));
+        }
+        let mut sim = mcu::Simulator::new(&lowered, manifest)?;
+        let bar = progress_bar(dataset.len(), "simulating the MCU");
+        let predicted = mcu::predictions(&mut sim, &dataset, dataset.len(), |n| bar.set_position(n as u64))?;
+        bar.finish_and_clear();
+        let map = accuracy::label_map(&dataset, &manifest.labels)?;
+        let correct = (0..dataset.len())
+            .filter(|&i| {
+                let truth = map.as_ref().map_or(dataset.label(i), |m| m[dataset.label(i) as usize]);
+                predicted[i] == truth
+            })
+            .count();
+        println!("  MCU accuracy (host simulation, bit-exact) {:.2}% top-1 on {data} ({} images)", 100.0 * correct as f64 / dataset.len() as f64, dataset.len());
+        if let Some([n, file]) = args.test_vectors.as_deref() {
+            let n: usize = n.parse().with_context(|| format!("--test-vectors count `{n}`"))?;
+            let vectors = mcu::test_vectors(&mut sim, &dataset, n)?;
+            perch_runtime::plan::write_atomically(std::path::Path::new(file), &vectors)?;
+            println!("  wrote {n} test vectors to {file}");
+        }
+    }
+    perch_runtime::plan::write_atomically(&args.output, lowered.bytes.as_bytes())?;
+    println!("compiled {} -> {} ({} bytes, int8 micro plan)", args.model.display(), args.output.display(), lowered.bytes.len());
     Ok(())
 }
 
