@@ -241,3 +241,29 @@ fn bad_calibration_input_gets_one_clear_error() {
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("not a calibration method"));
     assert!(!out_path.exists(), "no plan written on error");
 }
+
+#[test]
+fn mcu_plans_are_sized_and_refused_when_too_big() {
+    let dir = tempfile::tempdir().unwrap();
+    let pmc = dir.path().join("m.pmc");
+    let model = example();
+    let base = ["compile", model.to_str().unwrap(), "--target", "mcu", "-o", pmc.to_str().unwrap()];
+    let int8 = ["--quantize", "int8", "--calibration", "fashion-mnist:train", "--calibration-samples", "64"];
+    let run = |extra: &[&str]| perch(&[&base[..], &int8[..], extra].concat());
+
+    let out = run(&["--chip", "stm32f411", "--eval-data", "fashion-mnist:test", "--eval-limit", "200"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for needle in ["conv2d", "fully_connected", "lookup", "fits stm32f411", "MCU accuracy (host simulation, bit-exact)"] {
+        assert!(stdout.contains(needle), "`{needle}` missing from:\n{stdout}");
+    }
+    let bytes = std::fs::read(&pmc).unwrap();
+    assert!(perch_micro::Plan::parse(perch_micro::plan::AlignedBytes::from(bytes.as_slice()).as_bytes()).is_ok());
+    std::fs::remove_file(&pmc).unwrap();
+
+    assert_one_line_error(&run(&["--flash", "512K", "--ram", "16K"]), "does not fit");
+    assert_one_line_error(&run(&["--flash", "40K", "--ram", "1M"]), "flash (plan + code) needs");
+    assert_one_line_error(&run(&["--chip", "esp32"]), "unknown chip `esp32`");
+    assert_one_line_error(&perch(&base), "--target mcu runs int8 only");
+    assert!(!pmc.exists(), "nothing written when the plan is refused");
+}
