@@ -10,13 +10,18 @@ tasks:
   demo         setup, build, compile the example model fashion-cnn-s, classify real test images
   test         setup, then the whole test suite: host tests, then the runtime's tests under qemu
   test-cross   the runtime's tests under qemu-aarch64 (Cortex-A72) and qemu-arm (Cortex-A7, NEON)
-  test-firmware  the micro kernels on qemu-system-arm: DSP vs portable kernels byte for byte on a
-               Cortex-M4 (mps2-an386), the portable kernels on a Cortex-M3 (mps2-an385, thumbv6m code)
+  test-firmware  on qemu-system-arm: the micro kernels (DSP vs portable, byte for byte) and the board
+               app running fashion-cnn-s on 32 test images against the host simulation (Cortex-M4,
+               thumbv6m on a Cortex-M3 board, the STM32F411 memory layout)
   goldens      rewrite tests/cases/*/ (plans, images, expected outputs) from the committed models
   measure      release binary sizes and the instruction count of one fashion-resnet inference on
                Cortex-A72 under qemu (needs ../shared/tools/insncount)
   bench-int8   int8 vs float plans of both example models: x86 latency (interleaved, same run) and
-               instructions per image under qemu-aarch64 on Cortex-A72 and Cortex-A76 (insncount)";
+               instructions per image under qemu-aarch64 on Cortex-A72 and Cortex-A76 (insncount)
+  bench-ort    perch-run against ONNX Runtime (PyPI, in a venv), one thread, interleaved rounds, both
+               example models float and int8; writes the table into BENCHMARKS.md
+  bench-serve  load run: 64 concurrent clients for 30 s against perch-run serve on loopback
+               (fashion-cnn-s): throughput, latency percentiles, errors, RSS over time";
 
 const RUST_TARGETS: &[&str] =
     &["aarch64-unknown-linux-gnu", "armv7-unknown-linux-gnueabihf", "thumbv7em-none-eabihf", "thumbv6m-none-eabi"];
@@ -163,17 +168,26 @@ fn test() -> Result {
     test_firmware()
 }
 
-/// The firmware workspaces build for Cortex-M and run under qemu-system-arm through the runners in
-/// their own .cargo/config.toml; each run exits with the verdict.
+/// The firmware builds for Cortex-M and runs under qemu-system-arm through the runners in its own
+/// .cargo/config.toml; each run exits with the verdict. Commands run inside the firmware directories
+/// (their .cargo/config.toml is not read with --manifest-path from here).
 fn test_firmware() -> Result {
-    let dir = root().join("firmware/kernel-check");
     let target = target_dir().join("firmware");
-    for extra in [&[][..], &["--target", "thumbv6m-none-eabi"][..]] {
+    let in_dir = |dir: &str, args: &[&str]| -> Result {
         let mut cmd = cargo();
-        cmd.current_dir(&dir).args(["run", "--release", "--bin", "check"]).args(extra).env("CARGO_TARGET_DIR", &target);
-        run(&mut cmd)?;
-    }
-    Ok(())
+        cmd.current_dir(root().join(dir)).args(args).env("CARGO_TARGET_DIR", &target);
+        run(&mut cmd)
+    };
+    // The kernels: DSP against portable, byte for byte (Cortex-M4), and the portable set on thumbv6m.
+    in_dir("firmware/kernel-check", &["run", "--release", "--bin", "check"])?;
+    in_dir("firmware/kernel-check", &["run", "--release", "--bin", "check", "--target", "thumbv6m-none-eabi"])?;
+    // The board app: its host unit tests, then fashion-cnn-s's plan on 32 test images, every output
+    // byte against the host simulation: Cortex-M4 (DSP), Cortex-M0-class code (thumbv6m), and the
+    // STM32F411 memory layout (512K/128K: an over-size plan fails to link).
+    in_dir("firmware", &["test", "--target", "host-tuple"])?;
+    in_dir("firmware", &["run", "--release"])?;
+    in_dir("firmware", &["run", "--release", "--target", "thumbv6m-none-eabi"])?;
+    in_dir("firmware", &["run", "--release", "--features", "stm32f411"])
 }
 
 fn goldens() -> Result {
@@ -312,6 +326,101 @@ fn measure() -> Result {
     Ok(())
 }
 
+/// The venv holding ONNX Runtime for `bench-ort`, made (and the packages installed from PyPI) on first use.
+fn ort_venv() -> Result<PathBuf> {
+    let home = std::env::var_os("HOME").ok_or("HOME is not set")?;
+    let venv = PathBuf::from(home).join(".cache/perch-ort-venv");
+    let python = venv.join("bin/python");
+    if !python.is_file() {
+        run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+    }
+    let check = Command::new(&python).args(["-c", "import onnxruntime, onnx, numpy"]).output();
+    if !check.is_ok_and(|o| o.status.success()) {
+        run(Command::new(venv.join("bin/pip")).args(["install", "-q", "onnxruntime==1.32.0", "onnx==1.23.2", "numpy"]))?;
+    }
+    Ok(python)
+}
+
+/// Replaces the text between `<!-- NAME:begin -->` and `<!-- NAME:end -->` in BENCHMARKS.md, or
+/// appends the section with `heading` when the markers are not there yet.
+fn write_benchmark_section(name: &str, heading: &str, body: &str) -> Result {
+    let path = root().join("BENCHMARKS.md");
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let (begin, end) = (format!("<!-- {name}:begin -->"), format!("<!-- {name}:end -->"));
+    let block = format!("{begin}\n{body}{end}");
+    let new = match (text.find(&begin), text.find(&end)) {
+        (Some(b), Some(e)) if b < e => format!("{}{block}{}", &text[..b], &text[e + end.len()..]),
+        _ => format!("{}\n\n{heading}\n\n{block}\n", text.trim_end()),
+    };
+    std::fs::write(&path, new).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// perch-run against ONNX Runtime on this machine: see xtask/ort_bench.py.
+fn bench_ort() -> Result {
+    setup()?;
+    let python = ort_venv()?;
+    run(cargo().args(["build", "--release", "-p", "perch-host", "-p", "perch-runtime", "--bin", "perch", "--bin", "perch-run"]))?;
+    let out = target_dir().join("bench-ort");
+    std::fs::create_dir_all(&out).map_err(|e| e.to_string())?;
+    let mut specs = Vec::new();
+    for model in ["fashion-cnn-s", "fashion-resnet"] {
+        let onnx = root().join(format!("models/{model}/{model}.onnx"));
+        let plan = |suffix: &str| out.join(format!("{model}{suffix}.perch"));
+        let compile = |plan: &Path, extra: &[&str]| {
+            run(Command::new(bin("perch")).arg("compile").arg(&onnx).arg("-o").arg(plan).args(["--mean", "0.2860", "--std", "0.3530"]).args(extra))
+        };
+        let int8 = ["--quantize", "int8", "--calibration", "fashion-mnist:train", "--calibration-samples", "1000"];
+        compile(&plan(""), &[])?;
+        compile(&plan(".int8"), &int8)?;
+        compile(&plan(".int8-per-tensor"), &[&int8[..], &["--weight-scales", "per-tensor"]].concat())?;
+        specs.push(format!(
+            "{model}={}:{}:{}:{}",
+            onnx.display(),
+            plan("").display(),
+            plan(".int8").display(),
+            plan(".int8-per-tensor").display()
+        ));
+    }
+    let table = out.join("table.md");
+    run(Command::new(&python)
+        .arg(root().join("xtask/ort_bench.py"))
+        .arg(&table)
+        .arg(bin("perch-run"))
+        .args(["15", "200"])
+        .args(&specs))?;
+    let body = std::fs::read_to_string(&table).map_err(|e| e.to_string())?;
+    let body = format!("Command: `cargo xtask bench-ort` (x86-64 here; see the caveats below the table).\n\n{body}");
+    write_benchmark_section("bench-ort", "## perch-run vs ONNX Runtime (issue 5)", &body)
+}
+
+/// The load run: perch-run serve (release) with fashion-cnn-s, and the `load` example as 64 clients.
+fn bench_serve() -> Result {
+    run(cargo().args(["build", "--release", "-p", "perch-runtime", "--bin", "perch-run", "--example", "load"]))?;
+    let out = target_dir().join("bench-serve");
+    std::fs::create_dir_all(&out).map_err(|e| e.to_string())?;
+    let plan = root().join("tests/cases/fashion-cnn-s/model.perch");
+    let log = std::fs::File::create(out.join("serve.log")).map_err(|e| e.to_string())?;
+    let mut server = Command::new(bin("perch-run"))
+        .args(["serve", "--port", "18080", "--models"])
+        .arg(format!("fashion-cnn-s={}", plan.display()))
+        .stderr(log)
+        .spawn()
+        .map_err(|e| format!("cannot start perch-run serve: {e}"))?;
+    let image = root().join("tests/cases/fashion-cnn-s/images/00000.png");
+    let result = run(Command::new(target_dir().join("release/examples/load"))
+        .args(["http://127.0.0.1:18080", "fashion-cnn-s"])
+        .arg(&image)
+        .args(["64", "30"]));
+    // SIGTERM, as a service manager stops it; the server drains and exits 0.
+    let _ = Command::new("kill").arg(server.id().to_string()).status();
+    let status = server.wait().map_err(|e| e.to_string())?;
+    result?;
+    if !status.success() {
+        return Err(format!("perch-run serve exited with {status}; see {}", out.join("serve.log").display()));
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let task = std::env::args().nth(1).unwrap_or_default();
     let result = match task.as_str() {
@@ -323,6 +432,8 @@ fn main() -> ExitCode {
         "measure" => measure(),
         "test-firmware" => test_firmware(),
         "bench-int8" => bench_int8(),
+        "bench-ort" => bench_ort(),
+        "bench-serve" => bench_serve(),
         _ => {
             eprintln!("{USAGE}");
             return if task.is_empty() || task == "help" || task == "--help" { ExitCode::SUCCESS } else { ExitCode::FAILURE };
