@@ -3,6 +3,8 @@
 pub mod accuracy;
 pub mod analysis;
 pub mod compile;
+pub mod eval;
 pub mod import;
 pub mod mcu;
 pub mod quantize;
+pub mod report;

@@ -1,5 +1,7 @@
 //! `perch`: from a trained ONNX classifier to plans for edge devices.
 
+mod eval_cmd;
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -49,6 +51,9 @@ enum Command {
         #[arg(long)]
         optimized: bool,
     },
+    /// Accuracy of a model on every target (ONNX, float and int8 plans, the MCU plan simulated),
+    /// side by side: top-1/top-5, per class, confusion, agreement, logit error; --report for charts.
+    Eval(Box<eval_cmd::EvalArgs>),
     /// Work with datasets.
     #[command(subcommand)]
     Dataset(DatasetCommand),
@@ -93,22 +98,9 @@ enum FilterArg {
     Lanczos3,
 }
 
-#[derive(Args)]
-struct CompileArgs {
-    /// The ONNX model (either PyTorch exporter; a symbolic or -1 batch axis is kept dynamic).
-    model: PathBuf,
-    /// What to compile for.
-    #[arg(long, value_enum, default_value = "sbc")]
-    target: TargetArg,
-    /// Where to write the plan (written whole or not at all).
-    #[arg(short, long, value_name = "FILE")]
-    output: PathBuf,
-    /// Class labels, one per line in class order. Default: labels.txt beside the model, if present.
-    #[arg(long, value_name = "FILE")]
-    labels: Option<PathBuf>,
-    /// Override the model's input shape, e.g. batch,3,224,224 (numbers, or names for dynamic axes).
-    #[arg(long, value_name = "DIMS", value_parser = parse_shape)]
-    input_shape: Option<Shape>,
+/// How images are prepared for the model, as it was trained.
+#[derive(Args, Clone)]
+struct PreprocessArgs {
     /// Colour the model was trained on. Default: from the input's channel count (1: grayscale, 3: rgb).
     #[arg(long, value_enum)]
     color: Option<ColorArg>,
@@ -130,6 +122,48 @@ struct CompileArgs {
     /// Per-channel std divided by after the mean. Default 1. ImageNet models: 0.229,0.224,0.225.
     #[arg(long, value_delimiter = ',')]
     std: Option<Vec<f32>>,
+}
+
+impl PreprocessArgs {
+    fn choice(&self) -> PreprocessChoice {
+        PreprocessChoice {
+            color: self.color.map(|c| match c {
+                ColorArg::Grayscale => Color::Grayscale,
+                ColorArg::Rgb => Color::Rgb,
+                ColorArg::Bgr => Color::Bgr,
+            }),
+            resize: self.resize,
+            center_crop: self.center_crop,
+            filter: self.filter.map(|f| match f {
+                FilterArg::Nearest => Filter::Nearest,
+                FilterArg::Bilinear => Filter::Bilinear,
+                FilterArg::Bicubic => Filter::Bicubic,
+                FilterArg::Lanczos3 => Filter::Lanczos3,
+            }),
+            mean: self.mean.clone(),
+            std: self.std.clone(),
+        }
+    }
+}
+
+#[derive(Args)]
+struct CompileArgs {
+    /// The ONNX model (either PyTorch exporter; a symbolic or -1 batch axis is kept dynamic).
+    model: PathBuf,
+    /// What to compile for.
+    #[arg(long, value_enum, default_value = "sbc")]
+    target: TargetArg,
+    /// Where to write the plan (written whole or not at all).
+    #[arg(short, long, value_name = "FILE")]
+    output: PathBuf,
+    /// Class labels, one per line in class order. Default: labels.txt beside the model, if present.
+    #[arg(long, value_name = "FILE")]
+    labels: Option<PathBuf>,
+    /// Override the model's input shape, e.g. batch,3,224,224 (numbers, or names for dynamic axes).
+    #[arg(long, value_name = "DIMS", value_parser = parse_shape)]
+    input_shape: Option<Shape>,
+    #[command(flatten)]
+    pre: PreprocessArgs,
     /// Measure top-1 accuracy of the compiled plan on this labelled dataset and record it in the plan
     /// (IDX file or directory, `fashion-mnist[:test]`, ImageFolder directory, or .npy).
     #[arg(long, value_name = "DATA")]
@@ -257,23 +291,7 @@ fn compile_cmd(args: &CompileArgs) -> Result<()> {
     let imported = import::import(&args.model, args.input_shape.as_ref().map(|s| s.0.as_slice()))?;
     let labels_path = args.labels.clone().or_else(|| compile::labels_beside(&args.model));
     let labels = labels_path.as_deref().map(compile::read_labels).transpose()?;
-    let choice = PreprocessChoice {
-        color: args.color.map(|c| match c {
-            ColorArg::Grayscale => Color::Grayscale,
-            ColorArg::Rgb => Color::Rgb,
-            ColorArg::Bgr => Color::Bgr,
-        }),
-        resize: args.resize,
-        center_crop: args.center_crop,
-        filter: args.filter.map(|f| match f {
-            FilterArg::Nearest => Filter::Nearest,
-            FilterArg::Bilinear => Filter::Bilinear,
-            FilterArg::Bicubic => Filter::Bicubic,
-            FilterArg::Lanczos3 => Filter::Lanczos3,
-        }),
-        mean: args.mean.clone(),
-        std: args.std.clone(),
-    };
+    let choice = args.pre.choice();
     let mut manifest = compile::manifest_for(&imported, labels, &choice)?;
     let graph = match args.quantize {
         QuantizeArg::None => {
@@ -581,6 +599,7 @@ fn main() -> ExitCode {
         Command::Inspect { model, input_shape, nodes, optimized } => {
             inspect_cmd(model, input_shape.as_ref().map(|s| s.0.as_slice()), *nodes, *optimized)
         }
+        Command::Eval(args) => eval_cmd::run(args),
         Command::Dataset(DatasetCommand::Export { data, output, count }) => export_cmd(data, output, *count),
     };
     match result {
