@@ -13,7 +13,8 @@ tasks:
   test-firmware  on qemu-system-arm: the micro kernels (DSP vs portable, byte for byte) and the board
                app running fashion-cnn-s on 32 test images against the host simulation (Cortex-M4,
                thumbv6m on a Cortex-M3 board, the STM32F411 memory layout)
-  goldens      rewrite tests/cases/*/ (plans, images, expected outputs) from the committed models
+  goldens      rewrite the goldens from the committed models: tests/cases/*/ (plans, images, expected
+               outputs, accuracy per target) and the board app's plan and test vectors
   measure      release binary sizes and the instruction count of one fashion-resnet inference on
                Cortex-A72 under qemu (needs ../shared/tools/insncount)
   bench-int8   int8 vs float plans of both example models: x86 latency (interleaved, same run) and
@@ -194,6 +195,20 @@ fn goldens() -> Result {
     for model in GOLDEN_MODELS {
         run(cargo().args(["run", "--release", "-p", "perch-tests", "--bin", "perch-goldens", "--", model]))?;
     }
+    // Accuracy per model and target (tests/cases/<model>/<target>.json), measured now; tolerances kept.
+    run(cargo().args(["test", "-p", "perch-tests", "--test", "regression"]).env("PERCH_BLESS_ACCURACY", "1"))?;
+    // The board app's plan and test vectors, from the compiler as it is now.
+    run(cargo().args(["build", "-p", "perch-host", "--bin", "perch"]))?;
+    let plans = root().join("firmware/app/plans");
+    run(Command::new(target_dir().join("debug/perch"))
+        .arg("compile")
+        .arg(root().join("models/fashion-cnn-s/fashion-cnn-s.onnx"))
+        .args(["--target", "mcu", "--quantize", "int8", "--calibration", "fashion-mnist:train", "--chip", "stm32f411"])
+        .args(["--mean", "0.2860", "--std", "0.3530", "--eval-data", "fashion-mnist:test", "--test-vectors", "32"])
+        .arg(plans.join("fashion-cnn-s.vectors"))
+        .arg("-o")
+        .arg(plans.join("fashion-cnn-s.pmc")))?;
+    eprintln!("goldens rewritten: review `git diff tests/cases firmware/app/plans` before committing");
     Ok(())
 }
 
