@@ -7,7 +7,8 @@ const USAGE: &str = "cargo xtask <task>
 
 tasks:
   setup        install what Perch needs (rustup targets, Debian packages); fast when already done
-  demo         setup, build, compile the example model fashion-cnn-s, classify real test images
+  demo         setup, build, then `perch build` fashion-cnn-s (float and int8 plans, micro plan, firmware
+               ELF, report) and classify real test images with both plans
   test         setup, then the whole test suite: host tests, then the runtime's tests under qemu
   test-cross   the runtime's tests under qemu-aarch64 (Cortex-A72) and qemu-arm (Cortex-A7, NEON)
   test-firmware  on qemu-system-arm: the micro kernels (DSP vs portable, byte for byte) and the board
@@ -123,19 +124,29 @@ fn demo() -> Result {
     let out = target_dir().join("demo");
     std::fs::create_dir_all(&out).map_err(|e| e.to_string())?;
     let model = root().join("models/fashion-cnn-s/fashion-cnn-s.onnx");
-    let plan = out.join("fashion-cnn-s.perch");
     run(Command::new(bin("perch")).arg("inspect").arg(&model))?;
+    // Every artifact: float and int8 plans, the micro plan for an STM32F411 with its test vectors,
+    // the firmware ELF, the report.
     run(Command::new(bin("perch"))
-        .arg("compile")
+        .current_dir(root())
+        .arg("build")
         .arg(&model)
-        .args(["--target", "sbc", "-o"])
-        .arg(&plan)
-        .args(["--mean", "0.2860", "--std", "0.3530", "--eval-data", "fashion-mnist:test"]))?;
+        .arg("-o")
+        .arg(&out)
+        .args(["--calibration", "fashion-mnist:train", "--eval-data", "fashion-mnist:test", "--chip", "stm32f411"])
+        .args(["--mean", "0.2860", "--std", "0.3530"]))?;
     let images = out.join("images");
     let _ = std::fs::remove_dir_all(&images);
     run(Command::new(bin("perch")).args(["dataset", "export", "fashion-mnist:test", "--count", "8", "-o"]).arg(&images))?;
-    run(Command::new(bin("perch-run")).arg("classify").arg("--plan").arg(&plan).arg(&images).args(["--top", "3"]))?;
-    eprintln!("demo: plan at {}, images at {}", plan.display(), images.display());
+    for plan in ["fashion-cnn-s.perch", "fashion-cnn-s.int8.perch"] {
+        run(Command::new(bin("perch-run")).arg("classify").arg("--plan").arg(out.join(plan)).arg(&images).args(["--top", "3"]))?;
+    }
+    eprintln!(
+        "demo: artifacts in {}; the report is {}; images at {}",
+        out.display(),
+        out.join("report/report.html").display(),
+        images.display()
+    );
     Ok(())
 }
 

@@ -59,7 +59,7 @@ pub fn scheme(method: Method, weights: WeightScalesArg) -> Scheme {
     Scheme { method, weights }
 }
 
-fn bar_for(total: usize) -> impl FnMut(&str, usize, usize) {
+pub fn bar_for(total: usize) -> impl FnMut(&str, usize, usize) {
     let bar: ProgressBar = progress_bar(total, "evaluating");
     move |target: &str, done: usize, total: usize| {
         bar.set_length(total as u64);

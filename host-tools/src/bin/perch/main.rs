@@ -1,5 +1,6 @@
 //! `perch`: from a trained ONNX classifier to plans for edge devices.
 
+mod build_cmd;
 mod eval_cmd;
 
 use std::path::{Path, PathBuf};
@@ -54,6 +55,9 @@ enum Command {
     /// Accuracy of a model on every target (ONNX, float and int8 plans, the MCU plan simulated),
     /// side by side: top-1/top-5, per class, confusion, agreement, logit error; --report for charts.
     Eval(Box<eval_cmd::EvalArgs>),
+    /// From an ONNX model to every artifact: float and int8 plans, the micro plan for a chip with
+    /// its test vectors, the firmware ELF, and the evaluation report.
+    Build(Box<build_cmd::BuildArgs>),
     /// Work with datasets.
     #[command(subcommand)]
     Dataset(DatasetCommand),
@@ -600,6 +604,7 @@ fn main() -> ExitCode {
             inspect_cmd(model, input_shape.as_ref().map(|s| s.0.as_slice()), *nodes, *optimized)
         }
         Command::Eval(args) => eval_cmd::run(args),
+        Command::Build(args) => build_cmd::run(args),
         Command::Dataset(DatasetCommand::Export { data, output, count }) => export_cmd(data, output, *count),
     };
     match result {
