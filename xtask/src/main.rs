@@ -18,6 +18,8 @@ tasks:
                outputs, accuracy per target) and the board app's plan and test vectors
   measure      release binary sizes and the instruction count of one fashion-resnet inference on
                Cortex-A72 under qemu (needs ../shared/tools/insncount)
+  accuracy-ort ONNX Runtime's float and int8 (quantize_static QDQ, same calibration) top-1 on the
+               example models, beside Perch's (venv with onnxruntime from PyPI)
   bench-int8   int8 vs float plans of both example models: x86 latency (interleaved, same run) and
                instructions per image under qemu-aarch64 on Cortex-A72 and Cortex-A76 (insncount)
   bench-ort    perch-run against ONNX Runtime (PyPI, in a venv), one thread, interleaved rounds, both
@@ -305,6 +307,15 @@ fn bench_int8() -> Result {
     Ok(())
 }
 
+/// ONNX Runtime's float and int8 (quantize_static QDQ, same calibration set) accuracy on the example
+/// models, to set beside Perch's (tests/cases/<model>/<target>.json, `perch eval`).
+fn accuracy_ort() -> Result {
+    setup()?;
+    let python = ort_venv()?;
+    let models: Vec<PathBuf> = GOLDEN_MODELS.iter().map(|m| root().join(format!("models/{m}/{m}.onnx"))).collect();
+    run(Command::new(python).arg(root().join("xtask/ort_accuracy.py")).args(&models))
+}
+
 fn measure() -> Result {
     setup()?;
     let plugin = insncount_plugin()?;
@@ -456,6 +467,7 @@ fn main() -> ExitCode {
         "test-cross" => test_cross(),
         "goldens" => goldens(),
         "measure" => measure(),
+        "accuracy-ort" => accuracy_ort(),
         "test-firmware" => test_firmware(),
         "bench-int8" => bench_int8(),
         "bench-ort" => bench_ort(),
