@@ -15,6 +15,27 @@ use crate::mcu;
 pub struct Outputs {
     pub target: String,
     pub rows: Vec<Vec<f32>>,
+    /// What was adapted to make the data fit the plan's preprocessing (e.g. colour converted).
+    pub warnings: Vec<String>,
+}
+
+/// Preprocesses `img` as the plan says; images whose channel count the plan does not take are
+/// converted (RGB to grey or back), and `adapted` says so once.
+pub fn preprocess_adapting(
+    preprocess: &perch_runtime::Preprocess,
+    input: &perch_runtime::plan::InputSpec,
+    img: &image::DynamicImage,
+    adapted: &mut Option<String>,
+) -> Result<Vec<f32>, perch_runtime::ImageError> {
+    match preprocess.apply(img, input, ChannelPolicy::Strict) {
+        Err(perch_runtime::ImageError::Channels { found, expected, expected_name }) => {
+            adapted.get_or_insert_with(|| {
+                format!("images have {found}, the plan takes {expected} channel(s) ({expected_name}): they were converted")
+            });
+            preprocess.apply(img, input, ChannelPolicy::Convert)
+        }
+        other => other,
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -134,15 +155,17 @@ pub fn run_classifier(
     let batch = classifier.batch_size();
     let mut rows = Vec::with_capacity(n);
     let mut values = Vec::with_capacity(per * batch);
+    let mut adapted = None;
+    let (pre, input) = (&classifier.manifest().preprocess, &classifier.manifest().input);
     for start in (0..n).step_by(batch) {
         let end = (start + batch).min(n);
         values.clear();
         for index in start..end {
             let sample = match dataset.item(index) {
-                Item::Image(img) => classifier.preprocess(&img, ChannelPolicy::Strict),
+                Item::Image(img) => preprocess_adapting(pre, input, &img, &mut adapted).map_err(perch_runtime::RunError::from),
                 Item::File(path) => perch_runtime::preprocess::open_image(&path)
-                    .map_err(perch_runtime::RunError::from)
-                    .and_then(|img| classifier.preprocess(&img, ChannelPolicy::Strict)),
+                    .and_then(|img| preprocess_adapting(pre, input, &img, &mut adapted))
+                    .map_err(perch_runtime::RunError::from),
                 Item::Tensor(v) if v.len() == per => Ok(v),
                 Item::Tensor(v) => return Err(EvalError::TensorSize { index, got: v.len(), want: per }),
             };
@@ -151,7 +174,7 @@ pub fn run_classifier(
         rows.extend(classifier.run(&values)?);
         progress(end);
     }
-    Ok(Outputs { target: target.to_string(), rows })
+    Ok(Outputs { target: target.to_string(), rows, warnings: adapted.into_iter().collect() })
 }
 
 /// Outputs of the simulated MCU, dequantized to real values with the plan's output scale.
@@ -171,7 +194,7 @@ pub fn run_mcu(
             progress(index + 1);
         }
     }
-    Ok(Outputs { target: target.to_string(), rows })
+    Ok(Outputs { target: target.to_string(), rows, warnings: sim.adapted.clone().into_iter().collect() })
 }
 
 /// What `perch eval` can evaluate from an ONNX model.

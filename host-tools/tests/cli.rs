@@ -267,3 +267,68 @@ fn mcu_plans_are_sized_and_refused_when_too_big() {
     assert_one_line_error(&perch(&base), "--target mcu runs int8 only");
     assert!(!pmc.exists(), "nothing written when the plan is refused");
 }
+
+#[test]
+fn eval_compares_every_target_and_writes_a_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("report");
+    let out = perch(&[
+        "eval", example().to_str().unwrap(), "--data", "fashion-mnist:test", "--limit", "300",
+        "--calibration", "fashion-mnist:train", "--calibration-samples", "64", "--mean", "0.2860", "--std", "0.3530",
+        "--json", "--report", report.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let targets = json["targets"].as_array().unwrap();
+    let names: Vec<&str> = targets.iter().map(|t| t["target"].as_str().unwrap()).collect();
+    assert_eq!(names, ["onnx", "sbc-f32", "sbc-int8", "mcu"]);
+    for t in targets {
+        assert!(t["top1"].as_f64().unwrap() > 85.0, "{t}");
+        assert_eq!(t["confusion"].as_array().unwrap().len(), 10);
+    }
+    assert_eq!(targets[1]["agreement"].as_f64(), Some(100.0), "the float plan is the ONNX graph");
+    assert!(targets[3]["logit_error"]["cosine"].as_f64().unwrap() > 0.99);
+    let html = std::fs::read_to_string(report.join("report.html")).unwrap();
+    assert!(html.contains("<svg") && html.contains("Confusion matrix") && html.contains("SQNR"), "charts inline");
+    assert!(report.join("report.md").is_file() && report.join("per-class.svg").is_file());
+
+    // A plan evaluates as it is; images of another colour are converted, with a warning.
+    let plan = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/cases/fashion-cnn-s/model.perch");
+    let rgb = dir.path().join("rgb/Trouser");
+    std::fs::create_dir_all(&rgb).unwrap();
+    image::RgbImage::from_pixel(28, 28, image::Rgb([20, 20, 20])).save(rgb.join("x.png")).unwrap();
+    let out = perch(&["eval", plan.to_str().unwrap(), "--data", dir.path().join("rgb").to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("they were converted"), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // Bad input: classes the labels do not name, int8 targets without calibration.
+    let odd = dir.path().join("odd/Spaceship");
+    std::fs::create_dir_all(&odd).unwrap();
+    image::GrayImage::new(28, 28).save(odd.join("x.png")).unwrap();
+    assert_one_line_error(&perch(&["eval", plan.to_str().unwrap(), "--data", dir.path().join("odd").to_str().unwrap()]), "Spaceship");
+    assert_one_line_error(
+        &perch(&["eval", example().to_str().unwrap(), "--data", "fashion-mnist:test", "--targets", "sbc-int8"]),
+        "needs --calibration",
+    );
+}
+
+#[test]
+fn build_writes_every_artifact() {
+    // Run where there is no firmware/ directory: everything but the ELF.
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_perch"))
+        .current_dir(dir.path())
+        .args(["build", example().to_str().unwrap(), "-o", "out", "--calibration", "fashion-mnist:train", "--calibration-samples", "64"])
+        .args(["--eval-data", "fashion-mnist:test", "--eval-limit", "200", "--mean", "0.2860", "--std", "0.3530"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no firmware ELF"));
+    let o = dir.path().join("out");
+    for f in ["fashion-cnn-s.perch", "fashion-cnn-s.int8.perch", "fashion-cnn-s.pmc", "fashion-cnn-s.vectors", "report/report.html"] {
+        assert!(o.join(f).is_file(), "{f} missing");
+    }
+    let int8 = perch_runtime::Plan::load(o.join("fashion-cnn-s.int8.perch")).unwrap();
+    assert_eq!(int8.manifest.quantization.scheme, "int8");
+    assert_eq!(int8.manifest.accuracy.unwrap().images, 200, "accuracy sealed into the plan");
+}

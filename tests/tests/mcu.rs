@@ -23,15 +23,15 @@ fn fashion_cnn_s_on_the_mcu() {
     let tiny = mcu::Chip { name: "tiny", core: "Cortex-M0", flash: 32 * 1024, ram: 8 * 1024 };
     assert!(matches!(mcu::check_fits(&lowered, &budget, &tiny), Err(mcu::McuError::TooBig { .. })));
 
-    // The board app's embedded plan and vectors are this compiler's output (regenerate them with the
-    // command in firmware/README.md when this fails after an intended change).
+    // The board app's embedded plan and vectors are this compiler's output (`cargo xtask goldens`
+    // rewrites them after an intended change; review the diff).
     let app = root().join("firmware/app/plans");
     let committed = std::fs::read(app.join("fashion-cnn-s.pmc")).unwrap();
-    assert!(committed == lowered.bytes.as_bytes(), "firmware/app/plans/fashion-cnn-s.pmc is stale");
+    assert!(committed == lowered.bytes.as_bytes(), "firmware/app/plans/fashion-cnn-s.pmc is stale: run `cargo xtask goldens`");
     let test = Dataset::open("fashion-mnist:test").unwrap();
     let mut sim = mcu::Simulator::new(&lowered, &manifest).unwrap();
     let vectors = mcu::test_vectors(&mut sim, &test, 32).unwrap();
-    assert!(std::fs::read(app.join("fashion-cnn-s.vectors")).unwrap() == vectors, "fashion-cnn-s.vectors is stale");
+    assert!(std::fs::read(app.join("fashion-cnn-s.vectors")).unwrap() == vectors, "fashion-cnn-s.vectors is stale: run `cargo xtask goldens`");
 
     // Accuracy of the simulated MCU, against float and against the SBC int8 plan.
     let mcu_top1 = mcu::predictions(&mut sim, &test, test.len(), |_| {}).unwrap();

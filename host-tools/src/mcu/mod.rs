@@ -111,6 +111,8 @@ pub struct Simulator {
     manifest: Manifest,
     input_scale: f32,
     input_zero_point: i32,
+    /// Set when images had to be converted to the plan's channel count (see [`crate::eval::preprocess_adapting`]).
+    pub adapted: Option<String>,
 }
 
 impl Simulator {
@@ -123,6 +125,7 @@ impl Simulator {
             manifest: manifest.clone(),
             input_scale: lowered.input_scale,
             input_zero_point: lowered.input_zero_point,
+            adapted: None,
         })
     }
 
@@ -160,24 +163,13 @@ impl Simulator {
         index: usize,
     ) -> Result<(Vec<i8>, Vec<i8>), McuError> {
         let err = |why: String| McuError::Simulate { index, why };
+        let (pre, spec) = (&self.manifest.preprocess, &self.manifest.input);
         let values = match dataset.item(index) {
-            perch_datasets::Item::Image(img) => self
-                .manifest
-                .preprocess
-                .apply(
-                    &img,
-                    &self.manifest.input,
-                    perch_runtime::ChannelPolicy::Strict,
-                )
-                .map_err(|e| err(e.to_string()))?,
+            perch_datasets::Item::Image(img) => {
+                crate::eval::preprocess_adapting(pre, spec, &img, &mut self.adapted).map_err(|e| err(e.to_string()))?
+            }
             perch_datasets::Item::File(path) => perch_runtime::preprocess::open_image(&path)
-                .and_then(|img| {
-                    self.manifest.preprocess.apply(
-                        &img,
-                        &self.manifest.input,
-                        perch_runtime::ChannelPolicy::Strict,
-                    )
-                })
+                .and_then(|img| crate::eval::preprocess_adapting(pre, spec, &img, &mut self.adapted))
                 .map_err(|e| err(format!("{}: {e}", path.display())))?,
             perch_datasets::Item::Tensor(v) => v,
         };

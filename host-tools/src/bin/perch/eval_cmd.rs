@@ -115,6 +115,11 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         }
         outputs.extend(these);
     }
+    for o in &outputs {
+        for w in &o.warnings {
+            eprintln!("warning: {}: {w}", o.target);
+        }
+    }
     let labels = labels.expect("at least one input");
     let truth = eval::truth(&data, &labels, n)?;
     let metrics: Vec<Metrics> = outputs.iter().map(|o| eval::metrics(o, &truth, &labels, outputs.first())).collect();
