@@ -135,7 +135,7 @@ pub fn run(args: &BuildArgs) -> Result<()> {
 
     let title = format!("Perch build of {}", args.model.display());
     let html = report::write(&out("report".into()), &title, &args.eval_data, &metrics, done.layer_errors.as_deref())?;
-    written.push(format!("report/report.html (open in a browser), report/report.md"));
+    written.push("report/report.html (open in a browser), report/report.md".to_string());
     println!("\nwrote to {}:", args.output.display());
     for w in written {
         println!("  {w}");
