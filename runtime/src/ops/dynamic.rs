@@ -112,15 +112,7 @@ impl EvalOp for DynamicConv {
     op_out_of_plan!();
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        let mut model = TypedModel::default();
-        let wires = inputs
-            .iter()
-            .enumerate()
-            .map(|(ix, v)| model.add_source(format!("source.{ix}"), v.datum_type().fact(v.shape())))
-            .collect::<TractResult<TVec<_>>>()?;
-        let out = self.wire(&mut model, "dynamic", &wires)?;
-        model.select_output_outlets(&out)?;
-        model.into_runnable()?.run(inputs)
+        super::eval_as_graph(inputs, |model, wires| self.wire(model, "dynamic", wires))
     }
 }
 

@@ -31,3 +31,75 @@ pub fn registry() -> Registry {
 pub fn nnef() -> tract_nnef::framework::Nnef {
     tract_nnef::nnef().with_registry(registry())
 }
+
+/// Evaluates an op that is defined as a small graph of tract ops (what it declutters into): wires
+/// that graph over sources of the inputs' types and runs it. Used outside optimized plans only
+/// (constant folding, tests); optimized plans run the decluttered ops themselves.
+pub(crate) fn eval_as_graph(
+    inputs: TVec<TValue>,
+    wire: impl FnOnce(&mut TypedModel, &[OutletId]) -> TractResult<TVec<OutletId>>,
+) -> TractResult<TVec<TValue>> {
+    let mut model = TypedModel::default();
+    let wires = inputs
+        .iter()
+        .enumerate()
+        .map(|(ix, v)| model.add_source(format!("source.{ix}"), v.datum_type().fact(v.shape())))
+        .collect::<TractResult<TVec<_>>>()?;
+    let out = wire(&mut model, &wires)?;
+    model.select_output_outlets(&out)?;
+    model.into_runnable()?.run(inputs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::dynamic::DynamicConv;
+    use super::qconv::QConv;
+    use tract_core::ops::cnn::{Conv, KernelFormat, PaddingSpec, PoolSpec};
+    use tract_core::ops::nn::DataFormat;
+    use tract_nnef::internal::*;
+
+    fn values<T: Datum + Copy>(n: usize, f: impl Fn(usize) -> T) -> Vec<T> {
+        (0..n).map(f).collect()
+    }
+
+    fn spec() -> PoolSpec {
+        PoolSpec::new(DataFormat::NCHW, tvec!(3, 3), PaddingSpec::Explicit(tvec!(1, 1), tvec!(1, 1)), None, Some(tvec!(2, 1)), 2, 3)
+    }
+
+    /// Runs `model` unoptimized (each Perch op's own eval) and optimized (decluttered into tract's
+    /// ops): the same outputs.
+    fn same_both_ways(model: TypedModel, input: Tensor) {
+        let plain = model.clone().into_runnable().unwrap().run(tvec!(input.clone().into_tvalue())).unwrap();
+        let optimized = model.into_optimized().unwrap().into_runnable().unwrap().run(tvec!(input.into_tvalue())).unwrap();
+        assert_eq!(plain[0].close_enough(&optimized[0], false).ok(), Some(()), "{:?} vs {:?}", plain[0], optimized[0]);
+    }
+
+    #[test]
+    fn qconv_eval_matches_the_optimized_plan() {
+        let x_dt = DatumType::QI8(QParams::ZpScale { zero_point: -7, scale: 0.02 });
+        let y_dt = DatumType::QI8(QParams::ZpScale { zero_point: 3, scale: 0.05 });
+        let mut model = TypedModel::default();
+        let x = model.add_source("x", x_dt.fact([1, 2, 6, 5])).unwrap();
+        let k = model.add_const("k", Tensor::from_shape(&[3, 2, 3, 3], &values(54, |i| ((i * 37) % 255) as i8)).unwrap()).unwrap();
+        let b = model.add_const("b", Tensor::from_shape(&[3], &[120i32, -40, 7]).unwrap()).unwrap();
+        let s = model.add_const("s", Tensor::from_shape(&[3], &[0.004f32, 0.002, 0.007]).unwrap()).unwrap();
+        let op = QConv { conv: Conv::new(spec(), KernelFormat::OIHW, 1, Some(y_dt)), x_zero_point: -7, x_scale: 0.02 };
+        let y = model.wire_node("qconv", op, &[x, k, b, s]).unwrap();
+        model.select_output_outlets(&y).unwrap();
+        let mut input = Tensor::from_shape(&[1, 2, 6, 5], &values(60, |i| ((i * 53) % 256) as u8 as i8)).unwrap();
+        unsafe { input.set_datum_type(x_dt) };
+        same_both_ways(model, input);
+    }
+
+    #[test]
+    fn dynamic_conv_eval_matches_the_optimized_plan() {
+        let mut model = TypedModel::default();
+        let x = model.add_source("x", f32::fact([1, 2, 6, 5])).unwrap();
+        let k = model.add_const("k", Tensor::from_shape(&[3, 2, 3, 3], &values(54, |i| ((i * 37) % 255) as i8)).unwrap()).unwrap();
+        let s = model.add_const("s", Tensor::from_shape(&[3], &[0.004f32, 0.002, 0.007]).unwrap()).unwrap();
+        let b = model.add_const("b", Tensor::from_shape(&[3], &[0.5f32, -0.25, 0.0]).unwrap()).unwrap();
+        let y = model.wire_node("dyn", DynamicConv { pool_spec: spec(), group: 1 }, &[x, k, s, b]).unwrap();
+        model.select_output_outlets(&y).unwrap();
+        same_both_ways(model, Tensor::from_shape(&[1, 2, 6, 5], &values(60, |i| (i as f32 * 0.37).sin() * 3.0)).unwrap());
+    }
+}
