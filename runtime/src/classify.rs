@@ -27,6 +27,8 @@ pub enum RunError {
     Inference(String),
     #[error("model output has {got} values for {images} image(s): not a multiple of the image count")]
     Output { got: usize, images: usize },
+    #[error("{asked} threads: {why}")]
+    Threads { asked: usize, why: &'static str },
 }
 
 /// One class and its probability.
@@ -46,6 +48,7 @@ pub struct Classifier {
     per_image: usize,
     /// The input tensor's shape: `batch` then one image's dimensions.
     input_shape: Vec<usize>,
+    threads: usize,
 }
 
 impl std::fmt::Debug for Classifier {
@@ -60,7 +63,16 @@ impl Classifier {
         Classifier::new(Plan::load(path)?, batch)
     }
 
+    /// Prepares a plan for batches of `batch` images; inference runs on the calling thread.
     pub fn new(plan: Plan, batch: usize) -> Result<Classifier, RunError> {
+        Classifier::with_threads(plan, batch, 1)
+    }
+
+    /// Like [`Classifier::new`], with tract's matrix products spread over `threads` threads (a pool
+    /// owned by this classifier). It pays off for large layers only: measure with `perch-run bench
+    /// --threads N`. More than one thread needs the crate's `multithread` feature.
+    pub fn with_threads(plan: Plan, batch: usize, threads: usize) -> Result<Classifier, RunError> {
+        let options = run_options(threads)?;
         let Plan { manifest, mut graph, checksum } = plan;
         if batch == 0 {
             return Err(RunError::Batch { asked: 0, why: "it must be at least 1".into() });
@@ -90,10 +102,23 @@ impl Classifier {
         }
         let runnable = graph
             .into_optimized()
-            .and_then(|m| m.into_runnable())
+            .and_then(|m| m.into_runnable_with_options(&options))
             .map_err(|e| RunError::Optimize(format!("{e:#}")))?;
         let input_shape = std::iter::once(batch).chain(image_shape).collect();
-        Ok(Classifier { manifest, checksum, runnable, batch, per_image, input_shape })
+        Ok(Classifier { manifest, checksum, runnable, batch, per_image, input_shape, threads })
+    }
+
+    /// Threads tract's matrix products use (1: the calling thread only).
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// A session: the per-run state tract keeps between runs (op states, scratch buffers), reused by
+    /// every [`Session::run`]. A server worker or a loop over many images holds one; sessions of one
+    /// classifier run independently, one per thread.
+    pub fn session(&self) -> Result<Session<'_>, RunError> {
+        let state = self.runnable.spawn().map_err(|e| RunError::Optimize(format!("{e:#}")))?;
+        Ok(Session { classifier: self, state })
     }
 
     pub fn manifest(&self) -> &Manifest {
@@ -126,17 +151,35 @@ impl Classifier {
 
     /// Runs up to `batch_size()` preprocessed images (concatenated) and returns each image's raw outputs
     /// (logits, or probabilities when the graph ends in softmax).
+    ///
+    /// Each call prepares a fresh tract state; a [`Session`] keeps one across runs.
     pub fn run(&self, values: &[f32]) -> Result<Vec<Vec<f32>>, RunError> {
+        self.session()?.run(values)
+    }
+
+    /// The input tensor for `values` (1 to `batch` images), and how many images it holds.
+    fn input(&self, values: &[f32]) -> Result<(TValue, usize), RunError> {
         let images = values.len() / self.per_image.max(1);
         if values.is_empty() || !values.len().is_multiple_of(self.per_image) || images > self.batch {
             return Err(RunError::InputLength { got: values.len(), per_image: self.per_image, batch: self.batch });
         }
-        // A short last batch is padded with zeros: the plan is optimized for one batch size.
-        let mut padded = values.to_vec();
-        padded.resize(self.per_image * self.batch, 0.0);
-        let input = Tensor::from_shape(&self.input_shape, &padded).map_err(|e| RunError::Inference(format!("{e:#}")))?;
-        let outputs = self.runnable.run(tvec!(input.into_tvalue())).map_err(|e| RunError::Inference(format!("{e:#}")))?;
-        let out = outputs[0]
+        let input = if images == self.batch {
+            Tensor::from_shape(&self.input_shape, values)
+        } else {
+            // A short last batch is padded with zeros: the plan is optimized for one batch size.
+            let mut padded = values.to_vec();
+            padded.resize(self.per_image * self.batch, 0.0);
+            Tensor::from_shape(&self.input_shape, &padded)
+        };
+        Ok((input.map_err(|e| RunError::Inference(format!("{e:#}")))?.into_tvalue(), images))
+    }
+
+    /// Splits the output tensor into the first `images` rows.
+    fn rows(&self, outputs: TVec<TValue>, images: usize) -> Result<Vec<Vec<f32>>, RunError> {
+        let Some(first) = outputs.first() else {
+            return Err(RunError::Output { got: 0, images: self.batch });
+        };
+        let out = first
             .try_as_plain_ram()
             .and_then(|v| v.as_slice::<f32>().map(|s| s.to_vec()))
             .map_err(|e| RunError::Inference(format!("{e:#}")))?;
@@ -162,9 +205,84 @@ impl Classifier {
 
     /// Preprocesses, runs and ranks one image.
     pub fn classify(&self, image: &DynamicImage, policy: ChannelPolicy, k: usize) -> Result<Vec<Prediction>, RunError> {
-        let values = self.preprocess(image, policy)?;
+        self.session()?.classify(image, policy, k)
+    }
+}
+
+#[cfg(feature = "multithread")]
+fn run_options(threads: usize) -> Result<RunOptions, RunError> {
+    use tract_linalg::multithread::Executor;
+    match threads {
+        0 => Err(RunError::Threads { asked: 0, why: "at least one is needed" }),
+        1 => Ok(RunOptions::default()),
+        n if n > 256 => Err(RunError::Threads { asked: n, why: "more than 256 is surely a mistake" }),
+        n => {
+            // rayon panics only when the OS refuses to start threads: say so instead.
+            let executor = std::panic::catch_unwind(|| Executor::multithread_with_name(n, "perch-mm"))
+                .map_err(|_| RunError::Threads { asked: n, why: "the system refused to start them" })?;
+            Ok(RunOptions { executor: Some(executor), ..RunOptions::default() })
+        }
+    }
+}
+
+#[cfg(not(feature = "multithread"))]
+fn run_options(threads: usize) -> Result<RunOptions, RunError> {
+    match threads {
+        0 => Err(RunError::Threads { asked: 0, why: "at least one is needed" }),
+        1 => Ok(RunOptions::default()),
+        n => Err(RunError::Threads { asked: n, why: "this build has no `multithread` feature: inference runs on one thread" }),
+    }
+}
+
+/// A classifier with tract's state for one thread of runs: see [`Classifier::session`].
+///
+/// ```no_run
+/// use perch_runtime::{ChannelPolicy, Classifier};
+///
+/// let classifier = Classifier::load("fashion-cnn-s.perch", 1)?;
+/// let mut session = classifier.session()?;
+/// for path in ["boot.png", "bag.png"] {
+///     let image = perch_runtime::preprocess::open_image(path)?;
+///     let best = &session.classify(&image, ChannelPolicy::Strict, 1)?[0];
+///     println!("{path}: {} {:.1}%", best.label, 100.0 * best.probability);
+/// }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Session<'c> {
+    classifier: &'c Classifier,
+    state: TypedSimpleState,
+}
+
+impl std::fmt::Debug for Session<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session").field("classifier", self.classifier).finish_non_exhaustive()
+    }
+}
+
+impl Session<'_> {
+    pub fn classifier(&self) -> &Classifier {
+        self.classifier
+    }
+
+    /// As [`Classifier::run`], reusing this session's state.
+    pub fn run(&mut self, values: &[f32]) -> Result<Vec<Vec<f32>>, RunError> {
+        let (input, images) = self.classifier.input(values)?;
+        let outputs = self.state.run(tvec!(input)).map_err(|e| RunError::Inference(format!("{e:#}")))?;
+        self.classifier.rows(outputs, images)
+    }
+
+    /// As [`Session::run`], adding the time each node of the optimized model took to `profile`.
+    pub fn run_profiled(&mut self, values: &[f32], profile: &mut crate::profile::Profile) -> Result<Vec<Vec<f32>>, RunError> {
+        let (input, images) = self.classifier.input(values)?;
+        let outputs = profile.run(&mut self.state, input).map_err(|e| RunError::Inference(format!("{e:#}")))?;
+        self.classifier.rows(outputs, images)
+    }
+
+    /// Preprocesses, runs and ranks one image.
+    pub fn classify(&mut self, image: &DynamicImage, policy: ChannelPolicy, k: usize) -> Result<Vec<Prediction>, RunError> {
+        let values = self.classifier.preprocess(image, policy)?;
         let raw = self.run(&values)?;
-        Ok(self.top_k(&raw[0], k))
+        Ok(self.classifier.top_k(&raw[0], k))
     }
 }
 

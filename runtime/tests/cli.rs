@@ -128,3 +128,121 @@ fn info_shows_the_manifest() {
         assert!(stdout.contains(needle), "`{needle}` missing from:\n{stdout}");
     }
 }
+
+#[test]
+fn bench_reports_latency_throughput_and_memory_as_json() {
+    let out = perch_run(&["bench", "--plan", &plan(), "--runs", "20", "--warmup", "2", "--json", "--profile"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["runs"], 20);
+    assert_eq!(v["batch"], 1);
+    let l = &v["latency_us"];
+    let f = |k: &str| l[k].as_f64().unwrap();
+    assert!(f("min") > 0.0 && f("min") <= f("p50") && f("p50") <= f("p90") && f("p90") <= f("p99") && f("p99") <= f("max"), "{l}");
+    assert!(v["throughput_images_per_s"].as_f64().unwrap() > 0.0);
+    assert!(v["peak_rss_bytes"].as_u64().unwrap() > 1 << 20);
+    let inside = &v["cold_start_ms"]["this_process"];
+    assert!(inside["load"].as_f64().unwrap() > 0.0 && inside["optimize"].as_f64().unwrap() > 0.0, "{inside}");
+    // The process-start figure comes from starting perch-run again, which qemu-user cannot do without
+    // binfmt: then the report says why instead.
+    let cold = &v["cold_start_ms"];
+    assert!(cold["process_start_to_first_result"].as_f64().is_some() || cold["process_start_error"].is_string(), "{cold}");
+    if std::env::var("PERCH_TEST_RUNNER").is_err() {
+        assert!(cold["process_start_to_first_result"].as_f64().unwrap() >= inside["load"].as_f64().unwrap(), "{cold}");
+    }
+    // The profile names the convolutions' matrix products, and the shares add up to the whole.
+    let nodes = v["profile"].as_array().unwrap();
+    assert!(nodes.iter().any(|n| n["op"] == "OptMatMul"), "{nodes:?}");
+    let total: f64 = nodes.iter().map(|n| n["share"].as_f64().unwrap()).sum();
+    assert!((total - 1.0).abs() < 1e-6, "{total}");
+}
+
+#[test]
+fn bench_text_and_bad_arguments() {
+    let out = perch_run(&["bench", "--plan", &plan(), "--duration", "0.2", "--no-cold-start", "--batch", "4"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    for needle in ["latency     min ", "p99 ", "throughput  ", "peak RSS    ", "batch 4", "cold start  "] {
+        assert!(text.contains(needle), "`{needle}` missing from:\n{text}");
+    }
+    assert_one_line_error(&perch_run(&["bench", "--plan", &plan(), "--runs", "0"]), "--runs must be at least 1");
+    assert_one_line_error(&perch_run(&["bench", "--plan", &plan(), "--duration", "0"]), "--duration must be");
+    assert_one_line_error(&perch_run(&["bench", "--plan", "/no/such.perch"]), "No such file");
+    let threads = perch_run(&["bench", "--plan", &plan(), "--runs", "3", "--threads", "0"]);
+    assert_one_line_error(&threads, "0 threads: at least one is needed");
+}
+
+/// A folder with the case's images, one broken file and one text file named like an image.
+fn folder_with_bad_files() -> (tempfile::TempDir, usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut good = 0;
+    for entry in std::fs::read_dir(case_dir().join("images")).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
+        good += 1;
+    }
+    let png = std::fs::read(first_image()).unwrap();
+    std::fs::write(dir.path().join("broken.png"), &png[..png.len() / 2]).unwrap();
+    std::fs::write(dir.path().join("notes, \"draft\".jpg"), b"not an image").unwrap();
+    (dir, good)
+}
+
+#[test]
+fn a_folder_with_unreadable_files_is_classified_with_warnings_as_csv() {
+    let (dir, good) = folder_with_bad_files();
+    let out = perch_run(&["classify", "--plan", &plan(), dir.path().to_str().unwrap(), "--csv", "--top", "2"]);
+    // Exit status 2: some images skipped, the rest classified.
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().filter(|l| l.starts_with("warning: skipping ")).count(), 2, "{stderr}");
+    assert!(stderr.contains(&format!("classified {good} of {} images; skipped 2", good + 2)), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let csv = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines[0], "image,label_1,probability_1,label_2,probability_2");
+    assert_eq!(lines.len(), good + 1, "{csv}");
+    // Labels with a slash or a comma stay one field: "T-shirt/top" needs no quotes, each row has 5 fields.
+    for row in &lines[1..] {
+        assert_eq!(row.matches(',').count(), 4, "{row}");
+        let p: f64 = row.split(',').nth(2).unwrap().parse().unwrap();
+        assert!((0.0..=1.0).contains(&p), "{row}");
+    }
+}
+
+#[test]
+fn a_folder_as_json_stays_valid_json_with_skipped_files() {
+    let (dir, good) = folder_with_bad_files();
+    let out = perch_run(&["classify", "--plan", &plan(), dir.path().to_str().unwrap(), "--json"]);
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let records = json.as_array().unwrap();
+    assert_eq!(records.len(), good);
+    assert!(records.iter().all(|r| r["predictions"].as_array().unwrap().len() == 3));
+    // Nothing classifiable: exit 1, and still an error line at the end.
+    let bad = tempfile::tempdir().unwrap();
+    std::fs::write(bad.path().join("a.png"), b"x").unwrap();
+    std::fs::write(bad.path().join("b.png"), b"y").unwrap();
+    let out = perch_run(&["classify", "--plan", &plan(), bad.path().to_str().unwrap(), "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.lines().last().unwrap().starts_with("error: none of the 2 images"), "{stderr}");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json, serde_json::json!([]));
+}
+
+#[test]
+fn help_teaches_by_example() {
+    for (args, needles) in [
+        (vec!["--help"], vec!["classify", "bench", "serve", "curl -T"]),
+        (vec!["bench", "--help"], vec!["--runs", "--duration", "--profile", "--threads", "Examples:"]),
+        (vec!["serve", "--help"], vec!["--model-store", "--models", "NAME=FILE", "--queue", "--max-body", "503", "413", "curl -T"]),
+        (vec!["classify", "--help"], vec!["--csv", "--json", "Exit status"]),
+    ] {
+        let out = perch_run(&args);
+        assert!(out.status.success(), "{args:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        for needle in needles {
+            assert!(text.contains(needle), "{args:?}: `{needle}` missing from:\n{text}");
+        }
+    }
+}
