@@ -142,6 +142,16 @@ pub fn layer_errors(
     Ok(pair.finish(acc))
 }
 
+/// Records a static int8 rewrite in the manifest.
+fn record(manifest: &mut perch_runtime::Manifest, scheme: Scheme, samples: usize, data: &str, report: &Rewritten) {
+    let q = &mut manifest.quantization;
+    q.scheme = "int8".into();
+    q.calibration = Some(format!("{scheme}, {samples} samples of {data}"));
+    q.int8_layers = report.quantized.clone();
+    q.float_layers = report.kept_float.clone();
+    q.float_ops = report.float_ops.iter().map(|(n, op)| format!("{n} ({op})")).collect();
+}
+
 /// Calibrates `model` on `samples` items of `dataset` (named `data` in the manifest), rewrites it to
 /// int8 and records the scheme in `manifest.quantization`. Linear ops named in `keep_float` stay
 /// float (mixed precision).
@@ -160,12 +170,7 @@ pub fn int8(
     let stats = calibrate(model, manifest, dataset, samples, progress)?;
     let (int8, report) =
         quantize_static(model, &stats, scheme, keep_float).map_err(|e| QuantizeError::Model(format!("{e:#}")))?;
-    let q = &mut manifest.quantization;
-    q.scheme = "int8".into();
-    q.calibration = Some(format!("{scheme}, {samples} samples of {data}"));
-    q.int8_layers = report.quantized.clone();
-    q.float_layers = report.kept_float.clone();
-    q.float_ops = report.float_ops.iter().map(|(n, op)| format!("{n} ({op})")).collect();
+    record(manifest, scheme, samples, data, &report);
     Ok((int8, report))
 }
 
@@ -248,11 +253,6 @@ pub fn int8_within_budget(
             });
         }
     }
-    let q = &mut manifest.quantization;
-    q.scheme = "int8".into();
-    q.calibration = Some(format!("{scheme}, {samples} samples of {data}"));
-    q.int8_layers = best_report.quantized.clone();
-    q.float_layers = best_report.kept_float.clone();
-    q.float_ops = best_report.float_ops.iter().map(|(n, op)| format!("{n} ({op})")).collect();
+    record(manifest, scheme, samples, data, &best_report);
     Ok((best, best_report, report))
 }

@@ -139,11 +139,7 @@ impl TypedOp for DynamicConv {
     }
 
     fn declutter(&self, model: &TypedModel, node: &TypedNode) -> TractResult<Option<TypedModelPatch>> {
-        let mut patch = TypedModelPatch::new("perch-dynamic-conv");
-        let inputs = patch.taps(model, &node.inputs)?;
-        let wire = self.wire(&mut patch, &node.name, &inputs)?;
-        patch.shunt_outside(model, node.id.into(), wire[0])?;
-        Ok(Some(patch))
+        super::declutter_as_graph(model, node, "perch-dynamic-conv", |patch, inputs| self.wire(patch, &node.name, inputs))
     }
 
     as_op!();
@@ -151,17 +147,13 @@ impl TypedOp for DynamicConv {
 
 pub fn register(registry: &mut Registry) {
     registry.register_dumper(dump);
-    let params = vec![
+    let mut params = vec![
         TypeName::Scalar.tensor().named("input"),
         TypeName::Scalar.tensor().named("filter"),
         TypeName::Scalar.tensor().named("filter_scale"),
         TypeName::Scalar.tensor().named("bias"),
-        TypeName::Integer.spec().named("groups"),
-        TypeName::Integer.array().named("dilation"),
-        TypeName::Integer.array().named("stride"),
-        TypeName::Integer.array().array().named("padding"),
-        TypeName::String.spec().named("border"),
     ];
+    params.extend(super::conv_geometry_params());
     registry.register_primitive("perch_dynamic_conv", &params, &[("output", TypeName::Scalar.tensor())], load);
 }
 

@@ -50,6 +50,33 @@ pub(crate) fn eval_as_graph(
     model.into_runnable()?.run(inputs)
 }
 
+/// The declutter of an op defined as a small graph of tract ops: replaces `node` by that graph.
+pub(crate) fn declutter_as_graph(
+    model: &TypedModel,
+    node: &TypedNode,
+    patch_name: &'static str,
+    wire: impl FnOnce(&mut TypedModelPatch, &[OutletId]) -> TractResult<TVec<OutletId>>,
+) -> TractResult<Option<TypedModelPatch>> {
+    let mut patch = TypedModelPatch::new(patch_name);
+    let inputs = patch.taps(model, &node.inputs)?;
+    let outputs = wire(&mut patch, &inputs)?;
+    for (slot, o) in outputs.iter().enumerate() {
+        patch.shunt_outside(model, OutletId::new(node.id, slot), *o)?;
+    }
+    Ok(Some(patch))
+}
+
+/// NNEF parameters of a convolution's geometry, as tract's own `conv` writes and reads them.
+pub(crate) fn conv_geometry_params() -> [Parameter; 5] {
+    [
+        TypeName::Integer.spec().named("groups"),
+        TypeName::Integer.array().named("dilation"),
+        TypeName::Integer.array().named("stride"),
+        TypeName::Integer.array().array().named("padding"),
+        TypeName::String.spec().named("border"),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::dynamic::DynamicConv;

@@ -106,11 +106,7 @@ impl TypedOp for QConv {
     }
 
     fn declutter(&self, model: &TypedModel, node: &TypedNode) -> TractResult<Option<TypedModelPatch>> {
-        let mut patch = TypedModelPatch::new("perch-qconv-to-conv");
-        let inputs = patch.taps(model, &node.inputs)?;
-        let wire = self.wire_conv(&mut patch, &node.name, &inputs)?;
-        patch.shunt_outside(model, node.id.into(), wire[0])?;
-        Ok(Some(patch))
+        super::declutter_as_graph(model, node, "perch-qconv-to-conv", |patch, inputs| self.wire_conv(patch, &node.name, inputs))
     }
 
     as_op!();
@@ -118,21 +114,17 @@ impl TypedOp for QConv {
 
 pub fn register(registry: &mut Registry) {
     registry.register_dumper(dump);
-    let params = vec![
+    let mut params = vec![
         TypeName::Scalar.tensor().named("input"),
         TypeName::Scalar.tensor().named("filter"),
         TypeName::Scalar.tensor().named("bias"),
         TypeName::Scalar.tensor().named("filter_scale"),
-        TypeName::Integer.spec().named("groups"),
-        TypeName::Integer.array().named("dilation"),
-        TypeName::Integer.array().named("stride"),
-        TypeName::Integer.array().array().named("padding"),
-        TypeName::String.spec().named("border"),
         TypeName::Integer.spec().named("input_zero_point"),
         TypeName::Scalar.spec().named("input_scale"),
         TypeName::Integer.spec().named("output_zero_point"),
         TypeName::Scalar.spec().named("output_scale"),
     ];
+    params.extend(super::conv_geometry_params());
     registry.register_primitive("perch_qconv", &params, &[("output", TypeName::Scalar.tensor())], load);
 }
 
