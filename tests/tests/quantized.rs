@@ -139,3 +139,17 @@ fn dynamic_int8_plans() {
         assert!((d.top1() - f.top1()).abs() <= 0.5, "{model}: dynamic {:.2}% vs float {:.2}%", d.top1(), f.top1());
     }
 }
+
+/// The dynamo exporter's graphs (opset 20, symbolic batch in value_info) quantize the same way:
+/// integer end to end, every convolution and matrix product on an integer kernel.
+#[test]
+fn dynamo_exports_quantize_end_to_end() {
+    for model in MODELS {
+        let path = model_path(model, "dynamo.onnx");
+        let (_, plan, report, _) = compile_int8_plan(&path, Scheme::default(), 200).unwrap();
+        assert!(report.float_ops.is_empty(), "{model}: {:?}", report.float_ops);
+        let single = Classifier::new(plan, 1).unwrap();
+        let kernels = analysis::matmul_kernels(single.optimized_model());
+        assert!(kernels.len() >= report.quantized.len() && kernels.iter().all(|k| k.2), "{model}: {kernels:?}");
+    }
+}
