@@ -279,7 +279,7 @@ pub fn evaluate_model(
     use perch_runtime::Plan;
     let mut done = Evaluated::default();
     let batch = manifest.input.fixed_batch().unwrap_or(64);
-    let mut int8: Option<(TypedModelRef, perch_runtime::Manifest)> = None;
+    let mut int8: Option<(tract_onnx::prelude::TypedModel, perch_runtime::Manifest)> = None;
     for &target in targets {
         let name = target.name();
         let mut step = |k: usize| progress(name, k, n);
@@ -303,16 +303,16 @@ pub fn evaluate_model(
                     let debug_samples = samples.min(calib.len()).min(500);
                     done.layer_errors =
                         Some(crate::quantize::layer_errors(&imported.model, &graph, &report.taps, &m, calib, debug_samples)?);
-                    int8 = Some((TypedModelRef(graph), m));
+                    int8 = Some((graph, m));
                 }
                 let (graph, m) = int8.as_ref().expect("quantized above");
                 if target == Target::SbcInt8 {
                     let mut m = m.clone();
-                    let (bytes, plan) = crate::compile::round_trip(&mut m, &graph.0)?;
+                    let (bytes, plan) = crate::compile::round_trip(&mut m, graph)?;
                     done.outputs.push(run_classifier(name, &Classifier::new(plan, batch)?, data, n, &mut step)?);
                     done.int8_plan = Some(bytes);
                 } else {
-                    let lowered = crate::mcu::compile(&graph.0, m)?;
+                    let lowered = crate::mcu::compile(graph, m)?;
                     let mut sim = crate::mcu::Simulator::new(&lowered, m)?;
                     done.outputs.push(run_mcu(name, &mut sim, data, n, &mut step)?);
                     done.mcu = Some(lowered);
@@ -322,6 +322,3 @@ pub fn evaluate_model(
     }
     Ok(done)
 }
-
-/// The int8 graph, kept between the int8 targets.
-struct TypedModelRef(tract_onnx::prelude::TypedModel);
