@@ -123,19 +123,17 @@ impl TypedOp for DynamicConv {
         ensure!(inputs[1].datum_type.unquantized() == DatumType::I8, "PerchDynamicConv kernels are int8");
         let o = self.pool_spec.output_channels.to_dim();
         ensure!(inputs[2].shape.volume() == o && inputs[3].shape.volume() == o, "one scale and one bias per output channel");
-        let x = i8::fact(inputs[0].shape.clone());
-        let (i32f, f32f) = (i32::scalar_fact(), f32::scalar_fact());
-        let facts: TVec<&TypedFact> = tvec!(&x, inputs[1], &i32f, &i32f, &f32f, &i32f, &f32f, &i32f, &f32f);
-        let mut fact = self.conv().output_facts(&facts)?.remove(0);
+        // tract's conv sees the int8 input, a scalar bias and scalar scales (the real ones scale the
+        // int32 result afterwards).
+        let (x, bias, scale) = (i8::fact(inputs[0].shape.clone()), i32::scalar_fact(), f32::scalar_fact());
+        let mut fact = super::with_qconv_facts(&x, inputs[1], &bias, &scale, |facts| self.conv().output_facts(facts))?.remove(0);
         fact.datum_type = f32::datum_type();
         Ok(tvec!(fact))
     }
 
     fn cost(&self, inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
-        let x = i8::fact(inputs[0].shape.clone());
-        let (i32f, f32f) = (i32::scalar_fact(), f32::scalar_fact());
-        let facts: TVec<&TypedFact> = tvec!(&x, inputs[1], &i32f, &i32f, &f32f, &i32f, &f32f, &i32f, &f32f);
-        self.conv().cost(&facts)
+        let (x, bias, scale) = (i8::fact(inputs[0].shape.clone()), i32::scalar_fact(), f32::scalar_fact());
+        super::with_qconv_facts(&x, inputs[1], &bias, &scale, |facts| self.conv().cost(facts))
     }
 
     fn declutter(&self, model: &TypedModel, node: &TypedNode) -> TractResult<Option<TypedModelPatch>> {

@@ -66,6 +66,20 @@ pub(crate) fn declutter_as_graph(
     Ok(Some(patch))
 }
 
+/// The nine input facts of tract's quantized `Conv` (input, kernel, bias, then zero point and scale
+/// of input, kernel and output) for an op that takes the first three and the kernel scales, the
+/// other quantization parameters being scalar constants: `f` gets them.
+pub(crate) fn with_qconv_facts<R>(
+    x: &TypedFact,
+    kernel: &TypedFact,
+    bias: &TypedFact,
+    kernel_scale: &TypedFact,
+    f: impl FnOnce(&[&TypedFact]) -> R,
+) -> R {
+    let (i32f, f32f) = (i32::scalar_fact(), f32::scalar_fact());
+    f(&[x, kernel, bias, &i32f, &f32f, &i32f, kernel_scale, &i32f, &f32f])
+}
+
 /// NNEF parameters of a convolution's geometry, as tract's own `conv` writes and reads them.
 pub(crate) fn conv_geometry_params() -> [Parameter; 5] {
     [

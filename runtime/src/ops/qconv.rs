@@ -90,19 +90,11 @@ impl TypedOp for QConv {
         ensure!(inputs.len() == 4, "PerchQConv takes input, kernel, bias and kernel scales");
         ensure!(self.conv.kernel_fmt == KernelFormat::OIHW, "PerchQConv kernels are OIHW");
         self.output_qparams()?;
-        let i32_fact = i32::scalar_fact();
-        let f32_fact = f32::scalar_fact();
-        let facts: TVec<&TypedFact> =
-            tvec!(inputs[0], inputs[1], inputs[2], &i32_fact, &f32_fact, &i32_fact, inputs[3], &i32_fact, &f32_fact);
-        self.conv.output_facts(&facts)
+        super::with_qconv_facts(inputs[0], inputs[1], inputs[2], inputs[3], |facts| self.conv.output_facts(facts))
     }
 
     fn cost(&self, inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
-        let i32_fact = i32::scalar_fact();
-        let f32_fact = f32::scalar_fact();
-        let facts: TVec<&TypedFact> =
-            tvec!(inputs[0], inputs[1], inputs[2], &i32_fact, &f32_fact, &i32_fact, inputs[3], &i32_fact, &f32_fact);
-        self.conv.cost(&facts)
+        super::with_qconv_facts(inputs[0], inputs[1], inputs[2], inputs[3], |facts| self.conv.cost(facts))
     }
 
     fn declutter(&self, model: &TypedModel, node: &TypedNode) -> TractResult<Option<TypedModelPatch>> {
