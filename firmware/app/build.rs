@@ -14,9 +14,10 @@ use std::path::{Path, PathBuf};
 use perch_micro::Plan;
 use perch_micro::plan::AlignedBytes;
 
-/// RAM the link keeps free for the stack: the app's measured high-water mark (1,136 bytes on a
-/// Cortex-M4, 1,256 on thumbv6m, with fashion-cnn-s; see README) with room to spare. host-tools'
-/// budget check assumes the same.
+/// RAM the link keeps free for the stack, and the stack budget the app's run enforces (its painted
+/// high-water mark must stay within it): the measured mark (1,136 bytes on a Cortex-M4, 1,256 on
+/// thumbv6m, with fashion-cnn-s; see README) with room to spare. host-tools' budget check assumes
+/// the same (`perch_host::mcu::STACK_RAM_ESTIMATE`).
 const STACK_RESERVE: u32 = 4 * 1024;
 
 /// Flash origin, flash size, RAM origin, RAM size.
@@ -48,8 +49,10 @@ fn main() {
     let out = PathBuf::from(std::env::var_os("OUT_DIR").unwrap());
     println!("cargo::rerun-if-changed=build.rs");
     println!("cargo::rerun-if-env-changed=PERCH_PMC");
-    // Read by app/linker.sh: relink when it changes.
-    println!("cargo::rerun-if-env-changed=PERCH_FLIP_LINK");
+    // The linker and its no-panic check: relink when they change.
+    println!("cargo::rerun-if-changed=linker.sh");
+    println!("cargo::rerun-if-changed=no-panic.sh");
+    println!("cargo::rerun-if-env-changed=PERCH_NO_PANIC");
 
     // A relative PERCH_PMC is relative to firmware/, where `cargo run` is started.
     let pmc = match std::env::var_os("PERCH_PMC") {
@@ -126,6 +129,12 @@ fn main() {
         plan.arena_size()
     )
     .unwrap();
+    writeln!(
+        model,
+        "/// Bytes of stack the run may use (its painted high-water mark): the link reserves as much."
+    )
+    .unwrap();
+    writeln!(model, "pub const STACK_BUDGET: usize = {STACK_RESERVE};").unwrap();
     writeln!(model, "pub const INPUT_LEN: usize = {input_len};").unwrap();
     writeln!(model, "pub const OUTPUT_LEN: usize = {output_len};").unwrap();
     writeln!(

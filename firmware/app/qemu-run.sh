@@ -36,5 +36,10 @@ else
   status=$?
   echo "qemu-run: defmt-print not installed; raw defmt log in $elf.defmt (cargo install defmt-print)" >&2
 fi
+# In PERCH_NO_PANIC=warn mode the link went on despite panic sites in the inference path: say so.
+if [ "${PERCH_NO_PANIC:-deny}" = warn ] && arm-none-eabi-nm -C "$elf" | grep ' perch_micro::interpreter::run$' >/dev/null; then
+  report=$("$(dirname "$0")/no-panic.sh" "$elf" 2>&1) ||
+    echo "qemu-run: warning: $(grep -c '^ *[0-9a-f]*:' <<<"$report") panic call sites reachable from inference (app/no-panic.sh $elf lists them)" >&2
+fi
 echo "qemu-run: ${machine[*]}: exit status $status ($([ "$status" = 0 ] && echo PASS || echo FAIL))" >&2
 exit "$status"

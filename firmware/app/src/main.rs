@@ -104,6 +104,22 @@ fn app() -> bool {
         stack,
         ram::stack_size()
     );
+    // The stack budget is what the link reserves and host-tools' RAM check assumes: a deeper stack
+    // would overflow on a chip whose RAM the plan fills.
+    let stack_ok = stack <= model::STACK_BUDGET;
+    if !stack_ok {
+        defmt::error!(
+            "stack high-water mark {=usize} bytes is over the {=usize}-byte budget",
+            stack,
+            model::STACK_BUDGET
+        );
+    }
+    defmt::info!(
+        "stack: {=usize} of {=usize} bytes budgeted",
+        stack,
+        model::STACK_BUDGET
+    );
+    let ok = ok && stack_ok;
     defmt::info!("{=str}", if ok { "PASS" } else { "FAIL" });
     ok
 }

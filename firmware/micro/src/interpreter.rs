@@ -10,14 +10,19 @@ use crate::{Error, Problem};
 /// Runs `plan` on `input` (the input tensor's bytes), using `arena` (at least
 /// [`Plan::arena_size`] bytes, any alignment) for every activation and the scratch area. Returns
 /// the output tensor's bytes, borrowed from the arena.
+///
+/// Never inlined: firmware/app/no-panic.sh proves, from this function in the linked ELF, that no
+/// panic is reachable from inference.
+#[inline(never)]
 pub fn run<'r>(plan: &Plan, arena: &'r mut [u8], input: &[i8]) -> Result<&'r [i8], Error> {
-    if arena.len() < plan.arena_size() {
+    let given = arena.len();
+    let Some(arena) = arena.get_mut(..plan.arena_size()) else {
         return Err(Error::ArenaTooSmall {
             needed: plan.arena_size() as u32,
-            given: arena.len() as u32,
+            given: given as u32,
         });
-    }
-    let arena = bytes_as_i8_mut(&mut arena[..plan.arena_size()]);
+    };
+    let arena = bytes_as_i8_mut(arena);
     let x = plan.input();
     if input.len() != x.size {
         return Err(Error::InputSize {
@@ -25,14 +30,28 @@ pub fn run<'r>(plan: &Plan, arena: &'r mut [u8], input: &[i8]) -> Result<&'r [i8
             given: input.len() as u32,
         });
     }
-    arena[x.range()].copy_from_slice(input);
+    // The parser keeps every tensor inside the arena; the error only keeps a panic path out.
+    match arena.get_mut(x.range()) {
+        Some(dst) if dst.len() == input.len() => dst.copy_from_slice(input),
+        _ => return Err(outside_arena(plan.input_id())),
+    }
     for index in 0..plan.op_count() {
         run_op(plan, index, arena).map_err(|problem| Error::Op {
             index: index as u16,
             problem,
         })?;
     }
-    Ok(&arena[plan.output().range()])
+    let arena: &'r [i8] = arena;
+    arena
+        .get(plan.output().range())
+        .ok_or(outside_arena(plan.output_id()))
+}
+
+fn outside_arena(index: u16) -> Error {
+    Error::Tensor {
+        index,
+        problem: Problem::OutsideArena,
+    }
 }
 
 /// Executes op `index` of `plan` in place in `arena`.
@@ -88,15 +107,26 @@ impl<'s> Parts<'s> {
         if scratch.end > arena.len() || output.end > arena.len() || !disjoint {
             return Err(Problem::OutsideArena);
         }
-        let (below, rest) = arena.split_at_mut(scratch.start);
-        let (scratch_part, above) = rest.split_at_mut(scratch.len());
+        // split_at_mut_checked: the bounds above make every split valid; no panic path either way.
+        let (below, rest) = arena
+            .split_at_mut_checked(scratch.start)
+            .ok_or(Problem::OutsideArena)?;
+        let (scratch_part, above) = rest
+            .split_at_mut_checked(scratch.len())
+            .ok_or(Problem::OutsideArena)?;
         let (piece, base, other, other_base) = if output.end <= scratch.start {
             (below, 0, above, scratch.end)
         } else {
             (above, scratch.end, below, 0)
         };
-        let (before, rest) = piece.split_at_mut(output.start - base);
-        let (out, after) = rest.split_at_mut(output.len());
+        let (before, rest) = output
+            .start
+            .checked_sub(base)
+            .and_then(|at| piece.split_at_mut_checked(at))
+            .ok_or(Problem::OutsideArena)?;
+        let (out, after) = rest
+            .split_at_mut_checked(output.len())
+            .ok_or(Problem::OutsideArena)?;
         Ok(Parts {
             scratch: scratch_part,
             output: out,
@@ -106,8 +136,10 @@ impl<'s> Parts<'s> {
 
     fn get(&self, r: &Range<usize>) -> Result<&'s [i8], Problem> {
         for &(start, piece) in &self.rest {
-            if r.start >= start && r.end <= start + piece.len() {
-                return Ok(&piece[r.start - start..r.end - start]);
+            if r.start >= start
+                && let Some(part) = piece.get(r.start - start..r.end.wrapping_sub(start))
+            {
+                return Ok(part);
             }
         }
         Err(Problem::Overlap)

@@ -76,9 +76,12 @@ impl Requantizer {
     /// [`requantize`] with this channel's constants.
     #[inline(always)]
     pub fn requantize(&self, acc: i32, output_zp: i32, act_min: i8, act_max: i8) -> i8 {
+        // max then min: `clamp` for a valid range (`act_min <= act_max`, which plans are validated
+        // for), without its panic on an invalid one.
         self.scale(acc)
             .wrapping_add(output_zp)
-            .clamp(act_min as i32, act_max as i32) as i8
+            .max(act_min as i32)
+            .min(act_max as i32) as i8
     }
 }
 

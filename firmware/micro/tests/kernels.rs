@@ -326,6 +326,57 @@ fn kernels_refuse_bad_parameters() {
     assert_eq!(out, [1, 1, -1, 2]); // x * 0.5: 0.5 -> 1 and -1.5 -> -1 (high-mul ties go up)
 }
 
+/// Scratch sizes saturate instead of wrapping (on a 32-bit MCU these products can pass 2^32), so
+/// an impossible shape fails the scratch check instead of passing it with a wrapped size.
+#[test]
+fn scratch_sizes_saturate() {
+    assert_eq!(
+        FullyConnectedParams::scratch_words(usize::MAX),
+        usize::MAX / 2
+    );
+    let (bb, mb, sb) = (le(&[0]), le(&[1 << 30]), le(&[0]));
+    let quant = ChannelQuant {
+        bias: arr(&bb),
+        multiplier: arr(&mb),
+        shift: arr(&sb),
+    };
+    let huge = 1 << (usize::BITS / 2 - 10);
+    let window = Window {
+        kernel_h: huge,
+        kernel_w: huge,
+        stride_h: 1,
+        stride_w: 1,
+        padding: Padding::default(),
+    };
+    let conv = ConvParams {
+        input: Shape::new(1, 1, 1),
+        output: Shape::new(1, 1, usize::MAX / 2),
+        window: Window {
+            kernel_h: 1,
+            kernel_w: 1,
+            ..window
+        },
+        input_zp: 0,
+        output_zp: 0,
+        clamp: Clamp::NONE,
+        weights: &[],
+        quant,
+    };
+    assert_eq!(conv.scratch_words(), usize::MAX);
+    let depthwise = DepthwiseParams {
+        input: Shape::new(huge, huge, 1),
+        output: Shape::new(1, 1, 1),
+        window,
+        multiplier: 1,
+        input_zp: 0,
+        output_zp: 0,
+        clamp: Clamp::NONE,
+        weights: &[],
+        quant,
+    };
+    assert_eq!(depthwise.scratch_words(), usize::MAX);
+}
+
 /// Average pooling sums channels in chunks of 64: a layer wider than two chunks.
 #[test]
 fn average_pool_many_channels() {
@@ -368,5 +419,70 @@ fn average_pool_many_channels() {
                 assert_eq!(out[(oy * ow + ox) * c + ch], avg);
             }
         }
+    }
+}
+
+/// The portable depthwise kernel sums output channels in blocks of 64: more than one block, with a
+/// block boundary inside a multiplier group (90 = 30 channels x 3; channel 64 is the second of
+/// input channel 21's group), and a plain multiplier of 1 over 130 channels.
+#[test]
+fn depthwise_many_channels() {
+    let win = Window {
+        kernel_h: 3,
+        kernel_w: 3,
+        stride_h: 1,
+        stride_w: 2,
+        padding: Padding {
+            top: 1,
+            left: 1,
+            bottom: 1,
+            right: 1,
+        },
+    };
+    for (c, mult) in [(30, 3), (130, 1)] {
+        let (h, w, oc) = (4, 5, c * mult);
+        let s = Shape::new(h, w, c);
+        let input: Vec<i8> = (0..h * w * c).map(|i| (i * 37 % 256) as u8 as i8).collect();
+        let weights: Vec<i8> = (0..9 * oc).map(|i| (i * 53 % 256) as u8 as i8).collect();
+        let bias: Vec<i32> = (0..oc as i32).map(|o| o * 17 - 700).collect();
+        let m = vec![1 << 30; oc];
+        let sh: Vec<i32> = (0..oc as i32).map(|o| -(o % 7)).collect();
+        let (bb, mb, sb) = (le(&bias), le(&m), le(&sh));
+        let (oh, ow) = win.output_hw(h, w).unwrap();
+        let p = DepthwiseParams {
+            input: s,
+            output: Shape::new(oh, ow, oc),
+            window: win,
+            multiplier: mult,
+            input_zp: 3,
+            output_zp: -2,
+            clamp: Clamp::NONE,
+            weights: &weights,
+            quant: ChannelQuant {
+                bias: arr(&bb),
+                multiplier: arr(&mb),
+                shift: arr(&sb),
+            },
+        };
+        let mut a = vec![0i8; oh * ow * oc];
+        let mut b = a.clone();
+        let mut scratch = vec![0u32; p.scratch_words()];
+        portable::depthwise_conv2d(&p, &input, &mut a, &mut scratch).unwrap();
+        kernels::depthwise_conv2d(&p, &input, &mut b, &mut scratch).unwrap();
+        let r = ref_depthwise(
+            &input,
+            s,
+            &win,
+            mult,
+            &weights,
+            &bias,
+            &m,
+            &sh,
+            3,
+            -2,
+            Clamp::NONE,
+        );
+        assert_eq!(a, r, "{c} channels x {mult}");
+        assert_eq!(b, r, "{c} channels x {mult}");
     }
 }

@@ -315,6 +315,44 @@ fn semantic_errors_after_a_valid_crc() {
     );
 }
 
+/// The parser's checks that the kernels' panic-free forms lean on (firmware/app/no-panic.sh proves
+/// that no panic is reachable from `run` on the MCU): the clamp is applied as max then min, every
+/// window overlaps the input, depthwise divides by its multiplier, softmax by its row sum.
+#[test]
+fn fields_the_kernels_rely_on_are_refused() {
+    let bytes = small_net(4, 0).to_vec();
+    let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+    let op = |index: usize| u32_at(44) + 64 * index;
+    let parse = |b: AlignedBytes| Plan::parse(&b).map(|_| ()).err();
+    let refused = |index: u16, problem| Some(Error::Op { index, problem });
+    // Conv clamp min above max.
+    assert_eq!(
+        parse(patch(&bytes, op(0) + 28, &[10, 5])),
+        refused(0, Problem::BadParameter)
+    );
+    // Conv top padding as large as the kernel: a window row entirely in the padding.
+    assert_eq!(
+        parse(patch(&bytes, op(0) + 20, &3u16.to_le_bytes())),
+        refused(0, Problem::BadParameter)
+    );
+    // Depthwise multiplier 0.
+    assert_eq!(
+        parse(patch(&bytes, op(1) + 30, &0u16.to_le_bytes())),
+        refused(1, Problem::BadShape)
+    );
+    // Max pool stride 0.
+    assert_eq!(
+        parse(patch(&bytes, op(2) + 16, &0u16.to_le_bytes())),
+        refused(2, Problem::BadParameter)
+    );
+    // Softmax exponential table with entry 0 of zero: a row sum could be 0.
+    let table = u32_at(48) + u32_at(op(10) + 32);
+    assert_eq!(
+        parse(patch(&bytes, table, &0u32.to_le_bytes())),
+        refused(10, Problem::BadParameter)
+    );
+}
+
 fn random_window(max_k: usize) -> impl Strategy<Value = (usize, usize, usize, usize)> {
     (1..=max_k, 1..=max_k, 1usize..3, 1usize..3)
 }

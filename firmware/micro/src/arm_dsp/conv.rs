@@ -4,18 +4,29 @@
 use core::arch::asm;
 
 use super::ChannelRq;
+use crate::Problem;
 
 /// Two output pixels x one output channel (the odd last channel: `weights` is its plain row of
 /// 4 bytes per group). `cols`: per group, 4 words: pixel 0 even, pixel 0 odd, pixel 1 even,
-/// pixel 1 odd (widened activations, zero point already removed). Returns `[p0, p1]`.
+/// pixel 1 odd (widened activations, zero point already removed). Returns `[p0, p1]`, or
+/// `Err(BadLength)` when the slices are shorter than `groups`.
 #[inline(never)]
-pub(crate) fn dot_2x1(cols: &[u32], weights: &[i8], groups: usize, acc: [i32; 2]) -> [i32; 2] {
-    assert!(cols.len() >= groups * 4 && weights.len() >= groups * 4);
+pub(crate) fn dot_2x1(
+    cols: &[u32],
+    weights: &[i8],
+    groups: usize,
+    acc: [i32; 2],
+) -> Result<[i32; 2], Problem> {
+    // Divisions, not products: no overflow.
+    if !(cols.len() / 4 >= groups && weights.len() / 4 >= groups) {
+        return Err(Problem::BadLength);
+    }
     let [mut p0, mut p1] = acc;
     if groups == 0 {
-        return acc;
+        return Ok(acc);
     }
-    let end = cols[groups * 4..].as_ptr();
+    // One past the last group read (inside `cols` by the check).
+    let end = cols.as_ptr().wrapping_add(groups * 4);
     // SAFETY: reads groups * 16 bytes of `cols` and groups * 4 of `weights`, checked above.
     unsafe {
         asm!(
@@ -41,19 +52,27 @@ pub(crate) fn dot_2x1(cols: &[u32], weights: &[i8], groups: usize, acc: [i32; 2]
             options(readonly, nostack),
         );
     }
-    [p0, p1]
+    Ok([p0, p1])
 }
 
 /// One input vector x two output channels (fully connected). `x`: per group 2 words, even then
-/// odd; `weights`: the packed pair layout. Returns `[c0, c1]`.
+/// odd; `weights`: the packed pair layout. Returns `[c0, c1]`, or `Err(BadLength)` when the
+/// slices are shorter than `groups`.
 #[inline(never)]
-pub(crate) fn dot_1x2(x: &[u32], weights: &[i8], groups: usize, acc: [i32; 2]) -> [i32; 2] {
-    assert!(x.len() >= groups * 2 && weights.len() >= groups * 8);
+pub(crate) fn dot_1x2(
+    x: &[u32],
+    weights: &[i8],
+    groups: usize,
+    acc: [i32; 2],
+) -> Result<[i32; 2], Problem> {
+    if !(x.len() / 2 >= groups && weights.len() / 8 >= groups) {
+        return Err(Problem::BadLength);
+    }
     let [mut c0, mut c1] = acc;
     if groups == 0 {
-        return acc;
+        return Ok(acc);
     }
-    let end = x[groups * 2..].as_ptr();
+    let end = x.as_ptr().wrapping_add(groups * 2);
     // SAFETY: reads groups * 8 bytes of `x` (u32-aligned, for LDRD) and groups * 8 of `weights`
     // (LDR, any alignment), checked above.
     unsafe {
@@ -100,18 +119,21 @@ pub(crate) fn dot_1x2(x: &[u32], weights: &[i8], groups: usize, acc: [i32; 2]) -
             options(readonly, nostack),
         );
     }
-    [c0, c1]
+    Ok([c0, c1])
 }
 
-/// One input vector x one output channel (the odd last channel of a fully connected layer).
+/// One input vector x one output channel (the odd last channel of a fully connected layer), or
+/// `Err(BadLength)` when the slices are shorter than `groups`.
 #[inline(never)]
-pub(crate) fn dot_1x1(x: &[u32], weights: &[i8], groups: usize, acc: i32) -> i32 {
-    assert!(x.len() >= groups * 2 && weights.len() >= groups * 4);
+pub(crate) fn dot_1x1(x: &[u32], weights: &[i8], groups: usize, acc: i32) -> Result<i32, Problem> {
+    if !(x.len() / 2 >= groups && weights.len() / 4 >= groups) {
+        return Err(Problem::BadLength);
+    }
     let mut c0 = acc;
     if groups == 0 {
-        return acc;
+        return Ok(acc);
     }
-    let end = x[groups * 2..].as_ptr();
+    let end = x.as_ptr().wrapping_add(groups * 2);
     // SAFETY: reads groups * 8 bytes of `x` and groups * 4 of `weights`, checked above.
     unsafe {
         asm!(
@@ -135,7 +157,7 @@ pub(crate) fn dot_1x1(x: &[u32], weights: &[i8], groups: usize, acc: i32) -> i32
             options(readonly, nostack),
         );
     }
-    c0
+    Ok(c0)
 }
 
 /// Per output channel: bias, then [`ChannelRq`]'s multiplier, shifts and mask.
@@ -179,7 +201,8 @@ struct ConvRun {
 /// Conv for two output pixels (one if `out1` is `None`) over `pairs` pairs of output channels:
 /// accumulates the im2col `cols` (`groups` groups, see [`dot_2x1`]) against the packed weights
 /// (pair after pair), requantizes with `table` (from [`conv_table`]), clamps, and writes 2 bytes
-/// per pair to each output pixel.
+/// per pair to each output pixel. `Err(BadLength)` (and nothing written) when a slice is shorter
+/// than that.
 #[allow(clippy::too_many_arguments)]
 #[inline(never)]
 pub(crate) fn conv_pairs(
@@ -191,22 +214,27 @@ pub(crate) fn conv_pairs(
     (zp, min, max): (i32, i8, i8),
     out0: &mut [i8],
     out1: Option<&mut [i8]>,
-) {
+) -> Result<(), Problem> {
     if pairs == 0 {
-        return;
+        return Ok(());
     }
-    assert!(groups > 0 && cols.len() >= groups * 4 && weights.len() >= pairs * groups * 8);
-    assert!(table.len() >= pairs * 2 * CONV_TABLE_WORDS && out0.len() >= pairs * 2);
+    // Divisions, not products: no overflow (pairs > 0).
+    let fits = groups > 0
+        && cols.len() / 4 >= groups
+        && weights.len() / 8 / pairs >= groups
+        && table.len() / (2 * CONV_TABLE_WORDS) >= pairs
+        && out0.len() / 2 >= pairs
+        && out1.as_ref().is_none_or(|o| o.len() / 2 >= pairs);
+    if !fits {
+        return Err(Problem::BadLength);
+    }
     let out1 = match out1 {
-        Some(o) => {
-            assert!(o.len() >= pairs * 2);
-            o.as_mut_ptr()
-        }
+        Some(o) => o.as_mut_ptr(),
         None => core::ptr::null_mut(),
     };
     let mut run = ConvRun {
         cols: cols.as_ptr(),
-        cols_end: cols[groups * 4..].as_ptr(),
+        cols_end: cols.as_ptr().wrapping_add(groups * 4),
         odd: (groups & 1) as u32,
         weights: weights.as_ptr(),
         pairs: pairs as u32,
@@ -318,6 +346,7 @@ pub(crate) fn conv_pairs(
             out("r8") _, out("r9") _, out("r10") _, out("r11") _, out("r12") _, out("lr") _,
         );
     }
+    Ok(())
 }
 
 /// The state of [`fc_quads`], read and advanced by the asm.
@@ -342,7 +371,8 @@ struct FcRun {
 /// groups of 2 words, even then odd lanes, see [`widen`]) against the packed weights (two channel
 /// pairs of `groups * 8` bytes each per quad, quad after quad, 4-byte aligned: LDRD), requantized
 /// with the plan's little-endian `bias`, `multiplier` (>= 0) and `shift` arrays, clamped, 4 bytes
-/// written per quad. Returns `false` (and does nothing) when `weights` is not 4-byte aligned.
+/// written per quad. `Err(BadParameter)` (and nothing written) when `weights` is not 4-byte
+/// aligned, `Err(BadLength)` when a slice is shorter than that.
 #[inline(never)]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn fc_quads(
@@ -353,21 +383,27 @@ pub(crate) fn fc_quads(
     (bias, multiplier, shift): (&[u8], &[u8], &[u8]),
     (zp, min, max): (i32, i8, i8),
     out: &mut [i8],
-) -> bool {
+) -> Result<(), Problem> {
     if !(weights.as_ptr() as usize).is_multiple_of(4) {
-        return false;
+        return Err(Problem::BadParameter);
     }
     if quads == 0 {
-        return true;
+        return Ok(());
     }
-    assert!(groups > 0 && x.len() >= groups * 2 && weights.len() >= quads * groups * 16);
-    assert!(
-        bias.len() >= quads * 16 && multiplier.len() >= quads * 16 && shift.len() >= quads * 16
-    );
-    assert!(out.len() >= quads * 4);
+    // Divisions, not products: no overflow (quads > 0).
+    let fits = groups > 0
+        && x.len() / 2 >= groups
+        && weights.len() / 16 / quads >= groups
+        && bias.len() / 16 >= quads
+        && multiplier.len() / 16 >= quads
+        && shift.len() / 16 >= quads
+        && out.len() / 4 >= quads;
+    if !fits {
+        return Err(Problem::BadLength);
+    }
     let mut run = FcRun {
         x: x.as_ptr(),
-        x_end: x[groups * 2..].as_ptr(),
+        x_end: x.as_ptr().wrapping_add(groups * 2),
         odd: (groups & 1) as u32,
         weights: weights.as_ptr(),
         pair_bytes: (groups * 8) as u32,
@@ -485,5 +521,5 @@ pub(crate) fn fc_quads(
             out("r8") _, out("r9") _, out("r10") _, out("r11") _, out("r12") _, out("lr") _,
         );
     }
-    true
+    Ok(())
 }

@@ -3,6 +3,7 @@
 use core::arch::asm;
 
 use super::{ChannelRq, sxtb16, sxtb16_ror8};
+use crate::Problem;
 
 /// Depthwise conv of one group of 4 channels over one output row, from a "strip": a ring of
 /// `kh` rows holding the group's 4 channels of the kernel's input rows, one word per input pixel,
@@ -40,8 +41,10 @@ pub(crate) struct DwRow<'s> {
 impl<'s> DwRow<'s> {
     /// `table` receives `kh` tables of 3 words per tap; `weights` are `[kh, kw, c]`; `strip_w` is
     /// the padded input width; `quant` gives, per channel of the group, (bias, multiplier >= 0,
-    /// shift). Rotation 0 is selected.
+    /// shift). Rotation 0 is selected. `Err(ScratchTooSmall)` when `table` is shorter than that,
+    /// `Err(BadParameter)` for an empty kernel.
     #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
     pub(crate) fn new(
         table: &'s mut [u32],
         weights: &[i8],
@@ -51,18 +54,27 @@ impl<'s> DwRow<'s> {
         quant: [(i32, i32, i32); 4],
         (zp, min, max): (i32, i8, i8),
         offset: u32,
-    ) -> Self {
+    ) -> Result<Self, Problem> {
+        let Some(kw_nz) = core::num::NonZeroUsize::new(kw).filter(|_| kh != 0) else {
+            return Err(Problem::BadParameter);
+        };
         let taps = kh * kw;
-        let table = &mut table[..kh * 3 * taps];
-        for (r, rotation) in table.chunks_exact_mut(3 * taps).enumerate() {
+        // Non-zero (a wrapped product would only fail the scratch check below).
+        let words = (3 * taps).max(1);
+        let table = table
+            .get_mut(..kh * words)
+            .ok_or(Problem::ScratchTooSmall)?;
+        for (r, rotation) in table.chunks_exact_mut(words).enumerate() {
             for (t, e) in rotation.chunks_exact_mut(3).enumerate() {
-                let (ky, kx) = (t / kw, t % kw);
-                let w: [i8; 4] = weights[t * c + ch..t * c + ch + 4]
-                    .try_into()
-                    .unwrap_or([0; 4]);
-                let w = u32::from_le_bytes(w.map(|v| v as u8));
-                // Kernel row ky sits in ring row (r + ky) % kh.
-                e[0] = ((((r + ky) % kh) * strip_w + kx) * 4) as u32;
+                let (ky, kx) = (t / kw_nz, t % kw_nz);
+                // Kernel row ky sits in ring row (r + ky) % kh (r, ky < kh: one subtraction).
+                let ring = if r + ky >= kh { r + ky - kh } else { r + ky };
+                // Weights past the end (never: `DepthwiseParams::check`) widen as zeros.
+                let w = weights
+                    .get(t * c + ch..)
+                    .and_then(|w| w.first_chunk::<4>())
+                    .map_or(0, |w| u32::from_le_bytes(w.map(|v| v as u8)));
+                e[0] = ((ring * strip_w + kx) * 4) as u32;
                 e[1] = sxtb16(w);
                 e[2] = sxtb16_ror8(w);
             }
@@ -71,7 +83,7 @@ impl<'s> DwRow<'s> {
             let r = ChannelRq::new(m, s);
             [r.multiplier as u32, r.shifts, r.mask]
         });
-        DwRow {
+        Ok(DwRow {
             bias: quant.map(|(b, _, _)| b),
             rq,
             zp,
@@ -79,21 +91,23 @@ impl<'s> DwRow<'s> {
             max4: (max as u8 as u32) * 0x0101_0101,
             offset,
             table: table.as_ptr(),
-            table_end: table[..3 * taps].as_ptr_range().end,
+            // Rotation 0's end: inside `table` (kh >= 1 rotations).
+            table_end: table.as_ptr().wrapping_add(words),
             in_step: (stride * 4) as u32,
             out_step: c as u32,
             reach: (((kh - 1) * strip_w + kw - 1) * 4) as u32,
             by3: (taps % 3 == 0) as u32,
             tables: table.as_ptr(),
-            table_words: (3 * taps) as u32,
+            table_words: words as u32,
             rotations: kh as u32,
             _table: core::marker::PhantomData,
-        }
+        })
     }
 
     /// Selects the tap table for a ring whose row `first_row` holds kernel row 0.
     pub(crate) fn rotate(&mut self, first_row: usize) {
-        let r = first_row % self.rotations as usize;
+        // rotations = kh >= 1 (`new`); checked_rem has no panic path.
+        let r = first_row.checked_rem(self.rotations as usize).unwrap_or(0);
         let words = self.table_words as usize;
         // Inside the tables built by `new` (r < rotations).
         self.table = self.tables.wrapping_add(r * words);
@@ -101,16 +115,32 @@ impl<'s> DwRow<'s> {
     }
 
     /// Computes `count` output pixels: pixel `i` reads the strip from word `first + i * stride`
-    /// and writes 4 bytes at `out[i * channels..]`.
+    /// and writes 4 bytes at `out[i * channels..]`. `Err(BadLength)` (and nothing written) when
+    /// `strip` or `out` is shorter than that.
     #[inline(never)]
-    pub(crate) fn run(&self, strip: &[u32], first: usize, count: usize, out: &mut [i8]) {
+    pub(crate) fn run(
+        &self,
+        strip: &[u32],
+        first: usize,
+        count: usize,
+        out: &mut [i8],
+    ) -> Result<(), Problem> {
         if count == 0 {
-            return;
+            return Ok(());
         }
-        let last_in = first * 4 + (count - 1) * self.in_step as usize + self.reach as usize + 4;
-        let last_out = (count - 1) * self.out_step as usize + 4;
-        assert!(last_in <= strip.len() * 4 && last_out <= out.len());
-        let base = strip[first..].as_ptr();
+        // A pixel's window starts one word past the previous one or more (in_step >= 4), so
+        // count <= strip.len() < 2^30 (32-bit memory): the u64 sums below cannot overflow.
+        if count > strip.len() {
+            return Err(Problem::BadLength);
+        }
+        let span = |step: u32| (count - 1) as u64 * step as u64;
+        let last_in = span(self.in_step) + first as u64 * 4 + self.reach as u64 + 4;
+        let last_out = span(self.out_step) + 4;
+        if !(last_in <= strip.len() as u64 * 4 && last_out <= out.len() as u64) {
+            return Err(Problem::BadLength);
+        }
+        // Inside `strip` by the check.
+        let base = strip.as_ptr().wrapping_add(first);
         // SAFETY: every strip load is at most `reach` bytes past a pixel's first word, inside
         // `strip` by the check above; every output store writes 4 bytes inside `out`; the table
         // and `self` are borrowed for the call; the stack frame is released before the end.
@@ -208,5 +238,6 @@ impl<'s> DwRow<'s> {
                 out("r8") _, out("r9") _, out("r10") _, out("r11") _, out("r12") _, out("lr") _,
             );
         }
+        Ok(())
     }
 }

@@ -10,6 +10,8 @@
 
 use core::arch::asm;
 
+use crate::Problem;
+
 /// One channel's requantization inside an asm block: `lr` points at the channel's (multiplier,
 /// shifts, mask) and advances past them, `r2` holds the output zero point; the accumulator
 /// register becomes the int8-saturated result. Uses r0, r3, r4, r5, r8.
@@ -306,13 +308,16 @@ pub(crate) fn requantize(acc: i32, rq: ChannelRq, zp: i32, min: i32, max: i32) -
 }
 
 /// Widens `src` (a multiple of 4 bytes) into even/odd int16 pair words with `offset` added to
-/// each lane: `dst[2g], dst[2g + 1]` for group `g`.
+/// each lane: `dst[2g], dst[2g + 1]` for group `g`. `Err(BadLength)` (and nothing written) when
+/// the lengths do not fit.
 #[inline(never)]
-pub(crate) fn widen(src: &[i8], offset: u32, dst: &mut [u32]) {
+pub(crate) fn widen(src: &[i8], offset: u32, dst: &mut [u32]) -> Result<(), Problem> {
     let groups = src.len() / 4;
-    assert!(src.len().is_multiple_of(4) && dst.len() >= groups * 2);
+    if !(src.len().is_multiple_of(4) && dst.len() / 2 >= groups) {
+        return Err(Problem::BadLength);
+    }
     if groups == 0 {
-        return;
+        return Ok(());
     }
     // SAFETY: reads groups * 4 bytes of `src` (LDR, any alignment), writes groups * 8 bytes of
     // the u32-aligned `dst` (STRD), both checked above.
@@ -335,16 +340,21 @@ pub(crate) fn widen(src: &[i8], offset: u32, dst: &mut [u32]) {
             options(nostack),
         );
     }
+    Ok(())
 }
 
 /// Widens `src` (a multiple of 4 bytes) into `dst` as im2col does: group `g` goes to
 /// `dst[4g]` (even lanes) and `dst[4g + 1]` (odd lanes), `offset` added to each lane. Returns
-/// the number of groups written.
-pub(crate) fn widen_strided(src: &[i8], offset: u32, dst: &mut [u32]) -> usize {
+/// the number of groups written; `Err(BadLength)` (and nothing written) when the lengths do not
+/// fit.
+pub(crate) fn widen_strided(src: &[i8], offset: u32, dst: &mut [u32]) -> Result<usize, Problem> {
     let groups = src.len() / 4;
-    assert!(src.len().is_multiple_of(4) && dst.len() + 2 >= groups * 4);
+    // groups * 4 <= src.len(): no overflow.
+    if !(src.len().is_multiple_of(4) && dst.len() + 2 >= groups * 4) {
+        return Err(Problem::BadLength);
+    }
     if groups == 0 {
-        return 0;
+        return Ok(0);
     }
     // SAFETY: reads groups * 4 bytes of `src` (LDR, any alignment); writes words 4g and 4g + 1
     // of the u32-aligned `dst` for g < groups (STRD), both checked above.
@@ -367,17 +377,30 @@ pub(crate) fn widen_strided(src: &[i8], offset: u32, dst: &mut [u32]) -> usize {
             options(nostack),
         );
     }
-    groups
+    Ok(groups)
 }
 
 /// Copies `count` words from `src`, one every `stride` bytes, into `dst` (a channel group's 4
-/// bytes of each pixel of an input row into a depthwise strip).
+/// bytes of each pixel of an input row into a depthwise strip). `Err(BadLength)` (and nothing
+/// written) when the lengths do not fit.
 #[inline(never)]
-pub(crate) fn gather_words(src: &[i8], stride: usize, count: usize, dst: &mut [u32]) {
+pub(crate) fn gather_words(
+    src: &[i8],
+    stride: usize,
+    count: usize,
+    dst: &mut [u32],
+) -> Result<(), Problem> {
     if count == 0 {
-        return;
+        return Ok(());
     }
-    assert!(stride >= 4 && (count - 1) * stride + 4 <= src.len() && dst.len() >= count);
+    // (count - 1) * stride + 4 <= src.len(), without overflow.
+    if !(stride >= 4
+        && src.len() >= 4
+        && (src.len() - 4) / stride >= count - 1
+        && dst.len() >= count)
+    {
+        return Err(Problem::BadLength);
+    }
     // SAFETY: reads 4 bytes at src + i * stride for i < count (LDR, any alignment) and writes
     // dst[..count], both checked above.
     unsafe {
@@ -396,4 +419,5 @@ pub(crate) fn gather_words(src: &[i8], stride: usize, count: usize, dst: &mut [u
             options(nostack),
         );
     }
+    Ok(())
 }

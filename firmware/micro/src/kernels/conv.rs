@@ -56,7 +56,8 @@ pub fn pack_conv_weights(ohwi: &[i8], channels: usize, depth: usize, packed: &mu
 
 /// Dot products of one reduction vector (`row`, each element mapped by `value`) with the packed
 /// weights of output channels `o` and `o + 1` (or `o` alone when it is the odd last channel).
-/// `row` may be shorter than `kp`: the padding meets zero weights.
+/// `row` may be shorter than `kp`: the padding meets zero weights. Weights missing past the end
+/// (never, after the kernels' checks) count as zeros: no panic path.
 #[inline(always)]
 fn dot_pair<T: Copy>(
     row: &[T],
@@ -67,23 +68,27 @@ fn dot_pair<T: Copy>(
     channels: usize,
 ) -> (i32, i32) {
     let (mut a0, mut a1) = (0i32, 0i32);
+    let w = weights.get(o * kp..).unwrap_or(&[]);
     if o + 1 < channels {
-        let w = &weights[o * kp..(o + 2) * kp];
-        let full = row.len() / 4 * 4;
-        for (x, w) in row[..full].chunks_exact(4).zip(w.chunks_exact(8)) {
+        let (groups, tail) = row.as_chunks::<4>();
+        let (w, _) = w.get(..2 * kp).unwrap_or(&[]).as_chunks::<8>();
+        for (x, w) in groups.iter().zip(w) {
             for j in 0..4 {
                 let x = value(x[j]);
                 a0 = a0.wrapping_add(x * w[j] as i32);
                 a1 = a1.wrapping_add(x * w[4 + j] as i32);
             }
         }
-        let w = &w[full * 2..];
-        for (j, &x) in row[full..].iter().enumerate() {
-            a0 = a0.wrapping_add(value(x) * w[j] as i32);
-            a1 = a1.wrapping_add(value(x) * w[4 + j] as i32);
+        if !tail.is_empty()
+            && let Some(w) = w.get(groups.len())
+        {
+            for ((&x, &w0), &w1) in tail.iter().zip(&w[..4]).zip(&w[4..]) {
+                a0 = a0.wrapping_add(value(x) * w0 as i32);
+                a1 = a1.wrapping_add(value(x) * w1 as i32);
+            }
         }
     } else {
-        for (&x, &w) in row.iter().zip(&weights[o * kp..(o + 1) * kp]) {
+        for (&x, &w) in row.iter().zip(w.get(..kp).unwrap_or(&[])) {
             a0 = a0.wrapping_add(value(x) * w as i32);
         }
     }
@@ -103,7 +108,14 @@ pub fn conv2d(
     let (oh, ow, oc) = (p.output.h, p.output.w, p.output.c);
     let win = &p.window;
     let kp = padded_depth(p.depth());
-    let row = &mut scratch[..kp];
+    let row = scratch.get_mut(..kp).ok_or(Problem::ScratchTooSmall)?;
+    // `ConvParams::check` sized the output (`oh * ow` pixels of `oc > 0` channels) and made every
+    // valid tap a pixel of the input and every row fit `kp`: the `get`s below cost what a bounds
+    // check does and never fail; if they did, the kernel would return an error, not panic.
+    if oc == 0 {
+        return Err(Problem::BadShape);
+    }
+    let mut pixels = output.chunks_exact_mut(oc);
     for oy in 0..oh {
         let (ky0, ky1, iy0) = Window::taps(oy, win.stride_h, win.padding.top, win.kernel_h, ih);
         for ox in 0..ow {
@@ -113,20 +125,21 @@ pub fn conv2d(
             for ky in ky0..ky1 {
                 let iy = (iy0 + ky as isize) as usize;
                 let n = (kx1 - kx0) * ic;
-                let src = &input[(iy * iw + (ix0 + kx0 as isize) as usize) * ic..][..n];
-                let dst = &mut row[(ky * win.kernel_w + kx0) * ic..][..n];
+                let at = (iy * iw + (ix0 + kx0 as isize) as usize) * ic;
+                let src = input.get(at..at + n).ok_or(Problem::BadLength)?;
+                let at = (ky * win.kernel_w + kx0) * ic;
+                let dst = row.get_mut(at..at + n).ok_or(Problem::BadLength)?;
                 for (d, &x) in dst.iter_mut().zip(src) {
                     *d = (x as i32 - p.input_zp) as u32;
                 }
             }
-            let out = &mut output[(oy * ow + ox) * oc..][..oc];
-            let mut o = 0;
-            while o < oc {
+            let out = pixels.next().ok_or(Problem::BadLength)?;
+            for (i, pair) in out.chunks_mut(2).enumerate() {
+                let o = 2 * i;
                 let (a0, a1) = dot_pair(row, |x| x as i32, p.weights, kp, o, oc);
-                for (i, acc) in [a0, a1].into_iter().enumerate().take(oc - o) {
-                    let c = o + i;
+                for ((y, acc), c) in pair.iter_mut().zip([a0, a1]).zip(o..) {
                     let acc = acc.wrapping_add(p.quant.bias.get(c));
-                    out[c] = requantize(
+                    *y = requantize(
                         acc,
                         p.quant.multiplier.get(c),
                         p.quant.shift.get(c),
@@ -135,7 +148,6 @@ pub fn conv2d(
                         p.clamp.max,
                     );
                 }
-                o += 2;
             }
         }
     }
@@ -153,13 +165,12 @@ pub fn fully_connected(
     let (k, n) = (input.len(), output.len());
     let kp = padded_depth(k);
     let zp = p.input_zp;
-    let mut o = 0;
-    while o < n {
+    for (i, pair) in output.chunks_mut(2).enumerate() {
+        let o = 2 * i;
         let (a0, a1) = dot_pair(input, |x| x as i32 - zp, p.weights, kp, o, n);
-        for (i, acc) in [a0, a1].into_iter().enumerate().take(n - o) {
-            let c = o + i;
+        for ((y, acc), c) in pair.iter_mut().zip([a0, a1]).zip(o..) {
             let acc = acc.wrapping_add(p.quant.bias.get(c));
-            output[c] = requantize(
+            *y = requantize(
                 acc,
                 p.quant.multiplier.get(c),
                 p.quant.shift.get(c),
@@ -168,7 +179,6 @@ pub fn fully_connected(
                 p.clamp.max,
             );
         }
-        o += 2;
     }
     Ok(())
 }

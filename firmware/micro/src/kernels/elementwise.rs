@@ -15,7 +15,8 @@ pub fn add(p: &AddParams, input1: &[i8], input2: &[i8], output: &mut [i8]) -> Re
         let sum = a.wrapping_add(b);
         let v = multiply_by_quantized_multiplier(sum, p.output_multiplier, p.output_shift)
             + p.output_zp;
-        *out = v.clamp(p.clamp.min as i32, p.clamp.max as i32) as i8;
+        // max then min: clamp without a panic path (`AddParams::check` ordered the bounds).
+        *out = v.max(p.clamp.min as i32).min(p.clamp.max as i32) as i8;
     }
     Ok(())
 }

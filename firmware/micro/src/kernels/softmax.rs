@@ -5,6 +5,8 @@
 //! host); `s = sum e_i`; `out_i = clamp((e_i * 256 + s / 2) / s - 128, -128, 127)` with unsigned
 //! truncating division: the output is int8 with scale 1/256 and zero point -128, as TFLite's.
 
+use core::num::NonZeroU32;
+
 use crate::Problem;
 use crate::kernels::I32Le;
 
@@ -42,9 +44,13 @@ pub fn softmax(
     {
         let m = x.iter().copied().max().unwrap_or(0) as i32;
         let e = |v: i8| table.get((m - v as i32) as usize) as u32;
-        let s: u32 = x.iter().map(|&v| e(v)).sum();
+        // `s >= table[0] >= 1` (the row's maximum meets entry 0; `check_table`): the division
+        // by a NonZero has no panic path.
+        let Some(s) = NonZeroU32::new(x.iter().map(|&v| e(v)).sum()) else {
+            return Err(Problem::BadParameter);
+        };
         for (o, &v) in out.iter_mut().zip(x) {
-            let q = (e(v) * 256 + s / 2) / s;
+            let q = (e(v) * 256 + s.get() / 2) / s;
             *o = (q as i32 - 128).clamp(-128, 127) as i8;
         }
     }

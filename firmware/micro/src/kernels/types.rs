@@ -98,7 +98,9 @@ impl Window {
     ) -> (usize, usize, isize) {
         let origin = (o * stride) as isize - pad_before as isize;
         let first = if origin < 0 { (-origin) as usize } else { 0 };
-        let end = (input as isize - origin).clamp(0, kernel as isize) as usize;
+        // max/min, not clamp: the same for a kernel size from a plan (< 2^16), without clamp's
+        // panic on `min > max`.
+        let end = (input as isize - origin).min(kernel as isize).max(0) as usize;
         (first, end.max(first), origin)
     }
 }
@@ -148,11 +150,16 @@ impl<'a> I32Le<'a> {
         self.0.is_empty()
     }
 
-    /// Element `i`; panics when out of range (kernels check lengths first).
+    /// Element `i`; 0 when out of range, which kernels never ask for (`ChannelQuant::check` and the
+    /// parser check lengths first): the compare is the one a bounds check costs, without a panic
+    /// path in inference (firmware/app/no-panic.sh).
     #[inline(always)]
     pub fn get(&self, i: usize) -> i32 {
         // One (unaligned-tolerant) word load where the core allows it.
-        i32::from_le_bytes(self.0[i * 4..i * 4 + 4].try_into().unwrap_or([0; 4]))
+        match self.0.get(i * 4..i * 4 + 4) {
+            Some(&[a, b, c, d]) => i32::from_le_bytes([a, b, c, d]),
+            _ => 0,
+        }
     }
 
     pub fn bytes(&self) -> &'a [u8] {
@@ -239,7 +246,11 @@ impl ConvParams<'_> {
     }
 
     pub(crate) fn scratch_words_for(depth: usize, channels: usize) -> usize {
-        super::padded_depth(depth) + 4 * channels
+        // Saturating: an impossible size fails the scratch check instead of wrapping past it.
+        depth
+            .checked_add(3)
+            .map_or(usize::MAX, |d| d & !3)
+            .saturating_add(channels.saturating_mul(4))
     }
 
     pub fn check(
@@ -292,7 +303,8 @@ impl DepthwiseParams<'_> {
     /// rows (one word per pixel).
     pub fn scratch_words(&self) -> usize {
         let (w, p) = (&self.window, &self.window.padding);
-        Self::scratch_words_for(w.kernel_h, w.kernel_w, self.input.w + p.left + p.right)
+        let padded_width = self.input.w.saturating_add(p.left).saturating_add(p.right);
+        Self::scratch_words_for(w.kernel_h, w.kernel_w, padded_width)
     }
 
     pub(crate) fn scratch_words_for(
@@ -300,7 +312,13 @@ impl DepthwiseParams<'_> {
         kernel_w: usize,
         padded_width: usize,
     ) -> usize {
-        kernel_h * (3 * kernel_h * kernel_w + padded_width)
+        // Saturating, as for conv.
+        kernel_h.saturating_mul(
+            kernel_h
+                .saturating_mul(kernel_w)
+                .saturating_mul(3)
+                .saturating_add(padded_width),
+        )
     }
 
     pub fn check(
@@ -350,7 +368,7 @@ pub struct FullyConnectedParams<'a> {
 impl FullyConnectedParams<'_> {
     /// Scratch words every build reserves: the DSP kernel's widened input.
     pub fn scratch_words(input_len: usize) -> usize {
-        super::padded_depth(input_len) / 2
+        input_len.checked_add(3).map_or(usize::MAX, |k| k & !3) / 2
     }
 
     pub fn check(

@@ -285,7 +285,13 @@ impl<'a> Plan<'a> {
     }
 
     fn tensor_unchecked(&self, id: u16) -> TensorInfo {
-        let r = &self.tensors[id as usize * TENSOR_RECORD_LEN..][..TENSOR_RECORD_LEN];
+        // Ids are checked against the table by callers (and the parser); an all-zero record for one
+        // that is not keeps a panic path out of inference.
+        let r = self
+            .tensors
+            .get(id as usize * TENSOR_RECORD_LEN..)
+            .and_then(|t| t.get(..TENSOR_RECORD_LEN))
+            .unwrap_or(&[0; TENSOR_RECORD_LEN]);
         TensorInfo {
             shape: Shape::new(
                 u16_at(r, T_DIMS + 2) as usize,
@@ -300,7 +306,13 @@ impl<'a> Plan<'a> {
     }
 
     fn check_tensor(&self, id: u16) -> Result<(), Problem> {
-        let r = &self.tensors[id as usize * TENSOR_RECORD_LEN..][..TENSOR_RECORD_LEN];
+        // Ids are checked against the table by callers (and the parser); an all-zero record for one
+        // that is not keeps a panic path out of inference.
+        let r = self
+            .tensors
+            .get(id as usize * TENSOR_RECORD_LEN..)
+            .and_then(|t| t.get(..TENSOR_RECORD_LEN))
+            .unwrap_or(&[0; TENSOR_RECORD_LEN]);
         if u16_at(r, T_DIMS) != 1 {
             return Err(Problem::BadShape);
         }
@@ -325,16 +337,18 @@ impl<'a> Plan<'a> {
         Ok(())
     }
 
-    fn constant(&self, rec: &[u8], slot: usize) -> Result<&'a [u8], Problem> {
+    fn constant(&self, rec: &[u8; OP_RECORD_LEN], slot: usize) -> Result<&'a [u8], Problem> {
         let off = u32_at(rec, O_CONST0 + slot * 8) as u64;
         let len = u32_at(rec, O_CONST0 + slot * 8 + 4) as u64;
         if !off.is_multiple_of(ALIGN as u64) || off + len > self.consts.len() as u64 {
             return Err(Problem::ConstOutOfBounds);
         }
-        Ok(&self.consts[off as usize..(off + len) as usize])
+        self.consts
+            .get(off as usize..(off + len) as usize)
+            .ok_or(Problem::ConstOutOfBounds)
     }
 
-    fn channel_quant(&self, rec: &[u8]) -> Result<ChannelQuant<'a>, Problem> {
+    fn channel_quant(&self, rec: &[u8; OP_RECORD_LEN]) -> Result<ChannelQuant<'a>, Problem> {
         let array = |slot| I32Le::new(self.constant(rec, slot)?).ok_or(Problem::BadLength);
         Ok(ChannelQuant {
             bias: array(1)?,
@@ -348,7 +362,11 @@ impl<'a> Plan<'a> {
         if index >= self.op_count() {
             return Err(Problem::BadParameter);
         }
-        let rec: &'a [u8] = &self.ops[index * OP_RECORD_LEN..][..OP_RECORD_LEN];
+        let rec: &'a [u8; OP_RECORD_LEN] = self
+            .ops
+            .get(index * OP_RECORD_LEN..)
+            .and_then(|r| r.first_chunk())
+            .ok_or(Problem::BadParameter)?;
         let kind = u16_at(rec, O_KIND);
         let kind = OpKind::from_u16(kind).ok_or(Problem::UnknownOp(kind))?;
         if u16_at(rec, O_RESERVED) != 0 || u16_at(rec, O_RESERVED2) != 0 {
