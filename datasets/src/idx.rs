@@ -17,7 +17,12 @@ pub struct IdxArray {
 const MAX_IDX_BYTES: u64 = 1 << 30;
 
 pub fn read(path: &Path) -> Result<IdxArray, DatasetError> {
-    let raw = std::fs::read(path).map_err(|source| DatasetError::Read { path: path.display().to_string(), error: source })?;
+    let read_err = |source| DatasetError::Read { path: path.display().to_string(), error: source };
+    let len = std::fs::metadata(path).map_err(read_err)?.len();
+    if len > MAX_IDX_BYTES {
+        return Err(DatasetError::format(path, format!("{len} bytes, over the {MAX_IDX_BYTES}-byte limit for an IDX file")));
+    }
+    let raw = std::fs::read(path).map_err(read_err)?;
     let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();
         flate2::read::GzDecoder::new(&raw[..])
@@ -25,7 +30,7 @@ pub fn read(path: &Path) -> Result<IdxArray, DatasetError> {
             .read_to_end(&mut out)
             .map_err(|e| DatasetError::format(path, format!("gzip stream is damaged: {e}")))?;
         if out.len() as u64 > MAX_IDX_BYTES {
-            return Err(DatasetError::format(path, "decompresses to more than 1 GiB"));
+            return Err(DatasetError::format(path, format!("decompresses to more than {MAX_IDX_BYTES} bytes, the limit")));
         }
         out
     } else {

@@ -69,11 +69,17 @@ pub fn import(path: &Path, input_shape: Option<&[Dim]>) -> Result<Imported, Impo
         return Err(ImportError::Unsupported(format!("{display} is {len} bytes, over the 2 GiB ONNX limit")));
     }
     let bytes = std::fs::read(path).map_err(read_err)?;
+    import_bytes(&bytes, &display, input_shape)
+}
+
+/// [`import`] of a model already in memory; `name` (a path or file name) names it in errors and gives
+/// the source file name recorded in the plan.
+pub fn import_bytes(bytes: &[u8], name: &str, input_shape: Option<&[Dim]>) -> Result<Imported, ImportError> {
     let onnx = tract_onnx::onnx().with_ignore_value_info(input_shape.is_some());
     let proto = onnx
         .proto_model_for_read(&mut &bytes[..])
-        .map_err(|e| ImportError::NotOnnx { path: display.clone(), why: format!("protobuf does not decode: {e}") })?;
-    check_looks_like_onnx(&proto).map_err(|why| ImportError::NotOnnx { path: display.clone(), why })?;
+        .map_err(|e| ImportError::NotOnnx { path: name.to_string(), why: format!("protobuf does not decode: {e}") })?;
+    check_looks_like_onnx(&proto).map_err(|why| ImportError::NotOnnx { path: name.to_string(), why })?;
 
     let mut model = onnx.model_for_proto_model(&proto).map_err(tract_err)?;
     if model.inputs.len() != 1 || model.outputs.len() != 1 {
@@ -121,8 +127,8 @@ pub fn import(path: &Path, input_shape: Option<&[Dim]>) -> Result<Imported, Impo
     let opset = proto.opset_import.iter().find(|o| o.domain.is_empty() || o.domain == "ai.onnx").map(|o| o.version);
     let producer = (!proto.producer_name.is_empty()).then(|| format!("{} {}", proto.producer_name, proto.producer_version));
     let source = Source {
-        file_name: path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
-        sha256: Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect(),
+        file_name: Path::new(name).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+        sha256: Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect(),
         producer: producer.map(|p| p.trim().to_string()),
         opset,
     };

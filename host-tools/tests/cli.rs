@@ -144,6 +144,69 @@ fn an_existing_plan_survives_a_failed_compile() {
     assert_eq!(std::fs::read(&out_path).unwrap(), b"previous");
 }
 
+/// The cases of tests/bad-input/ for one format: each file with the error it must give (README table).
+fn bad_input(format: &str) -> Vec<(String, String)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/bad-input");
+    let readme = std::fs::read_to_string(dir.join("README.md")).unwrap();
+    let cases: Vec<(String, String)> = readme
+        .lines()
+        .filter_map(|l| {
+            let cells: Vec<&str> = l.strip_prefix("| ")?.trim_end_matches('|').split(" | ").map(str::trim).collect();
+            let expected = cells.last()?.strip_prefix('`')?.strip_suffix('`')?;
+            cells[0].starts_with(&format!("{format}/")).then(|| (dir.join(cells[0]).display().to_string(), expected.to_string()))
+        })
+        .collect();
+    assert!(!cases.is_empty(), "tests/bad-input/README.md lists no {format}/ case");
+    cases
+}
+
+/// The names in `dir`, sorted.
+fn listing(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn every_bad_model_of_the_corpus_is_one_error_line_and_the_old_plan_stays() {
+    let dir = tempfile::tempdir().unwrap();
+    let existing = dir.path().join("existing.perch");
+    let previous = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/cases/fashion-cnn-s/model.perch")).unwrap();
+    std::fs::write(&existing, &previous).unwrap();
+    for (file, expected) in bad_input("onnx") {
+        assert_one_line_error(&perch(&["compile", &file, "-o", existing.to_str().unwrap()]), &expected);
+        assert_one_line_error(&perch(&["inspect", &file]), &expected);
+        assert!(std::fs::read(&existing).unwrap() == previous, "{file}: the existing plan was changed");
+        assert_eq!(listing(dir.path()), ["existing.perch"], "{file}: files left behind");
+    }
+}
+
+#[test]
+fn every_bad_plan_and_dataset_of_the_corpus_is_one_error_line() {
+    for (file, expected) in bad_input("plan") {
+        assert_one_line_error(&perch(&["inspect", &file]), &expected);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("export");
+    for (file, expected) in bad_input("data") {
+        assert_one_line_error(&perch(&["dataset", "export", &file, "-o", out.to_str().unwrap(), "--count", "1"]), &expected);
+        assert!(!out.exists(), "{file}: export wrote something");
+    }
+}
+
+#[test]
+fn a_compile_that_fails_while_writing_leaves_no_temporary_file() {
+    // The output path is a directory: the plan is computed, the rename over it fails.
+    let dir = tempfile::tempdir().unwrap();
+    let blocker = dir.path().join("x.perch");
+    std::fs::create_dir(&blocker).unwrap();
+    std::fs::write(blocker.join("keep"), b"x").unwrap();
+    let out = perch(&["compile", example().to_str().unwrap(), "-o", blocker.to_str().unwrap()]);
+    assert_one_line_error(&out, "cannot write");
+    assert_eq!(listing(dir.path()), ["x.perch"]);
+    assert_eq!(listing(&blocker), ["keep"]);
+}
+
 #[test]
 fn exports_dataset_images_as_an_image_folder() {
     let dir = tempfile::tempdir().unwrap();

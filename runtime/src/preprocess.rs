@@ -8,15 +8,17 @@
 use std::io::Cursor;
 use std::path::Path;
 
-use image::{DynamicImage, GenericImageView, ImageReader, imageops::FilterType};
+use image::{DynamicImage, GenericImageView, ImageDecoder, ImageReader, imageops::FilterType};
 use serde::{Deserialize, Serialize};
 
 use crate::plan::{InputSpec, Layout};
 
 /// Largest width or height accepted from an image file.
 pub const MAX_IMAGE_SIDE: u32 = 16_384;
-/// Largest decoder allocation for one image.
+/// Largest decoder allocation for one image (the decoded pixels, and any buffer the decoder needs).
 pub const MAX_IMAGE_ALLOC: u64 = 512 << 20;
+/// Largest image file read: far above any photo, well below a device's memory.
+pub const MAX_IMAGE_FILE_BYTES: u64 = 256 << 20;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -109,27 +111,58 @@ pub enum ImageError {
     Size { width: u32, height: u32, want_width: u32, want_height: u32 },
     #[error("image is {width}x{height}: {why}")]
     Dimensions { width: u32, height: u32, why: &'static str },
+    #[error("image is {width}x{height}, over the limit of {max} pixels a side")]
+    TooLarge { width: u32, height: u32, max: u32 },
+    #[error("image is {width}x{height} and decodes to {bytes} bytes, over the {max}-byte limit")]
+    TooManyBytes { width: u32, height: u32, bytes: u64, max: u64 },
+    #[error("image decoder stopped at a limit: {0}")]
+    Limit(String),
+    #[error("{path} is {bytes} bytes, over the {max}-byte limit for an image file")]
+    FileTooLarge { path: String, bytes: u64, max: u64 },
     #[error("center crop {crop_w}x{crop_h} is larger than the resized image {width}x{height}")]
     CropTooLarge { crop_w: u32, crop_h: u32, width: u32, height: u32 },
 }
 
-/// Decodes an image with size and allocation limits, so a hostile file cannot exhaust memory.
+/// Decodes an image with size and allocation limits, so a hostile file cannot exhaust memory: the
+/// header's dimensions and the decoded size are checked before any pixel is decoded.
 pub fn decode_image(bytes: &[u8]) -> Result<DynamicImage, ImageError> {
+    if bytes.is_empty() {
+        return Err(ImageError::Decode("the file is empty".into()));
+    }
     let mut reader =
         ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| ImageError::Decode(e.to_string()))?;
-    let mut limits = image::Limits::default();
-    limits.max_image_width = Some(MAX_IMAGE_SIDE);
-    limits.max_image_height = Some(MAX_IMAGE_SIDE);
-    limits.max_alloc = Some(MAX_IMAGE_ALLOC);
-    reader.limits(limits);
     if reader.format().is_none() {
         return Err(ImageError::Decode("unknown image format".into()));
     }
-    let image = reader.decode().map_err(|e| ImageError::Decode(e.to_string()))?;
-    if image.width() == 0 || image.height() == 0 {
-        return Err(ImageError::Dimensions { width: image.width(), height: image.height(), why: "an image needs pixels" });
+    // Only the allocation limit while the header is read (it bounds what a PNG's ancillary chunks may
+    // inflate to); the dimensions are checked below, with their values in the error.
+    let mut limits = image::Limits::default();
+    limits.max_alloc = Some(MAX_IMAGE_ALLOC);
+    reader.limits(limits.clone());
+    let mut decoder = reader.into_decoder().map_err(decode_error)?;
+    let (width, height) = decoder.dimensions();
+    if width == 0 || height == 0 {
+        return Err(ImageError::Dimensions { width, height, why: "an image needs pixels" });
     }
-    Ok(image)
+    if width > MAX_IMAGE_SIDE || height > MAX_IMAGE_SIDE {
+        return Err(ImageError::TooLarge { width, height, max: MAX_IMAGE_SIDE });
+    }
+    let bytes = decoder.total_bytes();
+    if bytes > MAX_IMAGE_ALLOC {
+        return Err(ImageError::TooManyBytes { width, height, bytes, max: MAX_IMAGE_ALLOC });
+    }
+    limits.max_image_width = Some(MAX_IMAGE_SIDE);
+    limits.max_image_height = Some(MAX_IMAGE_SIDE);
+    limits.reserve(bytes).map_err(decode_error)?;
+    decoder.set_limits(limits).map_err(decode_error)?;
+    DynamicImage::from_decoder(decoder).map_err(decode_error)
+}
+
+fn decode_error(e: image::ImageError) -> ImageError {
+    match e {
+        image::ImageError::Limits(l) => ImageError::Limit(l.to_string()),
+        e => ImageError::Decode(e.to_string()),
+    }
 }
 
 /// File extensions taken as images when a directory is searched.
@@ -161,7 +194,12 @@ pub fn image_files(dir: &Path) -> std::io::Result<Vec<std::path::PathBuf>> {
 
 pub fn open_image(path: impl AsRef<Path>) -> Result<DynamicImage, ImageError> {
     let path = path.as_ref();
-    let bytes = std::fs::read(path).map_err(|source| ImageError::Read { path: path.display().to_string(), error: source })?;
+    let read_err = |source| ImageError::Read { path: path.display().to_string(), error: source };
+    let len = std::fs::metadata(path).map_err(read_err)?.len();
+    if len > MAX_IMAGE_FILE_BYTES {
+        return Err(ImageError::FileTooLarge { path: path.display().to_string(), bytes: len, max: MAX_IMAGE_FILE_BYTES });
+    }
+    let bytes = std::fs::read(path).map_err(read_err)?;
     decode_image(&bytes)
 }
 
@@ -489,5 +527,17 @@ mod tests {
         assert!(decode_image(&png).is_ok());
         // A PNM header may declare a zero width; such an image is refused, not resized.
         assert!(decode_image(b"P5\n0 4\n255\n").is_err());
+        assert!(matches!(decode_image(b""), Err(ImageError::Decode(_))));
+    }
+
+    #[test]
+    fn a_header_claiming_a_huge_image_is_refused_before_decoding() {
+        // A 16-bit RGBA PNG within the side limit still decodes to 2 GiB: the byte limit stops it.
+        // (tests/bad-input/image/ has the 100000x100000 header the side limit stops.)
+        let pnm = format!("P6\n{0} {0}\n65535\n", MAX_IMAGE_SIDE);
+        let err = decode_image(pnm.as_bytes()).unwrap_err();
+        assert!(matches!(err, ImageError::TooManyBytes { bytes, .. } if bytes == 16_384 * 16_384 * 6), "{err}");
+        let pnm = format!("P5\n{} 1\n255\n", MAX_IMAGE_SIDE + 1);
+        assert!(matches!(decode_image(pnm.as_bytes()), Err(ImageError::TooLarge { width: 16_385, height: 1, .. })));
     }
 }

@@ -99,6 +99,35 @@ fn bad_plans_from_disk() {
     assert_one_line_error(&perch_run(&["classify", "--plan", versioned.to_str().unwrap(), image]), "version 99");
 }
 
+/// The cases of tests/bad-input/ for one format: each file with the error it must give (README table).
+fn bad_input(format: &str) -> Vec<(String, String)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/bad-input");
+    let readme = std::fs::read_to_string(dir.join("README.md")).unwrap();
+    readme
+        .lines()
+        .filter_map(|l| {
+            let cells: Vec<&str> = l.strip_prefix("| ")?.trim_end_matches('|').split(" | ").map(str::trim).collect();
+            let expected = cells.last()?.strip_prefix('`')?.strip_suffix('`')?;
+            cells[0].starts_with(&format!("{format}/")).then(|| (dir.join(cells[0]).display().to_string(), expected.to_string()))
+        })
+        .collect()
+}
+
+#[test]
+fn every_bad_plan_and_image_of_the_corpus_is_one_error_line() {
+    let image = first_image();
+    let image = image.to_str().unwrap();
+    let plans = bad_input("plan");
+    assert!(plans.len() > 10, "tests/bad-input/README.md lists the plans");
+    for (file, expected) in &plans {
+        assert_one_line_error(&perch_run(&["info", "--plan", file]), expected);
+        assert_one_line_error(&perch_run(&["classify", "--plan", file, image]), expected);
+    }
+    for (file, expected) in bad_input("image") {
+        assert_one_line_error(&perch_run(&["classify", "--plan", &plan(), &file]), &expected);
+    }
+}
+
 #[test]
 fn image_that_does_not_decode() {
     let dir = tempfile::tempdir().unwrap();

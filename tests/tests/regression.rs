@@ -59,7 +59,7 @@ fn check(model: &str) {
                 "top1_tolerance": keep("top1_tolerance", TOP1_TOLERANCE),
                 "agreement_tolerance": keep("agreement_tolerance", AGREEMENT_TOLERANCE),
             });
-            std::fs::write(&file, serde_json::to_string_pretty(&golden).unwrap() + "\n").unwrap();
+            perch_runtime::plan::write_atomically(&file, (serde_json::to_string_pretty(&golden).unwrap() + "\n").as_bytes()).unwrap();
             continue;
         }
         let golden = old.unwrap_or_else(|| panic!("{} is missing: run `cargo xtask goldens`", file.display()));

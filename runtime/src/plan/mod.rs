@@ -1,5 +1,6 @@
 //! `.perch` plans: reading, verifying and writing them. See [`container`] for the byte layout.
 
+pub mod archive;
 pub mod container;
 pub mod manifest;
 
@@ -58,6 +59,20 @@ pub enum PlanError {
     TractVersion { written: String },
     #[error("plan graph cannot be loaded: {0}")]
     Graph(String),
+    #[error("plan graph archive is damaged: {0}")]
+    GraphArchive(String),
+    #[error("plan graph decompresses to more than {max} bytes, the limit")]
+    GraphTooLarge { max: u64 },
+    #[error("plan graph archive has more than {max} entries, the limit")]
+    TooManyEntries { max: u64 },
+    #[error("plan graph archive entry {path} is {bytes} bytes, over the {max}-byte limit")]
+    EntryTooLarge { path: String, bytes: u64, max: u64 },
+    #[error("plan graph archive entry `{0}` points outside the archive (absolute or `..` path): refused")]
+    UnsafePath(String),
+    #[error("plan tensor {path}: {why}")]
+    Tensor { path: String, why: String },
+    #[error("plan tensor {path} has {elements} elements, over the limit of {max}")]
+    TensorTooLarge { path: String, elements: u64, max: u64 },
     #[error("plan graph cannot be serialized: {0}")]
     Serialize(String),
 }
@@ -101,9 +116,10 @@ impl Plan {
                 manifest.graph_sha256
             )));
         }
+        let tar = archive::check(parts.graph, &archive::ArchiveLimits::PLAN)?;
         let graph = crate::ops::nnef()
-            .model_for_read(&mut std::io::Cursor::new(parts.graph))
-            .map_err(|e| PlanError::Graph(format!("{e:#}")))?;
+            .model_for_read(&mut std::io::Cursor::new(&*tar))
+            .map_err(|e| PlanError::Graph(one_line(&format!("{e:#}"))))?;
         check_graph_matches_manifest(&graph, &manifest)?;
         Ok(Plan { manifest, graph, checksum: container::hex(&parts.checksum) })
     }
@@ -206,6 +222,13 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), PlanError> {
         let _ = d.sync_all();
     }
     Ok(())
+}
+
+/// tract's parse errors quote the source over several lines, and archive errors may quote raw bytes:
+/// an error stays one printable line.
+fn one_line(message: &str) -> String {
+    let printable: String = message.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    printable.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 fn sha256(bytes: &[u8]) -> [u8; 32] {
