@@ -1,8 +1,7 @@
-//! The HTTP side: routes, TorchServe's JSON, errors, and the accept loop with graceful shutdown.
+//! The HTTP side: routes, TorchServe's JSON and errors (the connections themselves: `connections.rs`).
 
-use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -11,9 +10,6 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::json;
 use tokio::sync::oneshot;
@@ -198,7 +194,8 @@ async fn predict(State(app): State<Arc<App>>, Path(name): Path<String>, request:
 
 async fn classify(app: &App, model: usize, request: Request, started: Instant) -> Result<Vec<Prediction>, ApiError> {
     let deadline = tokio::time::Instant::from_std(started + app.config.timeout);
-    let body = read_body(app, request, deadline).await?;
+    let body_deadline = deadline.min(tokio::time::Instant::from_std(started + app.config.body_timeout));
+    let body = read_body(app, request, body_deadline).await?;
     let (reply, answer) = oneshot::channel();
     app.pool.submit(Job { model, body, reply }).map_err(|refused| match refused {
         Refused::Full => ApiError::unavailable(format!(
@@ -253,7 +250,10 @@ async fn read_body(app: &App, request: Request, deadline: tokio::time::Instant) 
             return Err(ApiError::new(
                 StatusCode::REQUEST_TIMEOUT,
                 "RequestTimeoutException",
-                format!("the request body did not arrive within {} s", app.config.timeout.as_secs_f64()),
+                format!(
+                    "the request body did not arrive within {} s (perch-run serve --body-timeout sets the limit)",
+                    app.config.body_timeout.min(app.config.timeout).as_secs_f64()
+                ),
             ));
         }
         Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
@@ -283,52 +283,19 @@ async fn drain(body: &mut Body, limit: usize) {
     }
 }
 
-/// Accepts connections until `shutdown`, then lets every open connection finish its request in flight.
-/// Returns the connections still open when the drain timeout ran out.
-pub(crate) async fn serve(listener: tokio::net::TcpListener, app: Arc<App>, shutdown: impl Future<Output = ()>) -> usize {
-    let drain_timeout = app.config.drain_timeout;
-    let router = router(app);
-    let graceful = GracefulShutdown::new();
-    let mut http = hyper::server::conn::http1::Builder::new();
-    // A client that opens a connection and sends no complete request head is dropped after this long.
-    http.timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(30));
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let stream = match accepted {
-                    Ok((stream, _)) => stream,
-                    Err(e) => {
-                        // Out of file descriptors and the like: wait for connections to close.
-                        eprintln!("perch-run serve: accept failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                let connection = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(router.clone()));
-                let watched = graceful.watch(connection);
-                tokio::spawn(async move {
-                    // Resets, malformed requests and timeouts end the connection; hyper has answered what
-                    // it could parse, and nothing else is affected.
-                    let _ = watched.await;
-                });
-            }
-            () = &mut shutdown => break,
-        }
-    }
-    drop(listener);
-    let open = graceful.count();
-    if open > 0 {
-        eprintln!("perch-run serve: stopped accepting; finishing the requests of {open} open connection(s)");
-    }
-    tokio::select! {
-        () = graceful.shutdown() => 0,
-        () = tokio::time::sleep(drain_timeout) => {
-            eprintln!("perch-run serve: {} s drain timeout: closing the connections still open", drain_timeout.as_secs_f64());
-            open.max(1)
-        }
-    }
+/// The whole answer to a connection refused because `max_connections` are open, written by hand: the
+/// connection never reaches hyper.
+pub(crate) fn too_many_connections() -> Bytes {
+    let body = pretty_json(&json!({
+        "code": 503,
+        "type": "ServiceUnavailableException",
+        "message": "too many open connections: retry later (perch-run serve --max-connections sets the limit)",
+    }));
+    format!(
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into()
 }
 
 /// `2026-11-27T13:44:53Z`, TorchServe's `startTime` form.
@@ -350,6 +317,8 @@ fn iso8601(t: SystemTime) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]
@@ -357,6 +326,16 @@ mod tests {
         assert_eq!(iso8601(UNIX_EPOCH), "1970-01-01T00:00:00Z");
         assert_eq!(iso8601(UNIX_EPOCH + Duration::from_secs(1_795_786_493)), "2026-11-27T13:34:53Z");
         assert_eq!(iso8601(UNIX_EPOCH + Duration::from_secs(951_782_400)), "2000-02-29T00:00:00Z");
+    }
+
+    #[test]
+    fn the_refusal_is_complete_http() {
+        let answer = too_many_connections();
+        let text = std::str::from_utf8(&answer).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        // Content-Length is the last header: the split took its line end.
+        assert!(head.split("\r\n").any(|line| line == format!("Content-Length: {}", body.len())), "{head}");
+        assert_eq!(serde_json::from_str::<serde_json::Value>(body).unwrap()["code"], 503);
     }
 
     #[test]

@@ -61,6 +61,12 @@ pub struct Metrics {
     pub running: AtomicUsize,
     /// Prediction requests between their headers and their answer.
     in_flight: AtomicUsize,
+    /// Client connections open now.
+    pub connections: AtomicUsize,
+    /// Connections answered 503 and closed because `max_connections` were open and none was idle.
+    pub refused_connections: AtomicUsize,
+    /// Idle keep-alive connections closed to make room for a new one at `max_connections`.
+    pub reclaimed_connections: AtomicUsize,
     workers: usize,
     queue_capacity: usize,
 }
@@ -73,7 +79,17 @@ impl Metrics {
             counts.request_seconds.insert(m.clone(), Histogram::default());
             counts.inference_seconds.insert(m.clone(), Histogram::default());
         }
-        Metrics { counts: Mutex::new(counts), queued: AtomicUsize::new(0), running: AtomicUsize::new(0), in_flight: AtomicUsize::new(0), workers, queue_capacity }
+        Metrics {
+            counts: Mutex::new(counts),
+            queued: AtomicUsize::new(0),
+            running: AtomicUsize::new(0),
+            in_flight: AtomicUsize::new(0),
+            connections: AtomicUsize::new(0),
+            refused_connections: AtomicUsize::new(0),
+            reclaimed_connections: AtomicUsize::new(0),
+            workers,
+            queue_capacity,
+        }
     }
 
     fn counts(&self) -> std::sync::MutexGuard<'_, Counts> {
@@ -135,9 +151,25 @@ impl Metrics {
             ("perch_queue_capacity", "Requests that may wait before the server answers 503.", self.queue_capacity),
             ("perch_busy_workers", "Workers running a request.", self.running.load(Ordering::Relaxed)),
             ("perch_workers", "Inference worker threads.", self.workers),
+            ("perch_connections_open", "Client connections open.", self.connections.load(Ordering::Relaxed)),
         ];
         for (name, help, v) in gauges {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+        }
+        let counters = [
+            (
+                "perch_connections_refused_total",
+                "Connections answered 503 and closed because --max-connections were open, none of them idle.",
+                self.refused_connections.load(Ordering::Relaxed),
+            ),
+            (
+                "perch_connections_reclaimed_total",
+                "Idle keep-alive connections closed to make room for a new one at --max-connections.",
+                self.reclaimed_connections.load(Ordering::Relaxed),
+            ),
+        ];
+        for (name, help, v) in counters {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
         }
         if let Some(rss) = crate::bench::current_rss_bytes() {
             let _ = writeln!(

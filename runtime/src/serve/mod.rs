@@ -11,7 +11,8 @@
 //! Errors are TorchServe's JSON, `{"code": 404, "type": "ModelNotFoundException", "message": "..."}`.
 //! Each worker thread holds one tract session per model; requests wait in a bounded queue, and the
 //! server answers 503 at once when it is full. Bodies over the limit get 413, a body that does not
-//! arrive in time 408. [`Server::run`] stops on the future it is given (the CLI passes SIGTERM or
+//! arrive in time 408, a request head that does not arrive in time is dropped, one too large gets 431,
+//! and connections beyond `max_connections` get 503 (see [`ServeConfig`]). [`Server::run`] stops on the future it is given (the CLI passes SIGTERM or
 //! SIGINT): it stops accepting, finishes the requests in flight, then returns.
 //!
 //! ```no_run
@@ -27,6 +28,7 @@
 //! ```
 
 mod api;
+mod connections;
 mod metrics;
 mod workers;
 
@@ -56,6 +58,22 @@ pub struct ServeConfig {
     /// Time a request may take, from its headers to its answer: a body still arriving then gets 408, an
     /// image still waiting or running gets 503.
     pub timeout: Duration,
+    /// Time a connection may take to send a complete request head (line and headers), counted from
+    /// when the server starts waiting for it: a new connection, or one idle between requests. A client
+    /// that sends nothing, half a head, or a head a byte at a time is closed then (hyper answers 408).
+    pub header_timeout: Duration,
+    /// Time a request body may take to arrive after its head (408 beyond). A slow body holds a
+    /// connection, never a worker: workers only see complete bodies.
+    pub body_timeout: Duration,
+    /// Client connections open at once. A connection beyond takes the place of the connection idle
+    /// longest between requests, which is closed; with none idle, it gets a short 503 (what it sends
+    /// is read and thrown away for a moment, so that it sees the answer, not a reset) and is closed.
+    /// Silent, half-open and idle connections free their place after `header_timeout`.
+    pub max_connections: usize,
+    /// Largest request head (request line and headers) in bytes (431 beyond).
+    pub max_header_bytes: usize,
+    /// Most header fields in a request (431 beyond).
+    pub max_headers: usize,
     /// How long shutdown waits for requests in flight before it gives up on them.
     pub drain_timeout: Duration,
     /// Classes in each answer (TorchServe's image classifier: 5).
@@ -74,6 +92,11 @@ impl ServeConfig {
             // TorchServe's max_request_size.
             max_body: 6_553_500,
             timeout: Duration::from_secs(120),
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            max_connections: 512,
+            max_header_bytes: 16 * 1024,
+            max_headers: 100,
             drain_timeout: Duration::from_secs(30),
             top_k: 5,
             convert: false,
@@ -168,7 +191,15 @@ impl Server {
         if config.models.is_empty() {
             return Err(ServeError::NoModels);
         }
-        for (what, n) in [("--workers", config.workers), ("--queue", config.queue), ("--max-body", config.max_body), ("--top", config.top_k)] {
+        for (what, n) in [
+            ("--workers", config.workers),
+            ("--queue", config.queue),
+            ("--max-body", config.max_body),
+            ("--top", config.top_k),
+            ("--max-connections", config.max_connections),
+            ("--max-headers", config.max_headers),
+            ("--max-header-bytes", config.max_header_bytes),
+        ] {
             if n == 0 {
                 return Err(ServeError::Zero { what });
             }
@@ -214,6 +245,12 @@ impl Server {
         self.local_addr
     }
 
+    /// The routes without the listener: they answer requests in-process (tests, fuzzing) as they do
+    /// over TCP, with this server's models, workers and metrics.
+    pub fn router(&self) -> axum::Router {
+        api::router(self.app.clone())
+    }
+
     /// The served models' names, in order.
     pub fn model_names(&self) -> Vec<String> {
         self.app.models.iter().map(|m| m.name.clone()).collect()
@@ -224,7 +261,7 @@ impl Server {
     /// open when it gave up waiting (0 when all drained).
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<usize, ServeError> {
         let listener = tokio::net::TcpListener::from_std(self.listener).map_err(ServeError::Start)?;
-        let left = api::serve(listener, self.app.clone(), shutdown).await;
+        let left = connections::serve(listener, self.app.clone(), shutdown).await;
         // Every request has its answer (or was abandoned): nothing more will be queued.
         // Connections that outlived the drain timeout still hold the app; their workers end with the process.
         if let Ok(app) = Arc::try_unwrap(self.app) {

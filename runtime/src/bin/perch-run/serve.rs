@@ -36,6 +36,25 @@ pub struct Args {
     /// 503 for an image still waiting or running).
     #[arg(long, value_name = "SECS", default_value_t = 120.0)]
     timeout: f64,
+    /// Seconds a connection may take to send a whole request head (request line and headers),
+    /// counted from its opening or from its previous answer: slow, silent, half-open and idle
+    /// connections are closed then.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    header_timeout: f64,
+    /// Seconds a request body may take to arrive after its headers (408 beyond; never more than
+    /// --timeout). A slow upload holds a connection, not a worker.
+    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    body_timeout: f64,
+    /// Connections open at once. The next one takes the place of the connection idle longest
+    /// between requests; with none idle, it gets a short 503 and is closed.
+    #[arg(long, value_name = "N", default_value_t = 512)]
+    max_connections: usize,
+    /// Largest request head (request line and headers) in bytes; larger ones get 431.
+    #[arg(long, value_name = "BYTES", default_value_t = 16 * 1024)]
+    max_header_bytes: usize,
+    /// Most header fields in a request; more get 431.
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    max_headers: usize,
     /// Seconds shutdown waits for requests in flight.
     #[arg(long, value_name = "SECS", default_value_t = 30.0)]
     drain_timeout: f64,
@@ -103,6 +122,11 @@ pub fn run(args: &Args) -> Result<()> {
     config.max_body = args.max_body;
     config.timeout = seconds("--timeout", args.timeout)?;
     config.drain_timeout = seconds("--drain-timeout", args.drain_timeout)?;
+    config.header_timeout = seconds("--header-timeout", args.header_timeout)?;
+    config.body_timeout = seconds("--body-timeout", args.body_timeout)?;
+    config.max_connections = args.max_connections;
+    config.max_header_bytes = args.max_header_bytes;
+    config.max_headers = args.max_headers;
     config.top_k = args.top;
     config.convert = args.convert;
     let workers = config.workers;
