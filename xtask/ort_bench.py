@@ -55,13 +55,19 @@ class Reader(CalibrationDataReader):
         return next(self.items, None)
 
 
+def calibration_for(onnx_path):
+    """`X.calib.npy` beside `X.onnx` when there is one (the MobileNetV2 benchmark), else Fashion-MNIST."""
+    npy = onnx_path[: -len(".onnx")] + ".calib.npy"
+    return np.load(npy) if os.path.exists(npy) else calibration_images(1000)
+
+
 def quantize(onnx_path, out_path):
     model = onnx.load(onnx_path)
     name = model.graph.input[0].name
     quantize_static(
         onnx_path,
         out_path,
-        Reader(name, calibration_images(1000)),
+        Reader(name, calibration_for(onnx_path)),
         quant_format=QuantFormat.QDQ,
         per_channel=True,
         activation_type=QuantType.QUInt8,
@@ -145,13 +151,16 @@ def main():
         onnx_path, float_plan, *int8_plans = rest.split(":")
         qdq = os.path.join(os.path.dirname(float_plan), f"{name}.ort-qdq.onnx")
         quantize(onnx_path, qdq)
-        pairs = [("float32", onnx_path, float_plan)] + [
-            ("int8" + (" (per-tensor weights)" if "per-tensor" in p else ""), qdq, p) for p in int8_plans
-        ]
+        def kind(plan):
+            kernels = " (tract's kernels)" if "tract" in plan else " (Perch's kernels)" if "perch" in plan else ""
+            return "int8" + kernels + (" (per-tensor weights)" if "per-tensor" in plan else "")
+
+        pairs = [("float32", onnx_path, float_plan)] + [(kind(p), qdq, p) for p in int8_plans]
         for kind, ort_model, plan in pairs:
             sess = ort_session(ort_model)
             inp = sess.get_inputs()[0]
-            feed = {inp.name: synthetic_input(28 * 28).reshape(1, 1, 28, 28)}
+            shape = [1] + [d if isinstance(d, int) else 1 for d in inp.shape[1:]]
+            feed = {inp.name: synthetic_input(int(np.prod(shape))).reshape(shape)}
             ort_t, perch_t = [], []
             for r in range(rounds):
                 ort_t.append(ort_round(sess, feed, runs, warmup))

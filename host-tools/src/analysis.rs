@@ -139,7 +139,7 @@ pub fn optimized_nodes(model: &TypedModel) -> Vec<String> {
 }
 
 /// The matrix products and convolutions of an optimized model (`OptMatMul` and the like, not the
-/// packing ops around them) and whether each runs one of tract's integer kernels (`*_mmm_i32_*`):
+/// packing ops around them) and whether each runs integer kernels (tract's `*_mmm_i32_*` or Perch's int8 convolution):
 /// (node name, op and details, is_int).
 pub fn matmul_kernels(model: &TypedModel) -> Vec<(String, String, bool)> {
     model
@@ -152,7 +152,8 @@ pub fn matmul_kernels(model: &TypedModel) -> Vec<(String, String, bool)> {
         })
         .map(|n| {
             let info = n.op.info().unwrap_or_default().join("; ");
-            let int = info.contains("mmm_i32");
+            // tract's integer matmul kernels, or Perch's int8 convolution kernels.
+            let int = info.contains("mmm_i32") || n.op_is::<perch_runtime::ops::qconv::QConvExec>();
             (n.name.clone(), format!("{} {info}", n.op.name()), int)
         })
         .collect()

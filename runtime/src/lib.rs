@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod classify;
+pub mod kernels;
 pub mod ops;
 pub mod plan;
 pub mod preprocess;

@@ -20,12 +20,17 @@ tasks:
                Cortex-A72 under qemu (needs ../shared/tools/insncount)
   accuracy-ort ONNX Runtime's float and int8 (quantize_static QDQ, same calibration) top-1 on the
                example models, beside Perch's (venv with onnxruntime from PyPI)
-  bench-int8   int8 vs float plans of both example models: x86 latency (interleaved, same run) and
-               instructions per image under qemu-aarch64 on Cortex-A72 and Cortex-A76 (insncount)
+  bench-int8   float vs tract int8 vs Perch int8 kernels, fashion-cnn-s, fashion-resnet and MobileNetV2
+               (224x224, random weights; exported with PyTorch if at hand): instructions per inference
+               under qemu on Cortex-A72, A76, A7, and x86 latency against ONNX Runtime; into BENCHMARKS.md
   bench-ort    perch-run against ONNX Runtime (PyPI, in a venv), one thread, interleaved rounds, both
                example models float and int8; writes the table into BENCHMARKS.md
   bench-serve  load run: 64 concurrent clients for 30 s against perch-run serve on loopback
-               (fashion-cnn-s): throughput, latency percentiles, errors, RSS over time";
+               (fashion-cnn-s): throughput, latency percentiles, errors, RSS over time
+  fuzz [--time SECS] [TARGET]
+               each cargo-fuzz target in fuzz/ (perch_plan, pmc, image, onnx, http), or one, for SECS
+               seconds (default 30) from its kept corpus, with sanitizers on nightly; fails on any
+               crash, timeout or out-of-memory (installs cargo-fuzz when missing)";
 
 const RUST_TARGETS: &[&str] =
     &["aarch64-unknown-linux-gnu", "armv7-unknown-linux-gnueabihf", "thumbv7em-none-eabihf", "thumbv6m-none-eabi"];
@@ -107,8 +112,17 @@ fn setup() -> Result {
         run(&mut apt(&["update", "-qq"]))?;
         run(apt(&["install", "-y", "-qq", "--no-install-recommends"]).args(&missing))?;
     }
-    eprintln!("setup: rustup targets and Debian packages are in place");
+    flip_link()?;
+    eprintln!("setup: rustup targets, Debian packages and flip-link are in place");
     Ok(())
+}
+
+/// The firmware always links through flip-link (firmware/app/linker.sh refuses to link without it).
+fn flip_link() -> Result {
+    if Command::new("flip-link").arg("--version").output().is_ok() {
+        return Ok(());
+    }
+    run(cargo().args(["install", "flip-link", "--locked"]))
 }
 
 /// Where cargo builds: CARGO_TARGET_DIR if set (CI keeps one outside the clone), else target/.
@@ -172,7 +186,11 @@ fn test_cross() -> Result {
             .env("TRACT_CPU_ARM32_NEON", "true");
         run(&mut cmd)?;
     }
-    Ok(())
+    // Perch's int8 kernels again on a core with the dot product (SDOT; Cortex-A72 above has none).
+    let mut cmd = cargo();
+    cmd.args(["test", "-p", "perch-runtime", "--target", "aarch64-unknown-linux-gnu", "--lib", "kernels"])
+        .env("CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER", "qemu-aarch64 -cpu cortex-a76 -L /usr/aarch64-linux-gnu");
+    run(&mut cmd)
 }
 
 fn test() -> Result {
@@ -186,6 +204,7 @@ fn test() -> Result {
 /// .cargo/config.toml; each run exits with the verdict. Commands run inside the firmware directories
 /// (their .cargo/config.toml is not read with --manifest-path from here).
 fn test_firmware() -> Result {
+    flip_link()?;
     let target = target_dir().join("firmware");
     let in_dir = |dir: &str, args: &[&str]| -> Result {
         let mut cmd = cargo();
@@ -272,39 +291,144 @@ fn export_images(dir: &Path, count: usize) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// int8 against float for both example models: x86 latency (same run, interleaved) and executed
-/// instructions under qemu-aarch64 on Cortex-A72 (Raspberry Pi 4 class) and Cortex-A76 (Pi 5 class).
+/// A qemu-user emulator: its command, sysroot and `-cpu`.
+struct Qemu {
+    command: &'static str,
+    sysroot: &'static str,
+    cpu: &'static str,
+}
+
+/// Instructions one inference costs under `qemu`: `perch-run bench --runs N` for two N, the difference
+/// divided by their difference removing process start, plan load and optimization.
+fn qemu_per_inference(plugin: &Path, qemu: &Qemu, perch_run: &Path, plan: &Path, runs: [usize; 2]) -> Result<u64> {
+    let mut counts = Vec::new();
+    for n in runs {
+        let mut cmd = Command::new(qemu.command);
+        cmd.args(["-cpu", qemu.cpu, "-L", qemu.sysroot, "-plugin"]).arg(plugin).arg(perch_run).args(["bench", "--plan"]).arg(plan);
+        cmd.args(["--runs", &n.to_string(), "--warmup", "0", "--no-cold-start", "--json"]).env("TRACT_CPU_ARM32_NEON", "true");
+        let out = cmd.output().map_err(|e| e.to_string())?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if !out.status.success() {
+            return Err(format!("perch-run failed under {} -cpu {} ({}): {stderr}", qemu.command, qemu.cpu, out.status));
+        }
+        let total = stderr
+            .lines()
+            .find_map(|l| l.strip_prefix("insncount: total=")?.split_whitespace().next()?.parse::<u64>().ok())
+            .ok_or_else(|| format!("no insncount line in: {stderr}"))?;
+        counts.push(total);
+    }
+    Ok(counts[1].checked_sub(counts[0]).ok_or("more runs counted fewer instructions")? / (runs[1] - runs[0]) as u64)
+}
+
+/// The MobileNetV2-shaped benchmark network (xtask/mobilenet_v2.py, random weights) and its
+/// calibration images, exported once with PyTorch: None when no Python with torch is at hand.
+fn mobilenet_v2(dir: &Path) -> Result<Option<(PathBuf, PathBuf)>> {
+    let (onnx, calibration) = (dir.join("mobilenet-v2.onnx"), dir.join("mobilenet-v2.calib.npy"));
+    if onnx.exists() && calibration.exists() {
+        return Ok(Some((onnx, calibration)));
+    }
+    let python = std::env::var_os("PERCH_TORCH_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/perch-train-venv/bin/python"));
+    if !python.exists() {
+        eprintln!(
+            "MobileNetV2 skipped: it is exported with PyTorch, and {} does not exist (set PERCH_TORCH_PYTHON, or make \
+             the training venv: README, \"Regenerating the models\")",
+            python.display()
+        );
+        return Ok(None);
+    }
+    run(Command::new(python).arg(root().join("xtask/mobilenet_v2.py")).arg(&onnx).arg(&calibration))?;
+    Ok(Some((onnx, calibration)))
+}
+
+/// Perch's int8 kernels against tract's int8 and against float, for fashion-cnn-s, fashion-resnet and
+/// a MobileNetV2-shaped 224x224 network: instructions per inference under qemu on Cortex-A72 (Pi 4),
+/// Cortex-A76 (Pi 5, SDOT) and Cortex-A7 (32-bit), and x86-64 latency against ONNX Runtime (float and
+/// int8 QDQ, one thread, interleaved). Writes both tables into BENCHMARKS.md.
 fn bench_int8() -> Result {
     setup()?;
     let plugin = insncount_plugin()?;
-    run(cargo().args(["build", "--release", "-p", "perch-host", "-p", "perch-tests", "--bin", "perch", "--bin", "perch-bench-int8"]))?;
-    run(cargo().args(["build", "--release", "-p", "perch-runtime", "--bin", "perch-run", "--target", "aarch64-unknown-linux-gnu"]))?;
+    let python = ort_venv()?;
+    run(cargo().args(["build", "--release", "-p", "perch-host", "-p", "perch-runtime", "--bin", "perch", "--bin", "perch-run"]))?;
+    let (aarch64, armv7) = ("aarch64-unknown-linux-gnu", "armv7-unknown-linux-gnueabihf");
+    for target in [aarch64, armv7] {
+        run(cargo().args(["build", "--release", "-p", "perch-runtime", "--bin", "perch-run", "--target", target]))?;
+    }
     let out = target_dir().join("bench-int8");
     std::fs::create_dir_all(&out).map_err(|e| e.to_string())?;
-    let files = export_images(&out.join("images"), 10)?;
-    let aarch64 = target_dir().join("aarch64-unknown-linux-gnu/release/perch-run");
-    for model in ["fashion-resnet", "fashion-cnn-s"] {
-        let onnx = root().join(format!("models/{model}/{model}.onnx"));
-        let float = out.join(format!("{model}.perch"));
-        let int8 = out.join(format!("{model}.int8.perch"));
-        let compile = |plan: &Path, extra: &[&str]| {
-            run(Command::new(bin("perch")).arg("compile").arg(&onnx).arg("-o").arg(plan).args(["--mean", "0.2860", "--std", "0.3530"]).args(extra))
-        };
-        compile(&float, &[])?;
-        compile(&int8, &["--quantize", "int8", "--calibration", "fashion-mnist:train", "--calibration-samples", "1000"])?;
-        println!("== {model}: x86-64 latency, batch 1, one thread");
-        run(Command::new(bin("perch-bench-int8")).arg(&float).arg(&int8))?;
-        for cpu in ["cortex-a72", "cortex-a76"] {
-            let f = qemu_per_image(&plugin, &aarch64, cpu, &float, &files)?;
-            let q = qemu_per_image(&plugin, &aarch64, cpu, &int8, &files)?;
-            println!(
-                "== {model}: qemu-aarch64 -cpu {cpu}, instructions per classified image (decode + preprocess + inference): \
-                 float {f}, int8 {q}, int8/float {:.2}",
-                q as f64 / f as f64
-            );
-        }
+    let fashion = ["--mean", "0.2860", "--std", "0.3530"];
+    /// A benchmark model: name, ONNX file, calibration data, preprocessing, the two run counts.
+    struct Model {
+        name: String,
+        onnx: PathBuf,
+        calibration: String,
+        preprocess: Vec<&'static str>,
+        runs: [usize; 2],
     }
-    Ok(())
+    let mut models: Vec<Model> = ["fashion-cnn-s", "fashion-resnet"]
+        .iter()
+        .map(|m| Model {
+            name: m.to_string(),
+            onnx: root().join(format!("models/{m}/{m}.onnx")),
+            calibration: "fashion-mnist:train".into(),
+            preprocess: fashion.to_vec(),
+            runs: [11, 21],
+        })
+        .collect();
+    if let Some((onnx, calibration)) = mobilenet_v2(&out)? {
+        let preprocess = vec!["--mean", "0.485,0.456,0.406", "--std", "0.229,0.224,0.225"];
+        models.push(Model { name: "mobilenet-v2".into(), onnx, calibration: calibration.display().to_string(), preprocess, runs: [1, 3] });
+    }
+    let (a64, a32) = (("qemu-aarch64", "/usr/aarch64-linux-gnu"), ("qemu-arm", "/usr/arm-linux-gnueabihf"));
+    let cpus = [
+        ("Cortex-A72", aarch64, a64, "cortex-a72"),
+        ("Cortex-A76", aarch64, a64, "cortex-a76"),
+        ("Cortex-A7", armv7, a32, "cortex-a7"),
+    ];
+    let mut insns = String::from(
+        "Instructions per inference (batch 1, one thread) under qemu-user with `../shared/tools/insncount`: \
+         `perch-run bench --runs N` for two N, the difference divided by the difference in N (plan load and \
+         optimization cancel out). float = tract's f32 plan; tract int8 = the same int8 plan on tract 0.23.9's \
+         quantized convolution (`perch compile --int8-kernels tract`); Perch int8 = on Perch's kernels (the default).\n\n\
+         | model | CPU | float | tract int8 | Perch int8 | tract int8 / float | Perch int8 / float |\n|---|---|---:|---:|---:|---:|---:|\n",
+    );
+    let mut specs = Vec::new();
+    for Model { name, onnx, calibration, preprocess, runs } in &models {
+        let plan = |suffix: &str| out.join(format!("{name}{suffix}.perch"));
+        let compile = |plan: &Path, extra: &[&str]| {
+            run(Command::new(bin("perch")).arg("compile").arg(onnx).arg("-o").arg(plan).args(preprocess).args(extra))
+        };
+        let int8 = ["--quantize", "int8", "--calibration", calibration.as_str(), "--calibration-samples", "1000"];
+        compile(&plan(""), &[])?;
+        compile(&plan(".int8-tract"), &[&int8[..], &["--int8-kernels", "tract"]].concat())?;
+        compile(&plan(".int8-perch"), &int8)?;
+        for (cpu, target, (command, sysroot), qemu_cpu) in cpus {
+            let perch_run = target_dir().join(target).join("release/perch-run");
+            let qemu = Qemu { command, sysroot, cpu: qemu_cpu };
+            let count = |p: &Path| qemu_per_inference(&plugin, &qemu, &perch_run, p, *runs);
+            let (f, t, p) = (count(&plan(""))?, count(&plan(".int8-tract"))?, count(&plan(".int8-perch"))?);
+            let line = format!(
+                "| {name} | {cpu} | {f} | {t} | {p} | {:.2}x | {:.2}x |\n",
+                t as f64 / f as f64,
+                p as f64 / f as f64
+            );
+            print!("{line}");
+            insns.push_str(&line);
+        }
+        specs.push(format!(
+            "{name}={}:{}:{}:{}",
+            onnx.display(),
+            plan("").display(),
+            plan(".int8-tract").display(),
+            plan(".int8-perch").display()
+        ));
+    }
+    write_benchmark_section("int8-insns", "## int8 kernels on ARM: instructions per inference (issue 6)", &format!("Command: `cargo xtask bench-int8`.\n\n{insns}"))?;
+    let table = out.join("ort.md");
+    run(Command::new(&python).arg(root().join("xtask/ort_bench.py")).arg(&table).arg(bin("perch-run")).args(["7", "100"]).args(&specs))?;
+    let body = std::fs::read_to_string(&table).map_err(|e| e.to_string())?;
+    write_benchmark_section("int8-x86", "## int8 kernels on x86-64 against ONNX Runtime (issue 6)", &format!("Command: `cargo xtask bench-int8`.\n\n{body}"))
 }
 
 /// ONNX Runtime's float and int8 (quantize_static QDQ, same calibration set) accuracy on the example
@@ -389,7 +513,20 @@ fn write_benchmark_section(name: &str, heading: &str, body: &str) -> Result {
         (Some(b), Some(e)) if b < e => format!("{}{block}{}", &text[..b], &text[e + end.len()..]),
         _ => format!("{}\n\n{heading}\n\n{block}\n", text.trim_end()),
     };
-    std::fs::write(&path, new).map_err(|e| format!("{}: {e}", path.display()))
+    write_atomically(&path, new.as_bytes())
+}
+
+/// Writes `path` whole or not at all: a temporary file beside it, renamed over it (and removed if
+/// anything fails), so an interrupted run never leaves a half-written BENCHMARKS.md.
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    let written = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(format!("{}: {e}", path.display()));
+    }
+    Ok(())
 }
 
 /// perch-run against ONNX Runtime on this machine: see xtask/ort_bench.py.
@@ -458,6 +595,60 @@ fn bench_serve() -> Result {
     Ok(())
 }
 
+/// The cargo-fuzz targets of fuzz/, each with its corpus in fuzz/corpus/<target>/ and, where it has one,
+/// a dictionary fuzz/<target>.dict.
+const FUZZ_TARGETS: &[&str] = &["perch_plan", "pmc", "image", "onnx", "http"];
+
+fn fuzz(args: &[String]) -> Result {
+    let usage = || format!("usage: cargo xtask fuzz [--time SECS] [{}]", FUZZ_TARGETS.join("|"));
+    let mut seconds = 30u64;
+    let mut only = None;
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--time" => seconds = args.next().and_then(|s| s.parse().ok()).filter(|&s| s > 0).ok_or_else(usage)?,
+            t if only.is_none() && FUZZ_TARGETS.contains(&t) => only = Some(t),
+            other => return Err(format!("unexpected `{other}`; {}", usage())),
+        }
+    }
+    if !output(Command::new("rustup").args(["toolchain", "list"]))?.lines().any(|l| l.starts_with("nightly")) {
+        run(Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal"]))?;
+    }
+    if Command::new("cargo-fuzz").arg("--version").output().is_err() {
+        run(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))?;
+    }
+    let dir = root().join("fuzz");
+    // `cargo +nightly` through rustup, not this cargo: and none of the variables `cargo xtask` set for
+    // the root workspace (fuzz/ has its own target dir, sanitizer flags and toolchain).
+    let nightly_cargo = || {
+        let mut c = Command::new("cargo");
+        c.arg("+nightly").current_dir(&dir);
+        for var in ["CARGO", "RUSTUP_TOOLCHAIN", "RUSTC", "RUSTDOC", "CARGO_TARGET_DIR", "RUSTFLAGS"] {
+            c.env_remove(var);
+        }
+        c
+    };
+    // -O: dependencies built as shipped; fuzz/Cargo.toml keeps overflow checks on in Perch's crates.
+    run(nightly_cargo().args(["fuzz", "build", "-O"]))?;
+    let targets = only.map_or_else(|| FUZZ_TARGETS.to_vec(), |t| vec![t]);
+    for target in targets {
+        // New inputs go to a scratch corpus (listed first); the kept one is only read.
+        let scratch = dir.join("target/smoke-corpus").join(target);
+        let _ = std::fs::remove_dir_all(&scratch);
+        std::fs::create_dir_all(&scratch).map_err(|e| format!("{}: {e}", scratch.display()))?;
+        let mut cmd = nightly_cargo();
+        cmd.args(["fuzz", "run", "-O", target]).arg(&scratch).arg(dir.join("corpus").join(target));
+        cmd.args(["--", &format!("-max_total_time={seconds}"), "-rss_limit_mb=4096", "-timeout=60"]);
+        let dict = dir.join(format!("{target}.dict"));
+        if dict.exists() {
+            cmd.arg(format!("-dict={}", dict.display()));
+        }
+        run(&mut cmd).map_err(|e| format!("{e}\nfuzz target {target} failed: the input that broke it is in fuzz/artifacts/{target}/"))?;
+    }
+    eprintln!("fuzz: {} target(s), {seconds} s each, no crash", only.map_or(FUZZ_TARGETS.len(), |_| 1));
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let task = std::env::args().nth(1).unwrap_or_default();
     let result = match task.as_str() {
@@ -472,6 +663,7 @@ fn main() -> ExitCode {
         "bench-int8" => bench_int8(),
         "bench-ort" => bench_ort(),
         "bench-serve" => bench_serve(),
+        "fuzz" => fuzz(&std::env::args().skip(2).collect::<Vec<_>>()),
         _ => {
             eprintln!("{USAGE}");
             return if task.is_empty() || task == "help" || task == "--help" { ExitCode::SUCCESS } else { ExitCode::FAILURE };

@@ -6,6 +6,8 @@
 
 use std::collections::HashMap;
 
+pub use perch_runtime::ops::qconv::Engine;
+
 use tract_onnx::prelude::*;
 use anyhow::{Context, ensure};
 
@@ -68,6 +70,8 @@ pub enum WeightScales {
 pub struct Scheme {
     pub method: Method,
     pub weights: WeightScales,
+    /// Whose kernels run the int8 convolutions and matrix products on the device.
+    pub engine: Engine,
 }
 
 impl std::fmt::Display for Scheme {
@@ -76,7 +80,7 @@ impl std::fmt::Display for Scheme {
             WeightScales::PerChannel => "per-channel",
             WeightScales::PerTensor => "per-tensor",
         };
-        write!(f, "{} calibration, {weights} weights", self.method)
+        write!(f, "{} calibration, {weights} weights, {} int8 kernels", self.method, self.engine.name())
     }
 }
 

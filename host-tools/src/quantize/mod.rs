@@ -9,7 +9,7 @@ use std::collections::HashSet;
 
 use tract_onnx::prelude::*;
 
-pub use calibrate::{Method, Observer, Probe, Scheme, Statistics, WeightScales};
+pub use calibrate::{Engine, Method, Observer, Probe, Scheme, Statistics, WeightScales};
 pub use rewrite::Rewritten;
 
 /// Rewrites `model` (decluttered float) to int8 using calibration `stats` gathered on it. Linear ops

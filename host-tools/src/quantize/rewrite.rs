@@ -1,5 +1,5 @@
 //! The static int8 rewrite: from a decluttered float graph and its calibration ranges to a graph whose
-//! convolutions and matrix products run tract's integer kernels.
+//! convolutions and matrix products run integer kernels (Perch's or tract's, `Scheme::engine`).
 //!
 //! Scheme (TFLite's int8): weights int8, symmetric, one scale per output channel; activations int8,
 //! asymmetric, one scale and zero point per tensor; biases int32 at scale `x_scale * w_scale[o]`.
@@ -490,7 +490,7 @@ impl<'a> Rewriter<'a> {
             inputs[0] = x;
         }
         let conv = Conv::new(linear.pool_spec, KernelFormat::OIHW, linear.group, Some(y_dt));
-        let op = QConv { conv, x_zero_point: x_zp, x_scale };
+        let op = QConv { conv, x_zero_point: x_zp, x_scale, engine: self.scheme.engine };
         let name = self.name(&base, ".int8");
         let mut y = self.target.wire_node(name, op, &inputs)?[0];
         if linear.squeeze {

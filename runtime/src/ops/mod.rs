@@ -124,7 +124,7 @@ mod tests {
         let k = model.add_const("k", Tensor::from_shape(&[3, 2, 3, 3], &values(54, |i| ((i * 37) % 255) as i8)).unwrap()).unwrap();
         let b = model.add_const("b", Tensor::from_shape(&[3], &[120i32, -40, 7]).unwrap()).unwrap();
         let s = model.add_const("s", Tensor::from_shape(&[3], &[0.004f32, 0.002, 0.007]).unwrap()).unwrap();
-        let op = QConv { conv: Conv::new(spec(), KernelFormat::OIHW, 1, Some(y_dt)), x_zero_point: -7, x_scale: 0.02 };
+        let op = QConv { conv: Conv::new(spec(), KernelFormat::OIHW, 1, Some(y_dt)), x_zero_point: -7, x_scale: 0.02, engine: super::qconv::Engine::Tract };
         let y = model.wire_node("qconv", op, &[x, k, b, s]).unwrap();
         model.select_output_outlets(&y).unwrap();
         let mut input = Tensor::from_shape(&[1, 2, 6, 5], &values(60, |i| ((i * 53) % 256) as u8 as i8)).unwrap();

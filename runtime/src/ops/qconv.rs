@@ -3,15 +3,39 @@
 //! It stands for tract's quantized [`Conv`] (nine inputs: input, kernel, bias, then the zero point
 //! and scale of input, kernel and output) in a form that serializes with its per-channel scales
 //! intact and with the scalar parameters as attributes rather than tensors. At optimization time it
-//! declutters into that `Conv`, which tract lowers to its integer im2col + int8 matmul kernels with
-//! the requantization fused in.
+//! runs on one of two engines, chosen by `perch compile` and written in the plan: Perch's own int8
+//! kernels ([`crate::kernels`], the default), into which it turns when the plan is optimized, or
+//! tract's, into whose quantized `Conv` it declutters (tract's integer im2col + int8 matmul).
 
 use tract_core::ops::cast::cast;
+use tract_core::ops::Downsample;
 use tract_core::ops::cnn::{Conv, KernelFormat};
 use tract_nnef::internal::*;
 use tract_nnef::ops::nnef::deser::read_conv_parameters;
 use tract_nnef::ops::nnef::ser::make_conv_named_args;
-use tract_nnef::ser::{invocation, numeric};
+use tract_nnef::ser::{invocation, numeric, string};
+
+use crate::kernels::{Geometry, Isa, QConvKernel};
+
+/// Which kernels run a [`QConv`] once the plan is optimized.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Engine {
+    /// Perch's int8 kernels (NEON, SDOT, AVX2 or portable, chosen at run time); tract's where they do
+    /// not apply (grouped convolutions other than depthwise).
+    #[default]
+    Perch,
+    /// tract's quantized convolution.
+    Tract,
+}
+
+impl Engine {
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Perch => "perch",
+            Engine::Tract => "tract",
+        }
+    }
+}
 
 /// An int8 convolution: inputs are the int8 input, the int8 OIHW kernel, the int32 bias and the
 /// per-output-channel kernel scales (f32); the input and output quantization are constant fields.
@@ -21,6 +45,7 @@ pub struct QConv {
     pub conv: Conv,
     pub x_zero_point: i32,
     pub x_scale: f32,
+    pub engine: Engine,
 }
 
 impl std::hash::Hash for QConv {
@@ -28,6 +53,7 @@ impl std::hash::Hash for QConv {
         self.conv.hash(state);
         self.x_zero_point.hash(state);
         self.x_scale.to_bits().hash(state);
+        self.engine.hash(state);
     }
 }
 
@@ -67,6 +93,7 @@ impl Op for QConv {
     fn info(&self) -> TractResult<Vec<String>> {
         let mut info = self.conv.info()?;
         info.push(format!("input zero point {} scale {}, output {:?}", self.x_zero_point, self.x_scale, self.conv.q_params));
+        info.push(format!("engine: {}", self.engine.name()));
         Ok(info)
     }
 
@@ -98,7 +125,153 @@ impl TypedOp for QConv {
     }
 
     fn declutter(&self, model: &TypedModel, node: &TypedNode) -> TractResult<Option<TypedModelPatch>> {
+        if self.engine == Engine::Perch {
+            return Ok(None);
+        }
         super::declutter_as_graph(model, node, "perch-qconv-to-conv", |patch, inputs| self.wire_conv(patch, &node.name, inputs))
+    }
+
+    fn codegen(&self, model: &TypedModel, node: &TypedNode) -> TractResult<Option<TypedModelPatch>> {
+        if self.engine != Engine::Perch {
+            return Ok(None);
+        }
+        match self.kernel(model, node)? {
+            Some((kernel, input)) => {
+                let op = QConvExec { kernel: Arc::new(kernel), output: self.conv.q_params.context("quantized")? };
+                Ok(Some(TypedModelPatch::replace_single_op(model, node, &[input], op)?))
+            }
+            // Not for Perch's kernels: tract's quantized convolution, then tract's own codegen.
+            None => super::declutter_as_graph(model, node, "perch-qconv-to-conv", |patch, inputs| self.wire_conv(patch, &node.name, inputs)),
+        }
+    }
+
+    as_op!();
+}
+
+impl QConv {
+    /// Perch's kernel for this convolution in `model` and the outlet it reads, or None where it does
+    /// not apply (weights not constant, symbolic image size, unsupported groups). A pointwise
+    /// convolution reads through the `Downsample`s tract puts in front of strided 1x1 convolutions:
+    /// the kernel strides instead.
+    fn kernel(&self, model: &TypedModel, node: &TypedNode) -> TractResult<Option<(QConvKernel, OutletId)>> {
+        let spec = &self.conv.pool_spec;
+        let pointwise = spec.kernel_shape.iter().all(|&k| k == 1)
+            && spec.computed_padding(&[1usize, 1]).iter().all(|p| p.pad_before == 0 && p.pad_after == 0);
+        let (mut input, mut folded) = (node.inputs[0], [1usize, 1]);
+        while let Some(ds) = model.node(input.node).op_as::<Downsample>().filter(|_| pointwise) {
+            if ds.modulo != 0 || ds.stride <= 0 || !(ds.axis == 2 || ds.axis == 3) || model.outlet_successors(input).len() != 1 {
+                break;
+            }
+            folded[ds.axis - 2] *= ds.stride as usize;
+            input = model.node(input.node).inputs[0];
+        }
+        let Some(kernel) = self.kernel_reading(model, node, input, folded)? else { return Ok(None) };
+        // The folded strides must give the shape the downsampled input gave.
+        let [_, _, h, w] = kernel.output_shape(1);
+        let expected = &model.outlet_fact(OutletId::new(node.id, 0))?.shape;
+        if expected.len() != 4 || expected[2] != h.to_dim() || expected[3] != w.to_dim() {
+            return Ok(self.kernel_reading(model, node, node.inputs[0], [1, 1])?.map(|k| (k, node.inputs[0])));
+        }
+        Ok(Some((kernel, input)))
+    }
+
+    /// Perch's kernel for this convolution reading `input`, with its strides multiplied by `folded`.
+    fn kernel_reading(&self, model: &TypedModel, node: &TypedNode, input: OutletId, folded: [usize; 2]) -> TractResult<Option<QConvKernel>> {
+        let x = model.outlet_fact(input)?;
+        let consts = node.inputs[1..4].iter().map(|i| Ok(model.outlet_fact(*i)?.konst.clone())).collect::<TractResult<Vec<_>>>()?;
+        let [Some(kernel), Some(bias), Some(k_scale)] = &consts[..] else { return Ok(None) };
+        let spec = &self.conv.pool_spec;
+        let Some(hw) = x.shape.iter().skip(2).map(|d| d.to_usize().ok()).collect::<Option<Vec<usize>>>() else { return Ok(None) };
+        if x.datum_type.unquantized() != DatumType::I8 || hw.contains(&0) {
+            return Ok(None);
+        }
+        if x.rank() != 4 || spec.data_format != tract_core::ops::nn::DataFormat::NCHW || hw.len() != 2 {
+            return Ok(None);
+        }
+        let padding = spec.computed_padding(&hw);
+        let pair = |v: &[usize]| [v[0], v[1]];
+        let geometry = Geometry {
+            input: [hw[0], hw[1]],
+            kernel: pair(&spec.kernel_shape),
+            stride: [spec.strides()[0] * folded[0], spec.strides()[1] * folded[1]],
+            dilation: pair(&spec.dilations()),
+            pad_before: [padding[0].pad_before, padding[1].pad_before],
+            pad_after: [padding[0].pad_after, padding[1].pad_after],
+            output: [0, 1].map(|a| (hw[a] - 1) / (spec.strides()[a] * folded[a]) + 1),
+        };
+        let geometry = if folded == [1, 1] { Geometry { output: [padding[0].convoluted, padding[1].convoluted], ..geometry } } else { geometry };
+        let (_, y_scale) = self.output_qparams()?;
+        let k_scale = k_scale.cast_to::<f32>()?;
+        let k_scale = k_scale.try_as_plain_ram()?.as_slice::<f32>()?.to_vec();
+        let bias = bias.cast_to::<i32>()?;
+        let bias = bias.try_as_plain_ram()?.as_slice::<i32>()?.to_vec();
+        // tract's arithmetic: (kernel scale * input scale) / output scale, in f32.
+        let scales: Vec<f32> = (0..bias.len()).map(|o| (k_scale[if k_scale.len() == 1 { 0 } else { o }] * self.x_scale) / y_scale).collect();
+        let kernel = kernel.try_as_plain_ram()?;
+        let Ok(weights) = kernel.as_slice::<i8>() else { return Ok(None) };
+        let (y_zp, _) = self.output_qparams()?;
+        let Ok(x_zp) = i8::try_from(self.x_zero_point) else { return Ok(None) };
+        let channels = spec.input_channels;
+        Ok(QConvKernel::new(geometry, channels, self.conv.group, weights, &bias, &scales, x_zp, y_zp, Isa::best()).ok())
+    }
+}
+
+/// A [`QConv`] on Perch's kernels: what the optimized plan runs (never serialized).
+#[derive(Debug, Clone)]
+pub struct QConvExec {
+    pub kernel: Arc<QConvKernel>,
+    /// The int8 output type.
+    pub output: DatumType,
+}
+
+impl Op for QConvExec {
+    fn name(&self) -> StaticName {
+        "PerchQConv#kernels".into()
+    }
+
+    fn info(&self) -> TractResult<Vec<String>> {
+        Ok(vec![format!("{:?}, {} kernel", self.kernel.geometry(), self.kernel.isa().name())])
+    }
+
+    op_as_typed_op!();
+}
+
+impl PartialEq for QConvExec {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.kernel, &other.kernel) && self.output == other.output
+    }
+}
+
+impl Eq for QConvExec {}
+
+impl EvalOp for QConvExec {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let x = &inputs[0];
+        let batch = x.shape()[0];
+        let mut y = unsafe { Tensor::uninitialized_dt(self.output, &self.kernel.output_shape(batch))? };
+        {
+            let x = x.try_as_plain_ram()?;
+            let x = unsafe { x.as_slice_unchecked::<i8>() };
+            let mut out = y.try_as_plain_ram_mut()?;
+            let out = unsafe { out.as_slice_mut_unchecked::<i8>() };
+            self.kernel.run(x, batch, out)?;
+        }
+        Ok(tvec!(y.into_tvalue()))
+    }
+}
+
+impl TypedOp for QConvExec {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        ensure!(inputs[0].datum_type.unquantized() == DatumType::I8, "PerchQConv#kernels takes int8");
+        let [_, c, h, w] = self.kernel.output_shape(0);
+        let shape: TVec<TDim> = tvec!(inputs[0].shape[0].clone(), c.into(), h.into(), w.into());
+        Ok(tvec!(self.output.fact(shape)))
+    }
+
+    fn cost(&self, inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
+        Ok(tvec!((Cost::FMA(DatumType::I32), inputs[0].shape[0].clone() * self.kernel.macs())))
     }
 
     as_op!();
@@ -115,6 +288,8 @@ pub fn register(registry: &mut Registry) {
         TypeName::Scalar.spec().named("input_scale"),
         TypeName::Integer.spec().named("output_zero_point"),
         TypeName::Scalar.spec().named("output_scale"),
+        // Plans written before the engine existed ran tract's.
+        TypeName::String.spec().named("engine").default("tract"),
     ];
     params.extend(super::conv_geometry_params());
     registry.register_primitive("perch_qconv", &params, &[("output", TypeName::Scalar.tensor())], load);
@@ -130,6 +305,7 @@ fn dump(ast: &mut IntoAst, node: &TypedNode, op: &QConv) -> TractResult<Option<A
     named.push(("output_zero_point", numeric(y_zp)));
     named.push(("output_scale", numeric(y_scale)));
     named.push(("filter_scale", (*ast.mapping[&node.inputs[3]]).clone()));
+    named.push(("engine", string(op.engine.name())));
     let inputs: TVec<Arc<RValue>> = node.inputs[..3].iter().map(|i| ast.mapping[i].clone()).collect();
     Ok(Some(invocation("perch_qconv", &inputs, &named)))
 }
@@ -154,11 +330,18 @@ fn load(builder: &mut ModelBuilder, invocation: &ResolvedInvocation) -> TractRes
     let in_i8 = |v: i64| (-128..=127).contains(&v);
     ensure!(in_i8(x_zero_point) && in_i8(y_zero_point), "perch_qconv zero points must be int8");
     ensure!(x_scale > 0.0 && y_scale > 0.0 && x_scale.is_finite() && y_scale.is_finite(), "perch_qconv scales must be positive");
+    let engine: String = invocation.named_arg_as(builder, "engine")?;
+    let engine = match engine.as_str() {
+        "perch" => Engine::Perch,
+        "tract" => Engine::Tract,
+        other => bail!("perch_qconv engine must be \"perch\" or \"tract\", not {other:?}"),
+    };
     let output = DatumType::QI8(QParams::ZpScale { zero_point: y_zero_point as i32, scale: y_scale });
     let op = QConv {
         conv: Conv::new(pool_spec, KernelFormat::OIHW, group, Some(output)),
         x_zero_point: x_zero_point as i32,
         x_scale,
+        engine,
     };
     let bias = builder.wire_as_outlets(cast(i32::datum_type()), &[bias])?[0];
     let filter_scale = builder.wire_as_outlets(cast(f32::datum_type()), &[filter_scale])?[0];

@@ -14,7 +14,7 @@ use perch_host::{compile, import, mcu, report};
 use perch_runtime::plan::{Accuracy, Plan, write_atomically};
 
 use crate::eval_cmd::{print_table, scheme};
-use crate::{PreprocessArgs, WeightScalesArg};
+use crate::{Int8KernelsArg, PreprocessArgs, WeightScalesArg};
 
 #[derive(Args)]
 pub struct BuildArgs {
@@ -39,6 +39,9 @@ pub struct BuildArgs {
     pub calibration_samples: usize,
     #[arg(long, value_enum, default_value = "per-channel")]
     pub weight_scales: WeightScalesArg,
+    /// Whose kernels run the int8 plan's convolutions (as for `perch compile`).
+    #[arg(long, value_enum, default_value = "perch")]
+    pub int8_kernels: Int8KernelsArg,
     /// The microcontroller the .pmc must fit (stm32f411, stm32f405, nrf52840, stm32h743, rp2040).
     #[arg(long, value_name = "CHIP", default_value = "stm32f411")]
     pub chip: String,
@@ -84,7 +87,7 @@ pub fn run(args: &BuildArgs) -> Result<()> {
         &manifest,
         &Target::ALL,
         Some((&calibration, &args.calibration)),
-        scheme(args.calibration_method, args.weight_scales),
+        scheme(args.calibration_method, args.weight_scales, args.int8_kernels),
         args.calibration_samples,
         &data,
         n,
@@ -122,7 +125,10 @@ pub fn run(args: &BuildArgs) -> Result<()> {
         (Some(dir), Ok(())) => {
             let elf = build_firmware(&dir, &pmc, args.firmware_for_chip.then_some(chip.name))?;
             let dest = out(format!("{stem}.elf"));
-            std::fs::copy(&elf, &dest).with_context(|| format!("copying {}", elf.display()))?;
+            // Copied through a temporary file beside `dest` and renamed: an interrupted copy never
+            // leaves a truncated ELF that would flash.
+            let bytes = std::fs::read(&elf).with_context(|| format!("cannot read the built firmware {}", elf.display()))?;
+            write_atomically(&dest, &bytes)?;
             written.push(format!(
                 "{stem}.elf (board app with this plan, {}; run it: qemu-system-arm -cpu cortex-m4 -machine mps2-an386 -nographic -monitor none -serial none -semihosting-config enable=on,target=native -kernel {})",
                 if args.firmware_for_chip { chip.name } else { "qemu mps2-an386 layout" },

@@ -11,7 +11,7 @@ use perch_host::quantize::{Method, Scheme, WeightScales};
 use perch_host::{compile, import, report};
 use perch_runtime::{Classifier, Plan};
 
-use crate::{PreprocessArgs, WeightScalesArg, progress_bar};
+use crate::{Int8KernelsArg, PreprocessArgs, WeightScalesArg, progress_bar};
 
 #[derive(Args)]
 pub struct EvalArgs {
@@ -38,6 +38,9 @@ pub struct EvalArgs {
     pub calibration_samples: usize,
     #[arg(long, value_enum, default_value = "per-channel")]
     pub weight_scales: WeightScalesArg,
+    /// Whose kernels run the int8 plan's convolutions (as for `perch compile`).
+    #[arg(long, value_enum, default_value = "perch")]
+    pub int8_kernels: Int8KernelsArg,
     /// Class labels for ONNX inputs. Default: labels.txt beside the model.
     #[arg(long, value_name = "FILE")]
     pub labels: Option<PathBuf>,
@@ -51,12 +54,12 @@ pub struct EvalArgs {
     pub report: Option<PathBuf>,
 }
 
-pub fn scheme(method: Method, weights: WeightScalesArg) -> Scheme {
+pub fn scheme(method: Method, weights: WeightScalesArg, kernels: Int8KernelsArg) -> Scheme {
     let weights = match weights {
         WeightScalesArg::PerChannel => WeightScales::PerChannel,
         WeightScalesArg::PerTensor => WeightScales::PerTensor,
     };
-    Scheme { method, weights }
+    Scheme { method, weights, engine: kernels.into() }
 }
 
 pub fn bar_for(total: usize) -> impl FnMut(&str, usize, usize) {
@@ -104,7 +107,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
                 Target::ALL.into_iter().filter(|t| calibration.is_some() || !t.needs_calibration()).collect()
             });
             let calib = calibration.as_ref().map(|(d, name)| (d, name.as_str()));
-            let scheme = scheme(args.calibration_method, args.weight_scales);
+            let scheme = scheme(args.calibration_method, args.weight_scales, args.int8_kernels);
             let done = eval::evaluate_model(&imported, &manifest, &targets, calib, scheme, args.calibration_samples, &data, n, &mut progress)?;
             layer_errors = done.layer_errors.or(layer_errors);
             (manifest.labels.clone(), done.outputs)

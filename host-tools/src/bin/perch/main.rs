@@ -176,7 +176,7 @@ struct CompileArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     eval_limit: Option<u64>,
     /// Quantize: `int8` (static: int8 weights per output channel and int8 activations, calibrated
-    /// on --calibration data; convolutions and matrix products run tract's integer kernels), or
+    /// on --calibration data; convolutions and matrix products run Perch's int8 kernels, see --int8-kernels), or
     /// `dynamic` (int8 weights for matrix products, activations quantized at run time).
     #[arg(long, value_enum, default_value = "none")]
     quantize: QuantizeArg,
@@ -196,6 +196,11 @@ struct CompileArgs {
     /// convolutions; check the accuracy it reports).
     #[arg(long, value_enum, default_value = "per-channel")]
     weight_scales: WeightScalesArg,
+    /// Whose kernels run the int8 convolutions and matrix products on the device: Perch's (NEON
+    /// with SDOT where the CPU has it, AVX2, portable; tract's where they do not apply) or tract's
+    /// own quantized convolution. Both give the same outputs; see BENCHMARKS.md for the speed.
+    #[arg(long, value_enum, default_value = "perch")]
+    int8_kernels: Int8KernelsArg,
     /// The quantization debugger: compare every int8 tensor with its float counterpart on (up to
     /// 500 of) the calibration samples, print a per-layer table (SQNR in dB, max abs error) and
     /// write it to FILE as JSON.
@@ -220,6 +225,21 @@ struct CompileArgs {
     /// from the host simulation, labels) to FILE, for the board app's self-test.
     #[arg(long, value_names = ["N", "FILE"], num_args = 2, requires = "eval_data")]
     test_vectors: Option<Vec<String>>,
+}
+
+#[derive(Clone, Copy, PartialEq, ValueEnum)]
+enum Int8KernelsArg {
+    Perch,
+    Tract,
+}
+
+impl From<Int8KernelsArg> for perch_host::quantize::Engine {
+    fn from(arg: Int8KernelsArg) -> Self {
+        match arg {
+            Int8KernelsArg::Perch => perch_host::quantize::Engine::Perch,
+            Int8KernelsArg::Tract => perch_host::quantize::Engine::Tract,
+        }
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, ValueEnum)]
@@ -327,7 +347,7 @@ fn compile_cmd(args: &CompileArgs) -> Result<()> {
                 WeightScalesArg::PerChannel => WeightScales::PerChannel,
                 WeightScalesArg::PerTensor => WeightScales::PerTensor,
             };
-            let scheme = Scheme { method: args.calibration_method, weights };
+            let scheme = Scheme { method: args.calibration_method, weights, engine: args.int8_kernels.into() };
             let samples = usize::try_from(args.calibration_samples).unwrap_or(usize::MAX).min(dataset.len());
             let (model, report) = match args.max_accuracy_drop {
                 None => {
@@ -504,7 +524,11 @@ fn print_layer_errors(layers: &[quantize::debug::LayerError], samples: usize) {
 }
 
 fn inspect_cmd(path: &Path, input_shape: Option<&[Dim]>, nodes: bool, optimized: bool) -> Result<()> {
-    let is_plan = std::fs::read(path).ok().is_some_and(|b| b.starts_with(&perch_runtime::plan::container::MAGIC));
+    // A plan by its name or by its first bytes (only those are read here: Plan::load checks the size).
+    let mut magic = [0u8; perch_runtime::plan::container::MAGIC.len()];
+    let starts_as_plan = std::fs::File::open(path).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic)).is_ok()
+        && magic == perch_runtime::plan::container::MAGIC;
+    let is_plan = starts_as_plan || path.extension().is_some_and(|e| e == "perch");
     let model = if is_plan {
         if input_shape.is_some() {
             bail!("--input-shape applies to ONNX models; a plan's input shape is fixed at compile time");

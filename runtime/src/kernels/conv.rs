@@ -1,0 +1,351 @@
+//! An int8 2D convolution (dense, pointwise or depthwise) with its requantization, on NCHW tensors.
+//!
+//! Dense convolutions: the input is copied once into a zero-point-padded channels-last buffer; for
+//! each run of [`NR`] output pixels, each pixel's receptive field is then one contiguous copy per
+//! kernel row (or, for a pointwise convolution, read in place): no im2col matrix. Weights are packed
+//! at plan load in the same (kernel row, kernel column, channel) order, rows padded to [`KU`] bytes.
+//! The zero point of the input is folded into the bias (padding holds the zero point, so it adds
+//! nothing), and each tile of [`MR`] channels by [`NR`] pixels is requantized as it leaves the
+//! microkernel. Depthwise convolutions run per channel plane.
+
+use super::layout;
+use super::micro::{self, KU, MR, NR};
+
+/// Output pixels packed and requantized together (a multiple of [`NR`]).
+const BLOCK: usize = 32;
+use super::{Isa, Requant};
+
+/// Why a convolution cannot run on these kernels (the plan then keeps tract's own).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConvKernelError {
+    #[error("groups other than 1 or depthwise ({groups} groups, {channels} input channels) are not supported")]
+    Groups { groups: usize, channels: usize },
+    #[error("weight -128 found: Perch's int8 kernels take symmetric weights in -127..=127")]
+    WeightRange,
+    #[error("kernel of {weights} values, {bias} biases and {scales} scales do not match {out} output channels")]
+    Shapes { weights: usize, bias: usize, scales: usize, out: usize },
+    #[error("zero stride, dilation or kernel size")]
+    Geometry,
+    #[error("input {got:?} does not match the convolution's {expected:?} (N, C, H, W)")]
+    Input { got: Vec<usize>, expected: Vec<usize> },
+    #[error("output buffer of {got} values, {expected} needed")]
+    Output { got: usize, expected: usize },
+}
+
+/// The spatial geometry of a convolution, paddings resolved for its input size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Geometry {
+    /// Input height and width.
+    pub input: [usize; 2],
+    pub kernel: [usize; 2],
+    pub stride: [usize; 2],
+    pub dilation: [usize; 2],
+    pub pad_before: [usize; 2],
+    pub pad_after: [usize; 2],
+    /// Output height and width.
+    pub output: [usize; 2],
+}
+
+impl Geometry {
+    fn padded(&self) -> [usize; 2] {
+        [0, 1].map(|a| self.input[a] + self.pad_before[a] + self.pad_after[a])
+    }
+
+    fn check(&self) -> Result<(), ConvKernelError> {
+        let zero = |v: [usize; 2]| v.contains(&0);
+        if zero(self.kernel) || zero(self.stride) || zero(self.dilation) {
+            return Err(ConvKernelError::Geometry);
+        }
+        // The last output's receptive field must lie inside the padded input.
+        let padded = self.padded();
+        for (a, &padded) in padded.iter().enumerate() {
+            if self.output[a] > 0 && (self.output[a] - 1) * self.stride[a] + (self.kernel[a] - 1) * self.dilation[a] >= padded {
+                return Err(ConvKernelError::Geometry);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A packed int8 convolution, ready to run.
+#[derive(Debug, Clone)]
+pub struct QConvKernel {
+    geometry: Geometry,
+    in_channels: usize,
+    out_channels: usize,
+    depthwise: bool,
+    /// Reduction length of the dense form (kernel height x width x input channels), and padded.
+    k: usize,
+    kp: usize,
+    /// Dense: `[out_channels + MR][kp]`, zero-padded. Depthwise: `[channels][kh * kw]`.
+    weights: Vec<i8>,
+    /// The int32 bias minus the input zero point times the channel's weight sum.
+    bias: Vec<i32>,
+    requant: Requant,
+    x_zero_point: i8,
+    y_zero_point: i32,
+    isa: Isa,
+}
+
+impl QConvKernel {
+    /// Packs an OIHW int8 kernel of `groups` groups (1, or one per input channel) with an int32
+    /// bias and the combined scale of each output channel (`kernel * input / output`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        geometry: Geometry,
+        in_channels: usize,
+        groups: usize,
+        kernel: &[i8],
+        bias: &[i32],
+        scales: &[f32],
+        x_zero_point: i8,
+        y_zero_point: i32,
+        isa: Isa,
+    ) -> Result<QConvKernel, ConvKernelError> {
+        geometry.check()?;
+        let out_channels = bias.len();
+        let depthwise = groups == in_channels && groups == out_channels && groups > 1;
+        if !(groups == 1 || depthwise) {
+            return Err(ConvKernelError::Groups { groups, channels: in_channels });
+        }
+        let [kh, kw] = geometry.kernel;
+        let per_out = if depthwise { kh * kw } else { in_channels * kh * kw };
+        if kernel.len() != out_channels * per_out || scales.len() != out_channels || out_channels == 0 {
+            return Err(ConvKernelError::Shapes { weights: kernel.len(), bias: bias.len(), scales: scales.len(), out: out_channels });
+        }
+        if kernel.contains(&-128) {
+            return Err(ConvKernelError::WeightRange);
+        }
+        let sums = kernel.chunks(per_out).map(|row| row.iter().map(|&w| w as i32).sum::<i32>());
+        let bias = bias.iter().zip(sums).map(|(&b, s)| b.wrapping_sub((x_zero_point as i32).wrapping_mul(s))).collect();
+        let (k, kp, weights) = if depthwise {
+            (per_out, per_out, kernel.to_vec())
+        } else {
+            let kp = per_out.div_ceil(KU) * KU;
+            let mut packed = vec![0i8; (out_channels + MR) * kp];
+            for o in 0..out_channels {
+                for c in 0..in_channels {
+                    for ky in 0..kh {
+                        for kx in 0..kw {
+                            packed[o * kp + (ky * kw + kx) * in_channels + c] = kernel[((o * in_channels + c) * kh + ky) * kw + kx];
+                        }
+                    }
+                }
+            }
+            (per_out, kp, packed)
+        };
+        Ok(QConvKernel {
+            geometry,
+            in_channels,
+            out_channels,
+            depthwise,
+            k,
+            kp,
+            weights,
+            bias,
+            requant: Requant::new(scales),
+            x_zero_point,
+            y_zero_point,
+            isa,
+        })
+    }
+
+    pub fn geometry(&self) -> &Geometry {
+        &self.geometry
+    }
+
+    pub fn isa(&self) -> Isa {
+        self.isa
+    }
+
+    /// Multiply-accumulates per image.
+    pub fn macs(&self) -> usize {
+        self.out_channels * self.k * self.geometry.output[0] * self.geometry.output[1]
+    }
+
+    /// The output shape for `batch` images: (N, C, H, W).
+    pub fn output_shape(&self, batch: usize) -> [usize; 4] {
+        [batch, self.out_channels, self.geometry.output[0], self.geometry.output[1]]
+    }
+
+    /// Convolves `x`, NCHW of `batch` images, into `y` (NCHW), splitting output channels across the
+    /// threads of tract's executor when the plan runs with several.
+    pub fn run(&self, x: &[i8], batch: usize, y: &mut [i8]) -> Result<(), ConvKernelError> {
+        let [h, w] = self.geometry.input;
+        let expected = [batch, self.in_channels, h, w];
+        if x.len() != expected.iter().product::<usize>() {
+            return Err(ConvKernelError::Input { got: vec![x.len()], expected: expected.to_vec() });
+        }
+        let out_len = self.output_shape(batch).iter().product::<usize>();
+        if y.len() != out_len {
+            return Err(ConvKernelError::Output { got: y.len(), expected: out_len });
+        }
+        let image_in = self.in_channels * h * w;
+        let pixels = self.geometry.output[0] * self.geometry.output[1];
+        if pixels == 0 {
+            return Ok(());
+        }
+        for (x, y) in x.chunks_exact(image_in.max(1)).zip(y.chunks_exact_mut(self.out_channels * pixels)) {
+            let padded = self.pad(x);
+            let work = self.macs();
+            let chunk = |first: usize, y: &mut [i8]| -> tract_nnef::internal::TractResult<()> {
+                if self.depthwise {
+                    self.depthwise_channels(&padded, first, y);
+                } else {
+                    self.dense_channels(&padded, first, y);
+                }
+                Ok(())
+            };
+            tract_nnef::internal::tract_linalg::multithread::par_chunks_mut(y, pixels, work, chunk)
+                .expect("the kernels do not fail");
+        }
+        Ok(())
+    }
+
+    /// The input with its padding filled with the zero point: channels-last for dense convolutions
+    /// (`[h][w][c]`), planes for depthwise ones (`[c][h][w]`).
+    fn pad(&self, x: &[i8]) -> Vec<i8> {
+        let [h, w] = self.geometry.input;
+        let [hp, wp] = self.geometry.padded();
+        let [pt, pl] = self.geometry.pad_before;
+        let c = self.in_channels;
+        let mut out = vec![self.x_zero_point; hp * wp * c];
+        if self.depthwise {
+            for (plane, src) in out.chunks_exact_mut(hp * wp).zip(x.chunks_exact(h * w)) {
+                for (row, src) in src.chunks_exact(w).enumerate() {
+                    plane[(row + pt) * wp + pl..][..w].copy_from_slice(src);
+                }
+            }
+        } else {
+            for row in 0..h {
+                layout::row_to_channels_last(x, c, h, w, row, &mut out, ((row + pt) * wp + pl) * c);
+            }
+        }
+        out
+    }
+
+    /// Output channels `first..` of one image (`y` holds whole channel planes) of a dense convolution.
+    fn dense_channels(&self, padded: &[i8], first: usize, y: &mut [i8]) {
+        let g = &self.geometry;
+        let [ow, wp] = [g.output[1], g.padded()[1]];
+        let pixels = g.output[0] * ow;
+        let channels = y.len() / pixels;
+        let (c, kp, [kh, kw]) = (self.in_channels, self.kp, g.kernel);
+        // With a multiple of 16 channels, each kernel position of a pixel is one run of the
+        // channels-last input, read in place; otherwise each pixel's receptive field is packed.
+        let in_place = c % KU == 0;
+        // Without dilation along the width, a kernel row's positions are one run.
+        let row_runs = g.dilation[1] == 1;
+        let taps: Vec<usize> = match (in_place, row_runs) {
+            (true, true) => (0..kh).map(|ky| ky * g.dilation[0] * wp * c).collect(),
+            (true, false) => (0..kh).flat_map(|ky| (0..kw).map(move |kx| (ky * g.dilation[0] * wp + kx * g.dilation[1]) * c)).collect(),
+            (false, _) => vec![0],
+        };
+        let len = match (in_place, row_runs) {
+            (true, true) => kw * c,
+            (true, false) => c,
+            (false, _) => kp,
+        };
+        let mut packed = if in_place { Vec::new() } else { vec![0i8; BLOCK * kp] };
+        let mut acc = [[0i32; BLOCK]; MR];
+        let span = kw * c;
+        for b0 in (0..pixels).step_by(BLOCK) {
+            let valid = BLOCK.min(pixels - b0);
+            let at = |j: usize| {
+                let p = b0 + j.min(valid - 1);
+                (p / ow * g.stride[0]) * wp + p % ow * g.stride[1]
+            };
+            if !in_place {
+                for (j, row) in packed.chunks_exact_mut(kp).enumerate().take(valid.next_multiple_of(NR)) {
+                    let at = at(j);
+                    for ky in 0..kh {
+                        let at = at + ky * g.dilation[0] * wp;
+                        let dst = &mut row[ky * span..(ky + 1) * span];
+                        if g.dilation[1] == 1 {
+                            let src = &padded[at * c..at * c + span];
+                            if span < 16 {
+                                dst.iter_mut().zip(src).for_each(|(d, s)| *d = *s);
+                            } else {
+                                dst.copy_from_slice(src);
+                            }
+                        } else {
+                            for kx in 0..kw {
+                                let at = (at + kx * g.dilation[1]) * c;
+                                dst[kx * c..(kx + 1) * c].copy_from_slice(&padded[at..at + c]);
+                            }
+                        }
+                    }
+                }
+            }
+            // Where each pixel of the block reads from.
+            let (src, start): (*const i8, [usize; BLOCK]) =
+                if in_place { (padded.as_ptr(), std::array::from_fn(|j| at(j) * c)) } else { (packed.as_ptr(), std::array::from_fn(|j| j * kp)) };
+            for c0 in (0..channels).step_by(MR) {
+                let o0 = first + c0;
+                let weights = &self.weights[o0 * kp..(o0 + MR) * kp];
+                let row = micro::Row { w: weights.as_ptr(), src, starts: &start[..valid.next_multiple_of(NR)], taps: &taps, len };
+                // SAFETY: `weights` holds MR rows of kp bytes (packed with MR spare rows). In place,
+                // every pixel's receptive field lies inside the padded input (`Geometry::check`: the
+                // last output's field ends inside it), each tap a run of `len` bytes; packed, rows of
+                // kp bytes among the BLOCK rows (`valid` rounded up to NR is at most BLOCK, a multiple
+                // of NR). Tile t lands in `acc` at [i][t * NR + j], inside its MR x BLOCK values.
+                // Weights are in -127..=127 (`QConvKernel::new`), the ISA from `Isa::available`.
+                unsafe { micro::tiles(self.isa, row, acc[0].as_mut_ptr(), BLOCK) };
+                for (i, acc) in acc.iter().enumerate().take(MR.min(channels - c0)) {
+                    self.requantize(o0 + i, &acc[..valid], &mut y[(c0 + i) * pixels + b0..][..valid]);
+                }
+            }
+        }
+    }
+
+    /// Requantizes output channel `o`'s accumulators (bias not yet added).
+    fn requantize(&self, o: usize, acc: &[i32], out: &mut [i8]) {
+        match &self.requant {
+            Requant::PerChannel(scales) => micro::requant_row(self.isa, acc, self.bias[o], scales[o], self.y_zero_point, out),
+            requant => {
+                for (dst, &a) in out.iter_mut().zip(acc) {
+                    *dst = requant.apply(o, a.wrapping_add(self.bias[o]), self.y_zero_point);
+                }
+            }
+        }
+    }
+
+    /// Channels `first..` of one image of a depthwise convolution.
+    fn depthwise_channels(&self, padded: &[i8], first: usize, y: &mut [i8]) {
+        let g = &self.geometry;
+        let [oh, ow] = g.output;
+        let [hp, wp] = g.padded();
+        let [kh, kw] = g.kernel;
+        let mut acc = vec![0i32; ow];
+        for (i, out) in y.chunks_exact_mut(oh * ow).enumerate() {
+            let ch = first + i;
+            let plane = &padded[ch * hp * wp..(ch + 1) * hp * wp];
+            let weights = &self.weights[ch * kh * kw..(ch + 1) * kh * kw];
+            for (oy, out) in out.chunks_exact_mut(ow).enumerate() {
+                acc.fill(0);
+                if ow == 1 && g.dilation[1] == 1 {
+                    // One output per row (a global pooling): a dot product per kernel row.
+                    for ky in 0..kh {
+                        let row = &plane[(oy * g.stride[0] + ky * g.dilation[0]) * wp..][..kw];
+                        acc[0] += row.iter().zip(&weights[ky * kw..(ky + 1) * kw]).map(|(&x, &w)| x as i32 * w as i32).sum::<i32>();
+                    }
+                    self.requantize(ch, &acc, out);
+                    continue;
+                }
+                for ky in 0..kh {
+                    let row = &plane[(oy * g.stride[0] + ky * g.dilation[0]) * wp..];
+                    for kx in 0..kw {
+                        let wv = weights[ky * kw + kx] as i32;
+                        let row = &row[kx * g.dilation[1]..];
+                        if g.stride[1] == 1 {
+                            acc.iter_mut().zip(row).for_each(|(a, &x)| *a += x as i32 * wv);
+                        } else {
+                            acc.iter_mut().zip(row.iter().step_by(g.stride[1])).for_each(|(a, &x)| *a += x as i32 * wv);
+                        }
+                    }
+                }
+                self.requantize(ch, &acc, out);
+            }
+        }
+    }
+}

@@ -1,0 +1,116 @@
+//! Channels-first to channels-last: the copy that lets the dense convolution read each pixel's
+//! channels as one run. Eight channels by eight pixels at a time with NEON on aarch64 (an 8x8 byte
+//! transpose in registers), element by element elsewhere.
+
+/// Copies row `row` of every channel plane of `x` (`[c][h][w]`) into `out`, where pixel `col` of the
+/// row starts at `out[at + col * c]` (channels contiguous).
+///
+/// # Panics
+/// When `x` does not hold `c` planes of `h` rows of `w`, or `out` is too short.
+pub fn row_to_channels_last(x: &[i8], c: usize, h: usize, w: usize, row: usize, out: &mut [i8], at: usize) {
+    assert!(x.len() >= c * h * w && row < h && (w == 0 || out.len() >= at + w * c), "transpose out of bounds");
+    // SAFETY: bounds asserted above; NEON is architectural on aarch64.
+    #[cfg(target_arch = "aarch64")]
+    let done = if c % 8 == 0 { unsafe { aarch64::row(x, c, h, w, row, out, at) } } else { 0 };
+    #[cfg(not(target_arch = "aarch64"))]
+    let done = 0;
+    let plane = h * w;
+    for col in done..w {
+        let pixel = &mut out[at + col * c..at + (col + 1) * c];
+        for (ci, o) in pixel.iter_mut().enumerate() {
+            *o = x[ci * plane + row * w + col];
+        }
+    }
+}
+
+#[cfg(target_arch = "aarch64")]
+mod aarch64 {
+    use std::arch::aarch64::*;
+
+    /// The row's pixels (all of them, or none when a narrow row's 8-byte reads would leave `x`);
+    /// returns how many.
+    ///
+    /// # Safety
+    /// `c % 8 == 0` and [`super::row_to_channels_last`]'s bounds.
+    #[target_feature(enable = "neon")]
+    pub unsafe fn row(x: &[i8], c: usize, h: usize, w: usize, row: usize, out: &mut [i8], at: usize) -> usize {
+        unsafe {
+            if w >= 8 {
+                let mut col = 0;
+                while col + 8 <= w {
+                    block(x, c, h, w, row, out, at, col, 8);
+                    col += 8;
+                }
+                if col < w {
+                    // The last 8 pixels again, overlapping the previous block: same bytes.
+                    block(x, c, h, w, row, out, at, w - 8, 8);
+                }
+                w
+            } else if ((c - 1) * h + row) * w + 8 <= x.len() {
+                // A narrow row: 8 bytes read (the rest of the plane, or the next), `w` written.
+                block(x, c, h, w, row, out, at, 0, w);
+                w
+            } else {
+                0
+            }
+        }
+    }
+
+    /// Pixels `col..col + count` (`count <= 8`) of the row, 8 channels at a time, reading 8 bytes
+    /// from each channel's row at `col`.
+    ///
+    /// # Safety
+    /// `c % 8 == 0`; every channel's 8 bytes from `col` lie in `x`; pixels up to `col + count` in `out`.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    #[target_feature(enable = "neon")]
+    unsafe fn block(x: &[i8], c: usize, h: usize, w: usize, row: usize, out: &mut [i8], at: usize, col: usize, count: usize) {
+        unsafe {
+            let (src, dst) = (x.as_ptr(), out.as_mut_ptr().add(at));
+            for c0 in (0..c).step_by(8) {
+                let r: [int8x8_t; 8] = std::array::from_fn(|i| vld1_s8(src.add(((c0 + i) * h + row) * w + col)));
+                // Bytes, then halves, then words: an 8x8 transpose.
+                let a01 = vtrn_s8(r[0], r[1]);
+                let a23 = vtrn_s8(r[2], r[3]);
+                let a45 = vtrn_s8(r[4], r[5]);
+                let a67 = vtrn_s8(r[6], r[7]);
+                let h = |v: int8x8_t| vreinterpret_s16_s8(v);
+                let b02 = vtrn_s16(h(a01.0), h(a23.0));
+                let b13 = vtrn_s16(h(a01.1), h(a23.1));
+                let b46 = vtrn_s16(h(a45.0), h(a67.0));
+                let b57 = vtrn_s16(h(a45.1), h(a67.1));
+                let s = |v: int16x4_t| vreinterpret_s32_s16(v);
+                let c04 = vtrn_s32(s(b02.0), s(b46.0));
+                let c15 = vtrn_s32(s(b13.0), s(b57.0));
+                let c26 = vtrn_s32(s(b02.1), s(b46.1));
+                let c37 = vtrn_s32(s(b13.1), s(b57.1));
+                let pixels = [c04.0, c15.0, c26.0, c37.0, c04.1, c15.1, c26.1, c37.1];
+                for (m, p) in pixels.iter().enumerate().take(count) {
+                    vst1_s8(dst.add((col + m) * c + c0), vreinterpret_s8_s32(*p));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn every_layout_matches_element_by_element(c in 1usize..40, h in 1usize..5, w in 0usize..30, seed in any::<u8>()) {
+            let x: Vec<i8> = (0..c * h * w).map(|i| (i as u8).wrapping_mul(seed | 1) as i8).collect();
+            for row in 0..h {
+                let mut out = vec![0i8; 3 + w * c];
+                row_to_channels_last(&x, c, h, w, row, &mut out, 3);
+                for ci in 0..c {
+                    for col in 0..w {
+                        prop_assert_eq!(out[3 + col * c + ci], x[(ci * h + row) * w + col]);
+                    }
+                }
+            }
+        }
+    }
+}

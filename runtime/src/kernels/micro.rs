@@ -1,0 +1,515 @@
+//! The int8 microkernels: a tile of `MR` output channels by `NR` output pixels, each output the dot
+//! product of a weight row of `kp` bytes and the pixel's receptive field, read in place as runs of
+//! `len` bytes (a multiple of [`KU`]) at each of the `taps` offsets from the pixel (channels-last
+//! input: one run per kernel position; or one run over a packed row).
+//!
+//! Every kernel computes exactly what [`portable`] computes: integer arithmetic, no rounding. The
+//! NEON kernel multiplies pairs of int8 into int16 (SMULL + SMLAL2) before widening into int32
+//! (SADALP), which cannot overflow because weights are in `-127..=127` ([`super::conv`] refuses
+//! -128); the SDOT kernel has no such limit, nor has the AVX2 one (int16 products, int32 sums).
+
+use super::Isa;
+
+/// Output channels per tile.
+pub const MR: usize = 4;
+/// Output pixels per tile.
+pub const NR: usize = 4;
+/// Runs are a multiple of this many bytes.
+pub const KU: usize = 16;
+
+/// One tile of int32 accumulators: `[channel][pixel]`.
+pub type Tile = [[i32; NR]; MR];
+
+/// Where a tile reads: pixel `j`'s runs start at `x[j] + taps[t]`, each `len` bytes; weight row `i`
+/// is `w[i * kp..]` with `kp = taps.len() * len`, the runs in the same order.
+#[derive(Clone, Copy)]
+pub struct Operands<'a> {
+    pub w: *const i8,
+    pub x: [*const i8; NR],
+    pub taps: &'a [usize],
+    pub len: usize,
+}
+
+impl Operands<'_> {
+    fn kp(&self) -> usize {
+        self.taps.len() * self.len
+    }
+}
+
+/// A row of tiles: the same weight rows against the pixels whose reads start at `src + starts[p]`
+/// (`starts.len()` a multiple of [`NR`]; tile `t` takes pixels `t * NR..(t + 1) * NR`).
+#[derive(Clone, Copy)]
+pub struct Row<'a> {
+    pub w: *const i8,
+    pub src: *const i8,
+    pub starts: &'a [usize],
+    pub taps: &'a [usize],
+    pub len: usize,
+}
+
+impl<'a> Row<'a> {
+    /// The operands of tile `t`.
+    ///
+    /// # Safety
+    /// `src + starts[..]` stay inside one allocation (the contract of [`tiles`]).
+    #[inline(always)]
+    pub unsafe fn tile(&self, t: usize) -> Operands<'a> {
+        Operands { w: self.w, x: std::array::from_fn(|j| unsafe { self.src.add(self.starts[t * NR + j]) }), taps: self.taps, len: self.len }
+    }
+}
+
+/// Every tile of `row`: tile `t` stored at `out[i * stride + t * NR + j]`.
+///
+/// # Safety
+/// [`tile`]'s contract for every tile's operands.
+#[inline]
+pub unsafe fn tiles(isa: Isa, row: Row, out: *mut i32, stride: usize) {
+    unsafe {
+        match isa {
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon => aarch64::smull_tiles(row, out, stride),
+            #[cfg(target_arch = "aarch64")]
+            Isa::NeonDot => aarch64::sdot_tiles(row, out, stride),
+            _ => {
+                for t in 0..row.starts.len() / NR {
+                    tile(isa, row.tile(t), out.add(t * NR), stride);
+                }
+            }
+        }
+    }
+}
+
+/// Computes the tile with the kernel of `isa` and stores it: `out[i * stride + j]`.
+///
+/// # Safety
+/// `len % KU == 0`; `w` is readable for `MR * kp` bytes; for every tap `t` and pixel `j`,
+/// `x[j] + taps[t]` is readable for `len` bytes; `out` is writable at every `i * stride + j`; `isa` is
+/// one of [`Isa::available`]; for [`Isa::Neon`] and [`Isa::Armv7Neon`], weights are in `-127..=127`.
+#[inline]
+pub unsafe fn tile(isa: Isa, ops: Operands, out: *mut i32, stride: usize) {
+    debug_assert!(ops.len.is_multiple_of(KU));
+    unsafe {
+        match isa {
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon => aarch64::smull(ops, out, stride),
+            #[cfg(target_arch = "aarch64")]
+            Isa::NeonDot => aarch64::sdot(ops, out, stride),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => x86::avx2(ops, out, stride),
+            #[cfg(target_arch = "arm")]
+            Isa::Armv7Neon => arm::neon(ops, out, stride),
+            _ => {
+                let t = portable(ops);
+                for (i, row) in t.iter().enumerate() {
+                    std::ptr::copy_nonoverlapping(row.as_ptr(), out.add(i * stride), NR);
+                }
+            }
+        }
+    }
+}
+
+/// The reference kernel.
+///
+/// # Safety
+/// As [`tile`].
+pub unsafe fn portable(ops: Operands) -> Tile {
+    let kp = ops.kp();
+    let mut out = [[0i32; NR]; MR];
+    for (i, row) in out.iter_mut().enumerate() {
+        // SAFETY: the caller's contract.
+        let w = unsafe { std::slice::from_raw_parts(ops.w.add(i * kp), kp) };
+        for (acc, &x) in row.iter_mut().zip(&ops.x) {
+            for (t, &tap) in ops.taps.iter().enumerate() {
+                let x = unsafe { std::slice::from_raw_parts(x.add(tap), ops.len) };
+                *acc += w[t * ops.len..(t + 1) * ops.len].iter().zip(x).map(|(&a, &b)| a as i32 * b as i32).sum::<i32>();
+            }
+        }
+    }
+    out
+}
+
+/// Requantizes one channel's accumulators with a per-channel f32 scale, as
+/// [`super::Requant::apply`] does for `Requant::PerChannel`: `out[i] = sat8(round_even((acc[i] + bias) *
+/// scale) + zero_point)`. `out` and `acc` have the same length.
+#[inline]
+pub fn requant_row(isa: Isa, acc: &[i32], bias: i32, scale: f32, zero_point: i32, out: &mut [i8]) {
+    let n = acc.len().min(out.len());
+    let (acc, out) = (&acc[..n], &mut out[..n]);
+    let done = match isa {
+        // SAFETY: lengths equal; NEON is architectural on aarch64, AVX2 detected at run time.
+        #[cfg(target_arch = "aarch64")]
+        Isa::Neon | Isa::NeonDot => unsafe { aarch64::requant_row(acc, bias, scale, zero_point, out) },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { x86::requant_row(acc, bias, scale, zero_point, out) },
+        _ => 0,
+    };
+    for (o, &a) in out[done..].iter_mut().zip(&acc[done..]) {
+        *o = requant_one(a, bias, scale, zero_point);
+    }
+}
+
+/// The reference requantization of one accumulator (f32 scale).
+#[inline]
+pub fn requant_one(acc: i32, bias: i32, scale: f32, zero_point: i32) -> i8 {
+    let scaled = (acc.wrapping_add(bias) as f32 * scale).round_ties_even() as i32;
+    scaled.saturating_add(zero_point).clamp(-128, 127) as i8
+}
+
+#[cfg(target_arch = "aarch64")]
+mod aarch64 {
+    use super::{KU, MR, NR, Operands};
+    use std::arch::aarch64::*;
+
+    /// Runs `$step(acc, w_i, x_j)` over the 4x4 tile for each 16-byte block of each run, then folds
+    /// each accumulator's lanes and stores the tile.
+    macro_rules! tile_4x4 {
+        ($ops:expr, $out:expr, $stride:expr, |$acc:ident, $wv:ident, $xv:ident| $step:expr) => {{
+            let ops: Operands = $ops;
+            let kp = ops.taps.len() * ops.len;
+            let z = vdupq_n_s32(0);
+            let mut a = [[z; NR]; MR];
+            let mut w = ops.w;
+            for &tap in ops.taps {
+                let x: [*const i8; NR] = std::array::from_fn(|j| ops.x[j].add(tap));
+                let mut k = 0;
+                while k < ops.len {
+                    let wv = [vld1q_s8(w), vld1q_s8(w.add(kp)), vld1q_s8(w.add(2 * kp)), vld1q_s8(w.add(3 * kp))];
+                    let xv = [vld1q_s8(x[0].add(k)), vld1q_s8(x[1].add(k)), vld1q_s8(x[2].add(k)), vld1q_s8(x[3].add(k))];
+                    for i in 0..MR {
+                        for j in 0..NR {
+                            let ($acc, $wv, $xv) = (a[i][j], wv[i], xv[j]);
+                            a[i][j] = $step;
+                        }
+                    }
+                    k += KU;
+                    w = w.add(KU);
+                }
+            }
+            for i in 0..MR {
+                // Pairwise adds fold the 16 lane sets into one vector of 4 pixels per channel.
+                let lo = vpaddq_s32(a[i][0], a[i][1]);
+                let hi = vpaddq_s32(a[i][2], a[i][3]);
+                vst1q_s32($out.add(i * $stride), vpaddq_s32(lo, hi));
+            }
+        }};
+    }
+
+    /// SMULL + SMLAL2 (two int8 products summed in int16) + SADALP (into int32): 16 MACs in 3
+    /// instructions, Cortex-A53/A72 class cores.
+    ///
+    /// # Safety
+    /// [`super::tile`]'s contract.
+    #[target_feature(enable = "neon")]
+    pub unsafe fn smull(ops: Operands, out: *mut i32, stride: usize) {
+        unsafe {
+            tile_4x4!(ops, out, stride, |acc, wv, xv| {
+                let p = vmull_s8(vget_low_s8(wv), vget_low_s8(xv));
+                vpadalq_s16(acc, vmlal_high_s8(p, wv, xv))
+            })
+        }
+    }
+
+    /// [`smull`] over every tile of a row of tiles.
+    ///
+    /// # Safety
+    /// [`super::tiles`]'s contract.
+    #[target_feature(enable = "neon")]
+    pub unsafe fn smull_tiles(row: super::Row, out: *mut i32, stride: usize) {
+        unsafe {
+            for t in 0..row.starts.len() / NR {
+                let ops = row.tile(t);
+                tile_4x4!(ops, out.add(t * NR), stride, |acc, wv, xv| {
+                    let p = vmull_s8(vget_low_s8(wv), vget_low_s8(xv));
+                    vpadalq_s16(acc, vmlal_high_s8(p, wv, xv))
+                })
+            }
+        }
+    }
+
+    /// [`sdot`] over every tile of a row of tiles.
+    ///
+    /// # Safety
+    /// [`super::tiles`]'s contract, and the CPU has the `dotprod` feature.
+    #[target_feature(enable = "neon,dotprod")]
+    pub unsafe fn sdot_tiles(row: super::Row, out: *mut i32, stride: usize) {
+        unsafe {
+            for t in 0..row.starts.len() / NR {
+                let ops = row.tile(t);
+                tile_4x4!(ops, out.add(t * NR), stride, |acc, wv, xv| {
+                    let mut acc = acc;
+                    std::arch::asm!(
+                        "sdot {acc:v}.4s, {w:v}.16b, {x:v}.16b",
+                        acc = inout(vreg) acc, w = in(vreg) wv, x = in(vreg) xv,
+                        options(pure, nomem, nostack, preserves_flags)
+                    );
+                    acc
+                })
+            }
+        }
+    }
+
+    /// SDOT: 16 MACs in one instruction, Cortex-A55/A76 class cores (ARMv8.2 dot product).
+    ///
+    /// # Safety
+    /// [`super::tile`]'s contract, and the CPU has the `dotprod` feature.
+    #[target_feature(enable = "neon,dotprod")]
+    pub unsafe fn sdot(ops: Operands, out: *mut i32, stride: usize) {
+        unsafe {
+            tile_4x4!(ops, out, stride, |acc, wv, xv| {
+                let mut acc = acc;
+                // The intrinsic (vdotq_s32) is not stable in Rust 1.95; the instruction is.
+                std::arch::asm!(
+                    "sdot {acc:v}.4s, {w:v}.16b, {x:v}.16b",
+                    acc = inout(vreg) acc, w = in(vreg) wv, x = in(vreg) xv,
+                    options(pure, nomem, nostack, preserves_flags)
+                );
+                acc
+            })
+        }
+    }
+
+    /// [`super::requant_row`] 8 at a time; returns how many it did.
+    ///
+    /// # Safety
+    /// `acc` and `out` have the same length.
+    #[target_feature(enable = "neon")]
+    pub unsafe fn requant_row(acc: &[i32], bias: i32, scale: f32, zero_point: i32, out: &mut [i8]) -> usize {
+        unsafe {
+            let (b, z) = (vdupq_n_s32(bias), vdupq_n_s32(zero_point));
+            let step = |p: *const i32| {
+                // Wrapping add, f32 convert, multiply, round to nearest even (FCVTNS, saturating),
+                // saturating add of the zero point.
+                let v = vcvtq_f32_s32(vaddq_s32(vld1q_s32(p), b));
+                vqaddq_s32(vcvtnq_s32_f32(vmulq_n_f32(v, scale)), z)
+            };
+            let mut i = 0;
+            while i + 8 <= acc.len() {
+                let lo = vqmovn_s32(step(acc.as_ptr().add(i)));
+                let hi = vqmovn_s32(step(acc.as_ptr().add(i + 4)));
+                vst1_s8(out.as_mut_ptr().add(i), vqmovn_s16(vcombine_s16(lo, hi)));
+                i += 8;
+            }
+            i
+        }
+    }
+}
+
+#[cfg(target_arch = "arm")]
+mod arm {
+    use super::{KU, MR, NR, Operands};
+
+    /// 32-bit ARM NEON (Cortex-A7, A9, A53 in 32-bit mode): VMULL.S8 + VMLAL.S8 into int16, VPADAL.S16
+    /// into int32, 4 channels by 2 pixels at a time in the 16 quad registers. Inline assembly: Rust's
+    /// 32-bit ARM NEON intrinsics and `neon` target feature are not stable; the assembler is told
+    /// `.fpu neon` and the registers the compiler knows (d0-d15) are declared clobbered. The
+    /// accumulators live in d16-d31, which the armv7-unknown-linux-gnueabihf target (`-d32`) never
+    /// allocates and the ABI does not preserve across calls; they are loaded from and stored to
+    /// memory around each run.
+    ///
+    /// # Safety
+    /// [`super::tile`]'s contract, and the CPU has NEON ([`super::super::Isa::available`] checks the
+    /// kernel's HWCAP).
+    pub unsafe fn neon(ops: Operands, out: *mut i32, stride: usize) {
+        let kp = ops.taps.len() * ops.len;
+        for half in 0..NR / 2 {
+            let mut acc = [0i32; 4 * MR * 2];
+            let mut w = ops.w;
+            for &tap in ops.taps {
+                unsafe {
+                    std::arch::asm!(
+                        ".fpu neon",
+                        "vldm {acc}, {{d16-d31}}",
+                        "add {w1}, {w0}, {kp}",
+                        "2:",
+                        "vld1.8 {{d8, d9}}, [{x0}]!",
+                        "vld1.8 {{d10, d11}}, [{x1}]!",
+                        "vld1.8 {{d0, d1}}, [{w0}]!",
+                        "vld1.8 {{d2, d3}}, [{w1}]",
+                        "add {w1}, {w1}, {kp}",
+                        "vld1.8 {{d4, d5}}, [{w1}]",
+                        "add {w1}, {w1}, {kp}",
+                        "vld1.8 {{d6, d7}}, [{w1}]",
+                        "sub {w1}, {w1}, {kp}",
+                        "sub {w1}, {w1}, {kp}",
+                        "add {w1}, {w1}, #16",
+                        "vmull.s8 q6, d0, d8",
+                        "vmull.s8 q7, d0, d10",
+                        "vmlal.s8 q6, d1, d9",
+                        "vmlal.s8 q7, d1, d11",
+                        "vpadal.s16 q8, q6",
+                        "vpadal.s16 q9, q7",
+                        "vmull.s8 q6, d2, d8",
+                        "vmull.s8 q7, d2, d10",
+                        "vmlal.s8 q6, d3, d9",
+                        "vmlal.s8 q7, d3, d11",
+                        "vpadal.s16 q10, q6",
+                        "vpadal.s16 q11, q7",
+                        "vmull.s8 q6, d4, d8",
+                        "vmull.s8 q7, d4, d10",
+                        "vmlal.s8 q6, d5, d9",
+                        "vmlal.s8 q7, d5, d11",
+                        "vpadal.s16 q12, q6",
+                        "vpadal.s16 q13, q7",
+                        "vmull.s8 q6, d6, d8",
+                        "vmull.s8 q7, d6, d10",
+                        "vmlal.s8 q6, d7, d9",
+                        "vmlal.s8 q7, d7, d11",
+                        "vpadal.s16 q14, q6",
+                        "vpadal.s16 q15, q7",
+                        "subs {n}, {n}, #1",
+                        "bne 2b",
+                        "vstm {acc}, {{d16-d31}}",
+                        w0 = inout(reg) w,
+                        w1 = out(reg) _,
+                        kp = in(reg) kp,
+                        x0 = inout(reg) ops.x[2 * half].add(tap) => _,
+                        x1 = inout(reg) ops.x[2 * half + 1].add(tap) => _,
+                        n = inout(reg) ops.len / KU => _,
+                        acc = in(reg) acc.as_mut_ptr(),
+                        out("d0") _, out("d1") _, out("d2") _, out("d3") _, out("d4") _, out("d5") _, out("d6") _, out("d7") _,
+                        out("d8") _, out("d9") _, out("d10") _, out("d11") _, out("d12") _, out("d13") _, out("d14") _, out("d15") _,
+                        options(nostack)
+                    );
+                }
+            }
+            for i in 0..MR {
+                for j in 0..2 {
+                    // SAFETY: the caller's contract.
+                    unsafe { *out.add(i * stride + 2 * half + j) = acc[(i * 2 + j) * 4..][..4].iter().sum() };
+                }
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::{KU, MR, NR, Operands};
+    use std::arch::x86_64::*;
+
+    /// [`super::requant_row`] 8 at a time; returns how many it did.
+    ///
+    /// # Safety
+    /// `acc` and `out` have the same length; the CPU has AVX2.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn requant_row(acc: &[i32], bias: i32, scale: f32, zero_point: i32, out: &mut [i8]) -> usize {
+        unsafe {
+            let (b, z, s) = (_mm256_set1_epi32(bias), _mm256_set1_epi32(zero_point), _mm256_set1_ps(scale));
+            // CVTPS2DQ gives i32::MIN out of range where Rust's `as` saturates: clamp first, to
+            // bounds that also keep the zero point's addition from wrapping.
+            let (lo, hi) = (_mm256_set1_ps(-2147483520.0), _mm256_set1_ps(2147483520.0));
+            let mut i = 0;
+            while i + 8 <= acc.len() {
+                let v = _mm256_add_epi32(_mm256_loadu_si256(acc.as_ptr().add(i) as *const __m256i), b);
+                let v = _mm256_min_ps(_mm256_max_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(v), s), lo), hi);
+                // Round to nearest even (the default MXCSR mode, which Rust never changes).
+                let v = _mm256_add_epi32(_mm256_cvtps_epi32(v), z);
+                let v16 = _mm_packs_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+                let v8 = _mm_packs_epi16(v16, v16);
+                _mm_storel_epi64(out.as_mut_ptr().add(i) as *mut __m128i, v8);
+                i += 8;
+            }
+            i
+        }
+    }
+
+    /// int8 widened to int16, VPMADDWD (pairs of int16 products summed into int32) and VPADDD. A 4x2
+    /// half tile at a time: AVX2 has 16 registers.
+    ///
+    /// # Safety
+    /// [`super::tile`]'s contract, and the CPU has AVX2.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn avx2(ops: Operands, out: *mut i32, stride: usize) {
+        unsafe {
+            let kp = ops.taps.len() * ops.len;
+            let load = |p: *const i8| _mm256_cvtepi8_epi16(_mm_loadu_si128(p as *const __m128i));
+            for half in 0..NR / 2 {
+                let z = _mm256_setzero_si256();
+                let mut a = [[z; 2]; MR];
+                let mut w = ops.w;
+                for &tap in ops.taps {
+                    let xs = [ops.x[2 * half].add(tap), ops.x[2 * half + 1].add(tap)];
+                    let mut k = 0;
+                    while k < ops.len {
+                        let xv = [load(xs[0].add(k)), load(xs[1].add(k))];
+                        for (i, acc) in a.iter_mut().enumerate() {
+                            let wv = load(w.add(i * kp));
+                            for j in 0..2 {
+                                acc[j] = _mm256_add_epi32(acc[j], _mm256_madd_epi16(wv, xv[j]));
+                            }
+                        }
+                        k += KU;
+                        w = w.add(KU);
+                    }
+                }
+                for (i, acc) in a.iter().enumerate() {
+                    for (j, &v) in acc.iter().enumerate() {
+                        let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+                        let s = _mm_hadd_epi32(s, s);
+                        let s = _mm_hadd_epi32(s, s);
+                        *out.add(i * stride + 2 * half + j) = _mm_cvtsi128_si32(s);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+        /// Every kernel this CPU runs gives the reference's integers, at the extremes of int8 too,
+        /// over several runs per pixel at scattered offsets.
+        #[test]
+        fn every_kernel_matches_the_reference(blocks in 1usize..5, taps in 1usize..5, seed in any::<u64>(), extreme in any::<bool>()) {
+            let len = blocks * KU;
+            let kp = taps * len;
+            let mut s = seed;
+            let mut next = |lo: i32| { s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407); if extreme { if (s >> 40) & 1 == 0 { lo } else { 127 } } else { lo + ((s >> 33) % (128 - lo as i64) as u64) as i32 } };
+            let w: Vec<i8> = (0..MR * kp).map(|_| next(-127) as i8).collect();
+            let offsets: Vec<usize> = (0..taps).map(|t| t * (len + 3) + (t % 2) * 5).collect();
+            let span = offsets.last().unwrap() + len;
+            // The pixels' data, one after the other in one buffer.
+            let x: Vec<i8> = (0..NR * span).map(|_| next(-128) as i8).collect();
+            let ops = Operands { w: w.as_ptr(), x: std::array::from_fn(|j| x[j * span..].as_ptr()), taps: &offsets, len };
+            let expected = unsafe { portable(ops) };
+            for isa in Isa::available() {
+                let mut out = vec![0i32; MR * 7];
+                unsafe { tile(isa, ops, out.as_mut_ptr(), 7) };
+                let got: Tile = std::array::from_fn(|i| std::array::from_fn(|j| out[i * 7 + j]));
+                prop_assert_eq!(got, expected, "{:?}", isa);
+                // The same pixels as the second of two tiles of a row (the first: pixel 0 four times).
+                let starts: Vec<usize> = [0, 0, 0, 0].into_iter().chain((0..NR).map(|j| j * span)).collect();
+                let row = Row { w: w.as_ptr(), src: x.as_ptr(), starts: &starts, taps: &offsets, len };
+                let mut out = vec![0i32; MR * 9];
+                unsafe { tiles(isa, row, out.as_mut_ptr(), 9) };
+                let got: Tile = std::array::from_fn(|i| std::array::from_fn(|j| out[i * 9 + NR + j]));
+                prop_assert_eq!(got, expected, "{:?} (row of tiles)", isa);
+            }
+        }
+
+        /// Every requantization this CPU runs gives the reference's bytes, saturation and ties included.
+        #[test]
+        fn every_requantization_matches_the_reference(
+            acc in proptest::collection::vec(any::<i32>(), 0..40),
+            small in proptest::collection::vec(-3000i32..3000, 0..40),
+            bias in -100_000i32..100_000,
+            scale in prop_oneof![0.0001f32..0.1, 0.5f32..4.0, Just(0.5f32), Just(1e9f32)],
+            zero_point in -128i32..128,
+        ) {
+            for acc in [acc, small] {
+                let expected: Vec<i8> = acc.iter().map(|&a| requant_one(a, bias, scale, zero_point)).collect();
+                for isa in Isa::available() {
+                    let mut out = vec![0i8; acc.len()];
+                    requant_row(isa, &acc, bias, scale, zero_point, &mut out);
+                    prop_assert_eq!(&out, &expected, "{:?}", isa);
+                }
+            }
+        }
+    }
+}

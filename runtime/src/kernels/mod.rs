@@ -1,0 +1,124 @@
+//! Perch's int8 convolution kernels: what [`crate::ops::qconv`] runs inside an optimized plan.
+//!
+//! tract 0.23.9's quantized convolution materializes a whole im2col matrix, packs it, and leaves the
+//! per-channel requantization unfused: on a Raspberry Pi 4 class core an int8 plan executes more
+//! instructions than the float one. These kernels pack only a few output pixels at a time from a
+//! channels-last copy of the input (or read it in place for pointwise convolutions), run an
+//! architecture microkernel on a tile of output channels by pixels, and requantize each tile as it
+//! leaves the registers.
+//!
+//! One reference ([`micro::portable`] and the scalar requantization here) defines the results; the
+//! NEON (SMULL/SADALP), NEON dot-product (SDOT, chosen at run time) and AVX2 microkernels are
+//! property-tested against it, and the whole convolution against tract's own quantized `Conv`.
+
+pub mod add;
+pub mod conv;
+pub mod layout;
+pub mod micro;
+#[cfg(test)]
+mod tests;
+
+pub use conv::{ConvKernelError, Geometry, QConvKernel};
+
+use tract_nnef::internal::tract_linalg::Scaler;
+
+/// An instruction set the microkernels are written for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Isa {
+    /// Plain Rust: any CPU, and the reference.
+    Portable,
+    /// aarch64 Advanced SIMD: SMULL/SMLAL2 into int16, SADALP into int32 (Cortex-A53, A72).
+    Neon,
+    /// aarch64 with the ARMv8.2 dot product: SDOT (Cortex-A55, A76, Neoverse).
+    NeonDot,
+    /// x86-64 with AVX2.
+    Avx2,
+    /// 32-bit ARM with NEON (Raspberry Pi 2/3 and Zero 2 running a 32-bit OS).
+    Armv7Neon,
+}
+
+impl Isa {
+    /// Every instruction set this CPU runs, the reference first.
+    pub fn available() -> Vec<Isa> {
+        let mut isas = vec![Isa::Portable];
+        #[cfg(target_arch = "aarch64")]
+        {
+            isas.push(Isa::Neon);
+            if std::arch::is_aarch64_feature_detected!("dotprod") {
+                isas.push(Isa::NeonDot);
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            isas.push(Isa::Avx2);
+        }
+        #[cfg(all(target_arch = "arm", target_os = "linux"))]
+        {
+            // `is_arm_feature_detected!` is not stable: the kernel's HWCAP says whether NEON is there.
+            const HWCAP_NEON: libc::c_ulong = 1 << 12;
+            // SAFETY: getauxval has no preconditions.
+            if unsafe { libc::getauxval(libc::AT_HWCAP) } & HWCAP_NEON != 0 {
+                isas.push(Isa::Armv7Neon);
+            }
+        }
+        isas
+    }
+
+    /// The fastest instruction set this CPU runs, unless `PERCH_KERNELS` names another one this CPU
+    /// runs (`portable`, `neon`, `neon-dot`, `avx2`: for benchmarks and tests).
+    pub fn best() -> Isa {
+        static BEST: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
+        *BEST.get_or_init(Isa::choose)
+    }
+
+    fn choose() -> Isa {
+        let available = Isa::available();
+        if let Ok(name) = std::env::var("PERCH_KERNELS")
+            && let Some(isa) = available.iter().find(|isa| isa.name() == name)
+        {
+            return *isa;
+        }
+        *available.last().expect("the portable kernel is always available")
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Portable => "portable",
+            Isa::Neon => "neon",
+            Isa::NeonDot => "neon-dot",
+            Isa::Avx2 => "avx2",
+            Isa::Armv7Neon => "armv7-neon",
+        }
+    }
+}
+
+/// How int32 accumulators become int8 outputs, exactly as tract 0.23.9 requantizes a quantized
+/// convolution: the combined scale `kernel_scale * input_scale / output_scale` multiplies the
+/// accumulator in f32 with ties rounded to even when it differs between channels; a single scale is
+/// applied in fixed point (tract's `Scaler`, ties to even). The output zero point is added and the
+/// result saturated to int8.
+#[derive(Debug, Clone)]
+pub enum Requant {
+    PerChannel(Vec<f32>),
+    Uniform(Scaler),
+}
+
+impl Requant {
+    /// From the combined scale of each output channel.
+    pub fn new(scales: &[f32]) -> Requant {
+        match scales.first() {
+            Some(&s) if scales.iter().all(|&x| x == s) => Requant::Uniform(Scaler::new(s, tract_nnef::internal::tract_linalg::mmm::RoundingPolicy::Even)),
+            _ => Requant::PerChannel(scales.to_vec()),
+        }
+    }
+
+    /// The int8 output of channel `channel` for accumulator `acc` (bias included).
+    #[inline]
+    pub fn apply(&self, channel: usize, acc: i32, zero_point: i32) -> i8 {
+        let scaled = match self {
+            Requant::PerChannel(scales) => (acc as f32 * scales[channel]).round_ties_even() as i32,
+            Requant::Uniform(scaler) => *scaler * acc,
+        };
+        scaled.saturating_add(zero_point).clamp(-128, 127) as i8
+    }
+}

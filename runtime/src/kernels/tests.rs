@@ -1,0 +1,263 @@
+//! Perch's int8 convolution against tract's own quantized `Conv`, on random shapes, strides,
+//! dilations, paddings, zero points and scales: identical int8 outputs, for every kernel this CPU runs.
+
+use super::{Geometry, Isa, QConvKernel};
+use crate::ops::qconv::{Engine, QConv};
+use proptest::prelude::*;
+use proptest::strategy::ValueTree;
+use tract_core::ops::cnn::{Conv, KernelFormat, PaddingSpec, PoolSpec};
+use tract_core::ops::nn::DataFormat;
+use tract_nnef::internal::*;
+
+#[derive(Debug, Clone)]
+struct Case {
+    batch: usize,
+    in_channels: usize,
+    out_channels: usize,
+    depthwise: bool,
+    input: [usize; 2],
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    dilation: [usize; 2],
+    pad_before: [usize; 2],
+    pad_after: [usize; 2],
+    x_zero_point: i8,
+    y_zero_point: i8,
+    x_scale: f32,
+    y_scale: f32,
+    k_scales: Vec<f32>,
+    weights: Vec<i8>,
+    bias: Vec<i32>,
+    x: Vec<i8>,
+}
+
+impl Case {
+    fn output(&self) -> [usize; 2] {
+        [0, 1].map(|a| (self.input[a] + self.pad_before[a] + self.pad_after[a] - self.dilation[a] * (self.kernel[a] - 1) - 1) / self.stride[a] + 1)
+    }
+
+    fn groups(&self) -> usize {
+        if self.depthwise { self.in_channels } else { 1 }
+    }
+
+    fn x_dt(&self) -> DatumType {
+        DatumType::QI8(QParams::ZpScale { zero_point: self.x_zero_point as i32, scale: self.x_scale })
+    }
+
+    fn op(&self, engine: Engine) -> QConv {
+        let spec = PoolSpec::new(
+            DataFormat::NCHW,
+            tvec!(self.kernel[0], self.kernel[1]),
+            PaddingSpec::Explicit(tvec!(self.pad_before[0], self.pad_before[1]), tvec!(self.pad_after[0], self.pad_after[1])),
+            Some(tvec!(self.dilation[0], self.dilation[1])),
+            Some(tvec!(self.stride[0], self.stride[1])),
+            self.in_channels,
+            self.out_channels,
+        );
+        let y_dt = DatumType::QI8(QParams::ZpScale { zero_point: self.y_zero_point as i32, scale: self.y_scale });
+        QConv { conv: Conv::new(spec, KernelFormat::OIHW, self.groups(), Some(y_dt)), x_zero_point: self.x_zero_point as i32, x_scale: self.x_scale, engine }
+    }
+
+    /// The optimized plan's output with the convolution on `engine`, and whether Perch's kernel ran.
+    fn run_model(&self, engine: Engine) -> (Vec<i8>, bool) {
+        self.run_model_downsampled(engine, [1, 1])
+    }
+
+    /// As [`Case::run_model`], the input going through tract `Downsample`s of these strides first.
+    fn run_model_downsampled(&self, engine: Engine, downsample: [usize; 2]) -> (Vec<i8>, bool) {
+        let mut model = TypedModel::default();
+        let full = [0, 1].map(|a| self.input[a] * downsample[a]);
+        let mut x = model.add_source("x", self.x_dt().fact([self.batch, self.in_channels, full[0], full[1]])).unwrap();
+        for (a, &stride) in downsample.iter().enumerate() {
+            if stride > 1 {
+                let op = tract_core::ops::Downsample { axis: 2 + a, stride: stride as isize, modulo: 0 };
+                x = model.wire_node(format!("ds{a}"), op, &[x]).unwrap()[0];
+            }
+        }
+        let per_out = self.weights.len() / self.out_channels;
+        let kshape = [self.out_channels, per_out / (self.kernel[0] * self.kernel[1]), self.kernel[0], self.kernel[1]];
+        let k = model.add_const("k", Tensor::from_shape(&kshape, &self.weights).unwrap()).unwrap();
+        let b = model.add_const("b", Tensor::from_shape(&[self.out_channels], &self.bias).unwrap()).unwrap();
+        let scales = if self.k_scales.len() == 1 { tensor0(self.k_scales[0]) } else { Tensor::from_shape(&[self.out_channels], &self.k_scales).unwrap() };
+        let s = model.add_const("s", scales).unwrap();
+        let y = model.wire_node("conv", self.op(engine), &[x, k, b, s]).unwrap();
+        model.select_output_outlets(&y).unwrap();
+        let plan = model.into_optimized().unwrap();
+        let perch = plan.nodes().iter().any(|n| n.op_is::<crate::ops::qconv::QConvExec>());
+        let n = self.batch * self.in_channels * full[0] * full[1];
+        let values: Vec<i8> = (0..n).map(|i| self.x[i % self.x.len()].wrapping_add((i / self.x.len()) as i8)).collect();
+        let mut input = Tensor::from_shape(&[self.batch, self.in_channels, full[0], full[1]], &values).unwrap();
+        unsafe { input.set_datum_type(self.x_dt()) };
+        let out = plan.into_runnable().unwrap().run(tvec!(input.into_tvalue())).unwrap();
+        let out = out[0].try_as_plain_ram().unwrap();
+        (unsafe { out.as_slice_unchecked::<i8>() }.to_vec(), perch)
+    }
+
+    fn run_kernel(&self, isa: Isa) -> Vec<i8> {
+        let geometry = Geometry {
+            input: self.input,
+            kernel: self.kernel,
+            stride: self.stride,
+            dilation: self.dilation,
+            pad_before: self.pad_before,
+            pad_after: self.pad_after,
+            output: self.output(),
+        };
+        let scales: Vec<f32> =
+            (0..self.out_channels).map(|o| (self.k_scales[if self.k_scales.len() == 1 { 0 } else { o }] * self.x_scale) / self.y_scale).collect();
+        let kernel = QConvKernel::new(
+            geometry,
+            self.in_channels,
+            self.groups(),
+            &self.weights,
+            &self.bias,
+            &scales,
+            self.x_zero_point,
+            self.y_zero_point as i32,
+            isa,
+        )
+        .unwrap();
+        let mut y = vec![0i8; kernel.output_shape(self.batch).iter().product()];
+        kernel.run(&self.x, self.batch, &mut y).unwrap();
+        y
+    }
+}
+
+fn case() -> impl Strategy<Value = Case> {
+    let shape = (1usize..3, prop_oneof![1usize..24, Just(16usize), Just(32usize)], 1usize..20, any::<bool>(), [1usize..4, 1usize..4], [1usize..3, 1usize..3], [1usize..3, 1usize..3]);
+    let pads = ([0usize..3, 0usize..3], [0usize..3, 0usize..3], [0usize..10, 0usize..10]);
+    let quant = (any::<i8>(), any::<i8>(), 0.005f32..0.1, 0.02f32..0.5, any::<bool>(), any::<u64>());
+    (shape, pads, quant).prop_map(|((batch, ci, co, depthwise, kernel, stride, dilation), (pad_before, pad_after, extra), (xz, yz, xs, ys, uniform, seed))| {
+        let out_channels = if depthwise { ci.max(2) } else { co };
+        let in_channels = if depthwise { out_channels } else { ci };
+        // Big enough for at least one output.
+        let input = [0, 1].map(|a| ((dilation[a] * (kernel[a] - 1) + 1).saturating_sub(pad_before[a] + pad_after[a])).max(1) + extra[a]);
+        let mut s = seed;
+        let mut next = move |n: u64| {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (s >> 33) % n
+        };
+        let per_out = if depthwise { kernel[0] * kernel[1] } else { in_channels * kernel[0] * kernel[1] };
+        let weights = (0..out_channels * per_out).map(|_| (next(255) as i32 - 127) as i8).collect();
+        let bias = (0..out_channels).map(|_| next(20001) as i32 - 10000).collect();
+        let k_scales = if uniform { vec![0.001 + next(1000) as f32 * 0.00005] } else { (0..out_channels).map(|_| 0.001 + next(1000) as f32 * 0.00005).collect() };
+        let x = (0..batch * in_channels * input[0] * input[1]).map(|_| next(256) as u8 as i8).collect();
+        Case {
+            batch,
+            in_channels,
+            out_channels,
+            depthwise,
+            input,
+            kernel,
+            stride,
+            dilation,
+            pad_before,
+            pad_after,
+            x_zero_point: xz,
+            y_zero_point: yz,
+            x_scale: xs,
+            y_scale: ys,
+            k_scales,
+            weights,
+            bias,
+            x,
+        }
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// Each kernel this CPU runs, against tract's quantized convolution.
+    #[test]
+    fn every_kernel_matches_tract(case in case()) {
+        let (expected, perch) = case.run_model(Engine::Tract);
+        prop_assert!(!perch);
+        for isa in Isa::available() {
+            prop_assert_eq!(&case.run_kernel(isa), &expected, "{:?}", isa);
+        }
+    }
+
+    /// The plan-level op: a `perch` engine convolution runs Perch's kernel and gives tract's outputs.
+    #[test]
+    fn perch_engine_plan_matches_tract(case in case()) {
+        let (expected, _) = case.run_model(Engine::Tract);
+        let (got, perch) = case.run_model(Engine::Perch);
+        prop_assert!(perch, "Perch's kernel was not chosen");
+        prop_assert_eq!(got, expected);
+    }
+}
+
+/// tract turns a strided 1x1 convolution into `Downsample`s and a stride-1 one: Perch's kernel
+/// strides itself instead, with the same outputs.
+#[test]
+fn strided_pointwise_convolutions_absorb_their_downsamples() {
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    for step in 0..12 {
+        let mut case = case().new_tree(&mut runner).unwrap().current();
+        (case.kernel, case.stride, case.pad_before, case.pad_after, case.depthwise) = ([1, 1], [1, 1], [0, 0], [0, 0], false);
+        case.weights.truncate(case.out_channels * case.in_channels);
+        case.weights.resize(case.out_channels * case.in_channels, 3);
+        let downsample = [1 + step % 2, 1 + step % 3];
+        let (expected, _) = case.run_model_downsampled(Engine::Tract, downsample);
+        let (got, perch) = case.run_model_downsampled(Engine::Perch, downsample);
+        assert!(perch);
+        assert_eq!(got, expected, "{downsample:?}");
+    }
+}
+
+#[test]
+fn weights_of_minus_128_keep_tracts_convolution() {
+    let mut case = case().new_tree(&mut proptest::test_runner::TestRunner::deterministic()).unwrap().current();
+    case.weights[0] = -128;
+    let (expected, _) = case.run_model(Engine::Tract);
+    let (got, perch) = case.run_model(Engine::Perch);
+    assert!(!perch, "-128 weights must fall back to tract");
+    assert_eq!(got, expected);
+}
+
+#[cfg(feature = "multithread")]
+#[test]
+fn threads_give_the_same_outputs() {
+    use tract_nnef::internal::tract_linalg::multithread::{Executor, multithread_tract_scope, set_threading_element_threshold};
+    // Split even the smallest convolutions.
+    set_threading_element_threshold(0);
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    for _ in 0..8 {
+        let case = case().new_tree(&mut runner).unwrap().current();
+        let one = case.run_kernel(Isa::best());
+        let many = multithread_tract_scope(Executor::multithread(3), || case.run_kernel(Isa::best()));
+        assert_eq!(one, many);
+    }
+}
+
+proptest! {
+    /// The residual Add on Perch's kernel against tract's quantized Add (what it declutters into
+    /// when the kernel does not apply).
+    #[test]
+    fn qadd_matches_tracts_add(
+        shape in proptest::collection::vec(1usize..6, 1..5),
+        seed in any::<u64>(),
+        zps in (any::<i8>(), any::<i8>(), any::<i8>()),
+        scales in (0.001f32..0.3, 0.001f32..0.3, 0.001f32..0.6),
+    ) {
+        use crate::ops::qadd::QAdd;
+        let dt = |zp: i8, scale: f32| DatumType::QI8(QParams::ZpScale { zero_point: zp as i32, scale });
+        let (da, db, dc) = (dt(zps.0, scales.0), dt(zps.1, scales.1), dt(zps.2, scales.2));
+        let n: usize = shape.iter().product();
+        let mut s = seed;
+        let mut tensor = |d: DatumType| {
+            let v: Vec<i8> = (0..n).map(|_| { s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407); (s >> 40) as u8 as i8 }).collect();
+            let mut t = Tensor::from_shape(&shape, &v).unwrap();
+            unsafe { t.set_datum_type(d) };
+            t.into_tvalue()
+        };
+        let inputs = tvec!(tensor(da), tensor(db));
+        let op = QAdd { output: dc };
+        let ours = op.eval_out_of_plan(inputs.clone()).unwrap().unwrap();
+        let tracts = tract_core::ops::binary::TypedBinOp(Box::new(tract_core::ops::math::Add), Some(dc)).eval_out_of_plan(inputs).unwrap().unwrap();
+        prop_assert_eq!(ours[0].datum_type(), tracts[0].datum_type());
+        let bytes = |t: &TValue| unsafe { t.try_as_plain_ram().unwrap().as_slice_unchecked::<i8>().to_vec() };
+        prop_assert_eq!(bytes(&ours[0]), bytes(&tracts[0]));
+    }
+}
