@@ -83,6 +83,8 @@ def main():
             m.running_var.copy_(torch.from_numpy(rng.uniform(0.5, 2.0, m.num_features).astype(np.float32)))
     images = rng.uniform(0, 1, (32, 3, 224, 224)).astype(np.float32)
     np.save(calibration, images)
+    # Perch's .npy datasets carry labels beside them (random weights: any label will do).
+    np.save(calibration[: -len(".npy")] + ".labels.npy", np.zeros(len(images), dtype=np.int64))
     torch.onnx.export(
         model,
         torch.from_numpy(images[:1]),
