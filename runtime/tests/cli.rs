@@ -176,8 +176,9 @@ fn bench_reports_latency_throughput_and_memory_as_json() {
     // binfmt: then the report says why instead.
     let cold = &v["cold_start_ms"];
     assert!(cold["process_start_to_first_result"].as_f64().is_some() || cold["process_start_error"].is_string(), "{cold}");
+    // (Not compared with this process's own load time: two timings on a shared machine are no order.)
     if std::env::var("PERCH_TEST_RUNNER").is_err() {
-        assert!(cold["process_start_to_first_result"].as_f64().unwrap() >= inside["load"].as_f64().unwrap(), "{cold}");
+        assert!(cold["process_start_to_first_result"].as_f64().unwrap() > 0.0, "{cold}");
     }
     // The profile names the convolutions' matrix products, and the shares add up to the whole.
     let nodes = v["profile"].as_array().unwrap();
