@@ -338,7 +338,9 @@ impl QConvKernel {
                         let wv = weights[ky * kw + kx] as i32;
                         let row = &row[kx * g.dilation[1]..];
                         if g.stride[1] == 1 {
-                            acc.iter_mut().zip(row).for_each(|(a, &x)| *a += x as i32 * wv);
+                            // int8 x int8 fits int16: widening multiplies (SMULL), then widening adds.
+                            let wv = wv as i16;
+                            acc.iter_mut().zip(&row[..ow]).for_each(|(a, &x)| *a += (x as i16 * wv) as i32);
                         } else {
                             acc.iter_mut().zip(row.iter().step_by(g.stride[1])).for_each(|(a, &x)| *a += x as i32 * wv);
                         }
