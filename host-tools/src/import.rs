@@ -75,6 +75,16 @@ pub fn import(path: &Path, input_shape: Option<&[Dim]>) -> Result<Imported, Impo
 /// [`import`] of a model already in memory; `name` (a path or file name) names it in errors and gives
 /// the source file name recorded in the plan.
 pub fn import_bytes(bytes: &[u8], name: &str, input_shape: Option<&[Dim]>) -> Result<Imported, ImportError> {
+    // tract 0.23.9 indexes past attribute arrays on some malformed models (a Conv whose strides are
+    // shorter than its spatial rank panics in tract-core's padding code; fuzz/RESULTS.md): a model that
+    // makes it panic is refused like any other it cannot load.
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| import_unguarded(bytes, name, input_shape))).unwrap_or_else(|panic| {
+        let why = panic.downcast_ref::<&str>().copied().or_else(|| panic.downcast_ref::<String>().map(String::as_str));
+        Err(ImportError::Tract(format!("tract-onnx cannot load {name}: {}", why.unwrap_or("it panicked"))))
+    })
+}
+
+fn import_unguarded(bytes: &[u8], name: &str, input_shape: Option<&[Dim]>) -> Result<Imported, ImportError> {
     let onnx = tract_onnx::onnx().with_ignore_value_info(input_shape.is_some());
     let proto = onnx
         .proto_model_for_read(&mut &bytes[..])

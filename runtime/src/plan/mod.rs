@@ -117,8 +117,14 @@ impl Plan {
             )));
         }
         let tar = archive::check(parts.graph, &archive::ArchiveLimits::PLAN)?;
-        let graph = crate::ops::nnef()
-            .model_for_read(&mut std::io::Cursor::new(&*tar))
+        // tract-nnef 0.23.9 asserts on some invocations instead of returning an error (a `conv` whose
+        // `border` is not "constant" panics in read_conv_parameters; fuzz/RESULTS.md): a graph that makes
+        // it panic is a damaged plan, refused like any other.
+        let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            crate::ops::nnef().model_for_read(&mut std::io::Cursor::new(&*tar))
+        }));
+        let graph = read
+            .map_err(|panic| PlanError::Graph(format!("tract-nnef cannot read it: {}", one_line(panic_message(&*panic)))))?
             .map_err(|e| PlanError::Graph(one_line(&format!("{e:#}"))))?;
         check_graph_matches_manifest(&graph, &manifest)?;
         Ok(Plan { manifest, graph, checksum: container::hex(&parts.checksum) })
@@ -226,6 +232,10 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), PlanError> {
 
 /// tract's parse errors quote the source over several lines, and archive errors may quote raw bytes:
 /// an error stays one printable line.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic.downcast_ref::<&str>().copied().or_else(|| panic.downcast_ref::<String>().map(String::as_str)).unwrap_or("it panicked")
+}
+
 fn one_line(message: &str) -> String {
     let printable: String = message.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
     printable.split_whitespace().collect::<Vec<_>>().join(" ")
