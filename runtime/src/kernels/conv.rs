@@ -104,7 +104,8 @@ impl QConvKernel {
     ) -> Result<QConvKernel, ConvKernelError> {
         geometry.check()?;
         let out_channels = bias.len();
-        let depthwise = groups == in_channels && groups == out_channels && groups > 1;
+        // One input channel per group (depthwise, with any channel multiplier): per-plane loops.
+        let depthwise = groups == in_channels && out_channels % groups == 0 && groups > 1;
         if !(groups == 1 || depthwise) {
             return Err(ConvKernelError::Groups { groups, channels: in_channels });
         }
@@ -251,13 +252,24 @@ impl QConvKernel {
         let span = kw * c;
         for b0 in (0..pixels).step_by(BLOCK) {
             let valid = BLOCK.min(pixels - b0);
-            let at = |j: usize| {
-                let p = b0 + j.min(valid - 1);
-                (p / ow * g.stride[0]) * wp + p % ow * g.stride[1]
-            };
+            // The top-left input pixel of each output pixel of the block (the last one repeated to
+            // fill the block), walked without divisions.
+            let mut at = [0usize; BLOCK];
+            let (mut oy, mut ox) = (b0 / ow, b0 % ow);
+            for (j, at) in at.iter_mut().enumerate() {
+                if j < valid {
+                    *at = oy * g.stride[0] * wp + ox * g.stride[1];
+                    ox += 1;
+                    if ox == ow {
+                        (oy, ox) = (oy + 1, 0);
+                    }
+                }
+            }
+            let last = at[valid - 1];
+            at[valid..].fill(last);
             if !in_place {
                 for (j, row) in packed.chunks_exact_mut(kp).enumerate().take(valid.next_multiple_of(NR)) {
-                    let at = at(j);
+                    let at = at[j];
                     for ky in 0..kh {
                         let at = at + ky * g.dilation[0] * wp;
                         let dst = &mut row[ky * span..(ky + 1) * span];
@@ -279,7 +291,7 @@ impl QConvKernel {
             }
             // Where each pixel of the block reads from.
             let (src, start): (*const i8, [usize; BLOCK]) =
-                if in_place { (padded.as_ptr(), std::array::from_fn(|j| at(j) * c)) } else { (packed.as_ptr(), std::array::from_fn(|j| j * kp)) };
+                if in_place { (padded.as_ptr(), at.map(|a| a * c)) } else { (packed.as_ptr(), std::array::from_fn(|j| j * kp)) };
             for c0 in (0..channels).step_by(MR) {
                 let o0 = first + c0;
                 let weights = &self.weights[o0 * kp..(o0 + MR) * kp];
@@ -291,7 +303,13 @@ impl QConvKernel {
                 // of NR). Tile t lands in `acc` at [i][t * NR + j], inside its MR x BLOCK values.
                 // Weights are in -127..=127 (`QConvKernel::new`), the ISA from `Isa::available`.
                 unsafe { micro::tiles(self.isa, row, acc[0].as_mut_ptr(), BLOCK) };
-                for (i, acc) in acc.iter().enumerate().take(MR.min(channels - c0)) {
+                let rows = MR.min(channels - c0);
+                if let Requant::PerChannel(scales) = &self.requant {
+                    let (bias, scales) = (&self.bias[o0..o0 + rows], &scales[o0..o0 + rows]);
+                    micro::requant_rows(self.isa, &acc[..rows], valid, bias, scales, self.y_zero_point, &mut y[c0 * pixels + b0..], pixels);
+                    continue;
+                }
+                for (i, acc) in acc.iter().enumerate().take(rows) {
                     self.requantize(o0 + i, &acc[..valid], &mut y[(c0 + i) * pixels + b0..][..valid]);
                 }
             }
@@ -319,12 +337,20 @@ impl QConvKernel {
         let mut acc = vec![0i32; ow];
         for (i, out) in y.chunks_exact_mut(oh * ow).enumerate() {
             let ch = first + i;
-            let plane = &padded[ch * hp * wp..(ch + 1) * hp * wp];
+            let input = ch / (self.out_channels / self.in_channels);
+            let plane = &padded[input * hp * wp..(input + 1) * hp * wp];
             let weights = &self.weights[ch * kh * kw..(ch + 1) * kh * kw];
             for (oy, out) in out.chunks_exact_mut(ow).enumerate() {
                 acc.fill(0);
+                if ow == 1 && kw == wp && g.dilation == [1, 1] {
+                    // The kernel spans whole rows (a global pooling): one dot product.
+                    let field = &plane[oy * g.stride[0] * wp..][..kh * kw];
+                    acc[0] = field.iter().zip(weights).map(|(&x, &w)| x as i32 * w as i32).sum::<i32>();
+                    self.requantize(ch, &acc, out);
+                    continue;
+                }
                 if ow == 1 && g.dilation[1] == 1 {
-                    // One output per row (a global pooling): a dot product per kernel row.
+                    // One output per row: a dot product per kernel row.
                     for ky in 0..kh {
                         let row = &plane[(oy * g.stride[0] + ky * g.dilation[0]) * wp..][..kw];
                         acc[0] += row.iter().zip(&weights[ky * kw..(ky + 1) * kw]).map(|(&x, &w)| x as i32 * w as i32).sum::<i32>();

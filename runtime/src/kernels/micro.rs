@@ -148,6 +148,37 @@ pub fn requant_row(isa: Isa, acc: &[i32], bias: i32, scale: f32, zero_point: i32
     }
 }
 
+/// [`requant_row`] for `acc.len()` channels at once: channel `i`'s first `valid` accumulators into
+/// `out[i * stride..][..valid]`.
+///
+/// # Panics
+/// When `bias` or `scales` has fewer entries than `acc`, `valid` exceeds a row, or `out` is too short.
+pub fn requant_rows<const N: usize>(
+    isa: Isa,
+    acc: &[[i32; N]],
+    valid: usize,
+    bias: &[i32],
+    scales: &[f32],
+    zero_point: i32,
+    out: &mut [i8],
+    stride: usize,
+) {
+    let rows = acc.len();
+    if rows == 0 || valid == 0 {
+        return;
+    }
+    assert!(bias.len() >= rows && scales.len() >= rows && valid <= N && (rows - 1) * stride + valid <= out.len(), "requantization out of bounds");
+    #[cfg(target_arch = "aarch64")]
+    if matches!(isa, Isa::Neon | Isa::NeonDot) {
+        // SAFETY: bounds asserted above; NEON is architectural on aarch64.
+        unsafe { aarch64::requant_rows(acc, valid, bias, scales, zero_point, out, stride) };
+        return;
+    }
+    for (i, acc) in acc.iter().enumerate() {
+        requant_row(isa, &acc[..valid], bias[i], scales[i], zero_point, &mut out[i * stride..i * stride + valid]);
+    }
+}
+
 /// The reference requantization of one accumulator (f32 scale).
 #[inline]
 pub fn requant_one(acc: i32, bias: i32, scale: f32, zero_point: i32) -> i8 {
@@ -265,6 +296,38 @@ mod aarch64 {
                 );
                 acc
             })
+        }
+    }
+
+    /// [`super::requant_rows`]: 8 at a time, then 4, then one by one.
+    ///
+    /// # Safety
+    /// [`super::requant_rows`]'s bounds.
+    #[target_feature(enable = "neon")]
+    pub unsafe fn requant_rows<const N: usize>(acc: &[[i32; N]], valid: usize, bias: &[i32], scales: &[f32], zero_point: i32, out: &mut [i8], stride: usize) {
+        unsafe {
+            let z = vdupq_n_s32(zero_point);
+            for (i, row) in acc.iter().enumerate() {
+                let (b, scale) = (vdupq_n_s32(*bias.get_unchecked(i)), *scales.get_unchecked(i));
+                let step = |p: *const i32| vqaddq_s32(vcvtnq_s32_f32(vmulq_n_f32(vcvtq_f32_s32(vaddq_s32(vld1q_s32(p), b)), scale)), z);
+                let (a, o) = (row.as_ptr(), out.as_mut_ptr().add(i * stride));
+                let mut k = 0;
+                while k + 8 <= valid {
+                    let n = vqmovn_s16(vcombine_s16(vqmovn_s32(step(a.add(k))), vqmovn_s32(step(a.add(k + 4)))));
+                    vst1_s8(o.add(k), n);
+                    k += 8;
+                }
+                if k + 4 <= valid {
+                    let r = vqmovn_s32(step(a.add(k)));
+                    let n = vqmovn_s16(vcombine_s16(r, r));
+                    std::ptr::write_unaligned(o.add(k) as *mut u32, vget_lane_u32::<0>(vreinterpret_u32_s8(n)));
+                    k += 4;
+                }
+                while k < valid {
+                    *o.add(k) = super::requant_one(*a.add(k), *bias.get_unchecked(i), scale, zero_point);
+                    k += 1;
+                }
+            }
         }
     }
 
@@ -490,6 +553,30 @@ mod tests {
                 unsafe { tiles(isa, row, out.as_mut_ptr(), 9) };
                 let got: Tile = std::array::from_fn(|i| std::array::from_fn(|j| out[i * 9 + NR + j]));
                 prop_assert_eq!(got, expected, "{:?} (row of tiles)", isa);
+            }
+        }
+
+        /// Whole blocks of rows, as the convolution requantizes them, give the reference's bytes.
+        #[test]
+        fn requantized_rows_match_the_reference(
+            acc in proptest::collection::vec(proptest::array::uniform8(-40_000i32..40_000), 1..5),
+            valid in 0usize..9,
+            stride in 8usize..12,
+            bias in proptest::collection::vec(-1000i32..1000, 4),
+            scales in proptest::collection::vec(0.0005f32..0.05, 4),
+            zero_point in -128i32..128,
+        ) {
+            let rows = acc.len();
+            let mut expected = vec![0i8; rows * stride];
+            for (i, row) in acc.iter().enumerate() {
+                for k in 0..valid {
+                    expected[i * stride + k] = requant_one(row[k], bias[i], scales[i], zero_point);
+                }
+            }
+            for isa in Isa::available() {
+                let mut out = vec![0i8; rows * stride];
+                requant_rows(isa, &acc, valid, &bias, &scales, zero_point, &mut out, stride);
+                prop_assert_eq!(&out, &expected, "{:?}", isa);
             }
         }
 

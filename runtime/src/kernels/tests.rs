@@ -206,6 +206,38 @@ fn strided_pointwise_convolutions_absorb_their_downsamples() {
     }
 }
 
+/// The shapes with their own paths: a global pooling (depthwise, kernel = the whole input), and a
+/// single-channel stem with several outputs (packed receptive fields).
+#[test]
+fn global_pooling_and_single_channel_stems_match_tract() {
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    for step in 0..16 {
+        let mut case = case().new_tree(&mut runner).unwrap().current();
+        if step % 2 == 0 {
+            let c = case.in_channels.max(2);
+            (case.in_channels, case.out_channels, case.depthwise) = (c, c, true);
+            case.kernel = case.input;
+            (case.stride, case.dilation, case.pad_before, case.pad_after) = ([1, 1], [1, 1], [0, 0], [0, 0]);
+        } else {
+            (case.in_channels, case.depthwise) = (1, false);
+        }
+        let per_out = case.kernel[0] * case.kernel[1] * if case.depthwise { 1 } else { case.in_channels };
+        case.weights = (0..case.out_channels * per_out).map(|i| ((i * 37 % 255) as i32 - 127) as i8).collect();
+        case.bias.resize(case.out_channels, 5);
+        if case.k_scales.len() > 1 {
+            case.k_scales.resize(case.out_channels, 0.01);
+        }
+        case.x = (0..case.batch * case.in_channels * case.input[0] * case.input[1]).map(|i| (i * 53 % 256) as u8 as i8).collect();
+        let (expected, _) = case.run_model(Engine::Tract);
+        for isa in Isa::available() {
+            assert_eq!(case.run_kernel(isa), expected, "{isa:?} {case:?}");
+        }
+        let (got, perch) = case.run_model(Engine::Perch);
+        assert!(perch);
+        assert_eq!(got, expected);
+    }
+}
+
 #[test]
 fn weights_of_minus_128_keep_tracts_convolution() {
     let mut case = case().new_tree(&mut proptest::test_runner::TestRunner::deterministic()).unwrap().current();
