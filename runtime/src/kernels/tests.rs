@@ -104,7 +104,7 @@ impl Case {
             output: self.output(),
         };
         let scales: Vec<f32> =
-            (0..self.out_channels).map(|o| (self.k_scales[if self.k_scales.len() == 1 { 0 } else { o }] * self.x_scale) / self.y_scale).collect();
+            (0..self.out_channels).map(|o| (self.k_scales[if self.k_scales.len() == 1 { 0 } else { o }] * self.x_scale) * self.y_scale.recip()).collect();
         let kernel = QConvKernel::new(
             geometry,
             self.in_channels,

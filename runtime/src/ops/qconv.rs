@@ -205,8 +205,9 @@ impl QConv {
         let k_scale = k_scale.try_as_plain_ram()?.as_slice::<f32>()?.to_vec();
         let bias = bias.cast_to::<i32>()?;
         let bias = bias.try_as_plain_ram()?.as_slice::<i32>()?.to_vec();
-        // tract's arithmetic: (kernel scale * input scale) / output scale, in f32.
-        let scales: Vec<f32> = (0..bias.len()).map(|o| (k_scale[if k_scale.len() == 1 { 0 } else { o }] * self.x_scale) / y_scale).collect();
+        // tract's arithmetic, in f32: (kernel scale * input scale) / output scale, the division decluttered
+        // into a multiplication by the reciprocal.
+        let scales: Vec<f32> = (0..bias.len()).map(|o| (k_scale[if k_scale.len() == 1 { 0 } else { o }] * self.x_scale) * y_scale.recip()).collect();
         let kernel = kernel.try_as_plain_ram()?;
         let Ok(weights) = kernel.as_slice::<i8>() else { return Ok(None) };
         let (y_zp, _) = self.output_qparams()?;
