@@ -134,6 +134,15 @@ pub fn decode_image(bytes: &[u8]) -> Result<DynamicImage, ImageError> {
     if reader.format().is_none() {
         return Err(ImageError::Decode("unknown image format".into()));
     }
+    // A PNG's size is in its first chunk: checked before any decoder is made (on 32-bit targets the
+    // png crate's own size arithmetic would otherwise stop it first, with a vaguer message).
+    if reader.format() == Some(image::ImageFormat::Png) && bytes.len() >= 24 && &bytes[12..16] == b"IHDR" {
+        let be = |at: usize| u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
+        let (width, height) = (be(16), be(20));
+        if width > MAX_IMAGE_SIDE || height > MAX_IMAGE_SIDE {
+            return Err(ImageError::TooLarge { width, height, max: MAX_IMAGE_SIDE });
+        }
+    }
     // Only the allocation limit while the header is read (it bounds what a PNG's ancillary chunks may
     // inflate to); the dimensions are checked below, with their values in the error.
     let mut limits = image::Limits::default();
