@@ -3,24 +3,16 @@
 //! that runs the cross-built binary.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
+use common::perch_run_command;
+use std::process::Output;
 
 fn case_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/cases/fashion-cnn-s")
 }
 
 fn perch_run(args: &[&str]) -> Output {
-    let exe = env!("CARGO_BIN_EXE_perch-run");
-    let mut cmd = match std::env::var("PERCH_TEST_RUNNER") {
-        Ok(runner) if !runner.trim().is_empty() => {
-            let mut parts = runner.split_whitespace();
-            let mut c = Command::new(parts.next().unwrap());
-            c.args(parts).arg(exe);
-            c
-        }
-        _ => Command::new(exe),
-    };
-    cmd.args(args).output().expect("perch-run starts")
+    perch_run_command().args(args).output().expect("perch-run starts")
 }
 
 fn plan() -> String {

@@ -3,6 +3,8 @@
 //! timing except where a test says why (a full queue needs a busy worker).
 #![cfg(feature = "serve")]
 
+mod common;
+use common::perch_run_command;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -361,25 +363,12 @@ fn wait_until_refused(addr: SocketAddr) {
     }
 }
 
-/// perch-run itself, through PERCH_TEST_RUNNER (qemu) when cross-testing.
-fn perch_run() -> Command {
-    let exe = env!("CARGO_BIN_EXE_perch-run");
-    match std::env::var("PERCH_TEST_RUNNER") {
-        Ok(runner) if !runner.trim().is_empty() => {
-            let mut parts = runner.split_whitespace();
-            let mut c = Command::new(parts.next().unwrap());
-            c.args(parts).arg(exe);
-            c
-        }
-        _ => Command::new(exe),
-    }
-}
 
 /// Starts `perch-run serve` and reads its address from the `listening on` line. The caller owns the
 /// child and waits for it.
 #[allow(clippy::zombie_processes)]
 fn spawn_cli(args: &[&str]) -> (Child, SocketAddr, BufReader<std::process::ChildStderr>) {
-    let mut child = perch_run().arg("serve").args(args).stderr(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
+    let mut child = perch_run_command().arg("serve").args(args).stderr(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let mut seen = String::new();
     loop {
@@ -437,7 +426,7 @@ fn cli_refuses_bad_setups_in_one_line() {
         (vec!["--models", "all"], "needs --model-store"),
         (vec!["--models", "m=x.perch", "--timeout", "0"], "--timeout must be"),
     ] {
-        let out = perch_run().arg("serve").args(&args).output().unwrap();
+        let out = perch_run_command().arg("serve").args(&args).output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{args:?} succeeded");
         let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
@@ -447,7 +436,7 @@ fn cli_refuses_bad_setups_in_one_line() {
     // A port already taken says so.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port().to_string();
-    let out = perch_run().args(["serve", "--models"]).arg(format!("m={}", plan_path().display())).args(["--port", &port]).output().unwrap();
+    let out = perch_run_command().args(["serve", "--models"]).arg(format!("m={}", plan_path().display())).args(["--port", &port]).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && stderr.contains("another server has that port"), "{stderr}");
 }

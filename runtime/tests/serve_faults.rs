@@ -6,10 +6,12 @@
 //! longer than a client's own pacing.
 #![cfg(feature = "serve")]
 
+mod common;
+use common::perch_run_command;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -456,19 +458,6 @@ fn a_huge_declared_body_gets_413_unread() {
     assert_serves(server.addr);
 }
 
-/// perch-run itself, through PERCH_TEST_RUNNER (qemu) when cross-testing.
-fn perch_run() -> Command {
-    let exe = env!("CARGO_BIN_EXE_perch-run");
-    match std::env::var("PERCH_TEST_RUNNER") {
-        Ok(runner) if !runner.trim().is_empty() => {
-            let mut parts = runner.split_whitespace();
-            let mut c = Command::new(parts.next().unwrap());
-            c.args(parts).arg(exe);
-            c
-        }
-        _ => Command::new(exe),
-    }
-}
 
 /// Resident memory of a process, from /proc/PID/status.
 fn rss_bytes(pid: u32) -> u64 {
@@ -486,7 +475,7 @@ const RSS_GROWTH: u64 = 64 << 20;
 #[test]
 fn perch_run_serve_survives_every_fault_in_bounded_memory() {
     let plan = case_dir().join("model.perch");
-    let mut child = perch_run()
+    let mut child = perch_run_command()
         .args(["serve", "--port", "0", "--workers", "1", "--header-timeout", "0.6", "--body-timeout", "0.6"])
         .args(["--max-connections", "32", "--max-body", "2000000", "--models"])
         .arg(format!("fashion-cnn-s={}", plan.display()))

@@ -105,7 +105,7 @@ impl QConvKernel {
         geometry.check()?;
         let out_channels = bias.len();
         // One input channel per group (depthwise, with any channel multiplier): per-plane loops.
-        let depthwise = groups == in_channels && out_channels % groups == 0 && groups > 1;
+        let depthwise = groups == in_channels && out_channels.is_multiple_of(groups) && groups > 1;
         if !(groups == 1 || depthwise) {
             return Err(ConvKernelError::Groups { groups, channels: in_channels });
         }

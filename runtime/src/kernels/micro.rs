@@ -153,6 +153,7 @@ pub fn requant_row(isa: Isa, acc: &[i32], bias: i32, scale: f32, zero_point: i32
 ///
 /// # Panics
 /// When `bias` or `scales` has fewer entries than `acc`, `valid` exceeds a row, or `out` is too short.
+#[allow(clippy::too_many_arguments)]
 pub fn requant_rows<const N: usize>(
     isa: Isa,
     acc: &[[i32; N]],
@@ -233,11 +234,29 @@ mod aarch64 {
     #[target_feature(enable = "neon")]
     pub unsafe fn smull(ops: Operands, out: *mut i32, stride: usize) {
         unsafe {
-            tile_4x4!(ops, out, stride, |acc, wv, xv| {
-                let p = vmull_s8(vget_low_s8(wv), vget_low_s8(xv));
-                vpadalq_s16(acc, vmlal_high_s8(p, wv, xv))
-            })
+            tile_4x4!(ops, out, stride, |acc, wv, xv| smull_step(acc, wv, xv))
         }
+    }
+
+    /// SMULL + SMLAL2 (two int8 products summed in int16) + SADALP (into int32) on 16 bytes.
+    #[inline(always)]
+    unsafe fn smull_step(acc: int32x4_t, w: int8x16_t, x: int8x16_t) -> int32x4_t {
+        unsafe { vpadalq_s16(acc, vmlal_high_s8(vmull_s8(vget_low_s8(w), vget_low_s8(x)), w, x)) }
+    }
+
+    /// One SDOT on 16 bytes. The intrinsic (vdotq_s32) is not stable in Rust 1.95; the instruction is
+    /// (its callers enable `dotprod`).
+    #[inline(always)]
+    unsafe fn sdot_step(mut acc: int32x4_t, w: int8x16_t, x: int8x16_t) -> int32x4_t {
+        unsafe {
+            std::arch::asm!(
+                ".arch_extension dotprod",
+                "sdot {acc:v}.4s, {w:v}.16b, {x:v}.16b",
+                acc = inout(vreg) acc, w = in(vreg) w, x = in(vreg) x,
+                options(pure, nomem, nostack, preserves_flags)
+            );
+        }
+        acc
     }
 
     /// [`smull`] over every tile of a row of tiles.
@@ -249,10 +268,7 @@ mod aarch64 {
         unsafe {
             for t in 0..row.starts.len() / NR {
                 let ops = row.tile(t);
-                tile_4x4!(ops, out.add(t * NR), stride, |acc, wv, xv| {
-                    let p = vmull_s8(vget_low_s8(wv), vget_low_s8(xv));
-                    vpadalq_s16(acc, vmlal_high_s8(p, wv, xv))
-                })
+                tile_4x4!(ops, out.add(t * NR), stride, |acc, wv, xv| smull_step(acc, wv, xv))
             }
         }
     }
@@ -266,15 +282,7 @@ mod aarch64 {
         unsafe {
             for t in 0..row.starts.len() / NR {
                 let ops = row.tile(t);
-                tile_4x4!(ops, out.add(t * NR), stride, |acc, wv, xv| {
-                    let mut acc = acc;
-                    std::arch::asm!(
-                        "sdot {acc:v}.4s, {w:v}.16b, {x:v}.16b",
-                        acc = inout(vreg) acc, w = in(vreg) wv, x = in(vreg) xv,
-                        options(pure, nomem, nostack, preserves_flags)
-                    );
-                    acc
-                })
+                tile_4x4!(ops, out.add(t * NR), stride, |acc, wv, xv| sdot_step(acc, wv, xv))
             }
         }
     }
@@ -286,16 +294,7 @@ mod aarch64 {
     #[target_feature(enable = "neon,dotprod")]
     pub unsafe fn sdot(ops: Operands, out: *mut i32, stride: usize) {
         unsafe {
-            tile_4x4!(ops, out, stride, |acc, wv, xv| {
-                let mut acc = acc;
-                // The intrinsic (vdotq_s32) is not stable in Rust 1.95; the instruction is.
-                std::arch::asm!(
-                    "sdot {acc:v}.4s, {w:v}.16b, {x:v}.16b",
-                    acc = inout(vreg) acc, w = in(vreg) wv, x = in(vreg) xv,
-                    options(pure, nomem, nostack, preserves_flags)
-                );
-                acc
-            })
+            tile_4x4!(ops, out, stride, |acc, wv, xv| sdot_step(acc, wv, xv))
         }
     }
 
