@@ -6,8 +6,10 @@
 //! at plan load in the same (kernel row, kernel column, channel) order, rows padded to [`KU`] bytes.
 //! The zero point of the input is folded into the bias (padding holds the zero point, so it adds
 //! nothing), and each tile of [`MR`] channels by [`NR`] pixels is requantized as it leaves the
-//! microkernel. Depthwise convolutions run per channel plane.
+//! microkernel. Depthwise convolutions run channels-last sixteen channels at a time ([`depthwise`]), or
+//! per channel plane when they have few channels or a channel multiplier.
 
+use super::depthwise::{self, Depthwise};
 use super::layout;
 use super::micro::{self, KU, MR, NR};
 
@@ -47,7 +49,7 @@ pub struct Geometry {
 }
 
 impl Geometry {
-    fn padded(&self) -> [usize; 2] {
+    pub(super) fn padded(&self) -> [usize; 2] {
         [0, 1].map(|a| self.input[a] + self.pad_before[a] + self.pad_after[a])
     }
 
@@ -74,6 +76,9 @@ pub struct QConvKernel {
     in_channels: usize,
     out_channels: usize,
     depthwise: bool,
+    /// Depthwise with one output per input channel and enough channels for the channels-last
+    /// kernel ([`depthwise`]); the other depthwise convolutions run per channel plane.
+    channels_last: Option<Depthwise>,
     /// Reduction length of the dense form (kernel height x width x input channels), and padded.
     k: usize,
     kp: usize,
@@ -117,8 +122,9 @@ impl QConvKernel {
         if kernel.contains(&-128) {
             return Err(ConvKernelError::WeightRange);
         }
+        let requant = Requant::new(scales);
         let sums = kernel.chunks(per_out).map(|row| row.iter().map(|&w| w as i32).sum::<i32>());
-        let bias = bias.iter().zip(sums).map(|(&b, s)| b.wrapping_sub((x_zero_point as i32).wrapping_mul(s))).collect();
+        let bias: Vec<i32> = bias.iter().zip(sums).map(|(&b, s)| b.wrapping_sub((x_zero_point as i32).wrapping_mul(s))).collect();
         let (k, kp, weights) = if depthwise {
             (per_out, per_out, kernel.to_vec())
         } else {
@@ -135,16 +141,24 @@ impl QConvKernel {
             }
             (per_out, kp, packed)
         };
+        let channels_last = (depthwise && out_channels == in_channels && in_channels >= depthwise::LANES).then(|| {
+            let scales = match &requant {
+                Requant::PerChannel(scales) => scales.as_slice(),
+                Requant::Uniform(_) => &[],
+            };
+            Depthwise::new(in_channels, per_out, kernel, &bias, scales)
+        });
         Ok(QConvKernel {
             geometry,
             in_channels,
             out_channels,
             depthwise,
+            channels_last,
             k,
             kp,
             weights,
             bias,
-            requant: Requant::new(scales),
+            requant,
             x_zero_point,
             y_zero_point,
             isa,
@@ -190,7 +204,9 @@ impl QConvKernel {
             let padded = self.pad(x);
             let work = self.macs();
             let chunk = |first: usize, y: &mut [i8]| -> tract_nnef::internal::TractResult<()> {
-                if self.depthwise {
+                if let Some(dw) = &self.channels_last {
+                    dw.run(self.isa, &self.geometry, &padded, &self.requant, self.y_zero_point, first, y);
+                } else if self.depthwise {
                     self.depthwise_channels(&padded, first, y);
                 } else {
                     self.dense_channels(&padded, first, y);
@@ -203,15 +219,15 @@ impl QConvKernel {
         Ok(())
     }
 
-    /// The input with its padding filled with the zero point: channels-last for dense convolutions
-    /// (`[h][w][c]`), planes for depthwise ones (`[c][h][w]`).
+    /// The input with its padding filled with the zero point: channels-last (`[h][w][c]`, then
+    /// [`depthwise::LANES`] spare bytes), or planes (`[c][h][w]`) for the per-plane depthwise loop.
     fn pad(&self, x: &[i8]) -> Vec<i8> {
         let [h, w] = self.geometry.input;
         let [hp, wp] = self.geometry.padded();
         let [pt, pl] = self.geometry.pad_before;
         let c = self.in_channels;
-        let mut out = vec![self.x_zero_point; hp * wp * c];
-        if self.depthwise {
+        let mut out = vec![self.x_zero_point; hp * wp * c + depthwise::LANES];
+        if self.depthwise && self.channels_last.is_none() {
             for (plane, src) in out.chunks_exact_mut(hp * wp).zip(x.chunks_exact(h * w)) {
                 for (row, src) in src.chunks_exact(w).enumerate() {
                     plane[(row + pt) * wp + pl..][..w].copy_from_slice(src);

@@ -13,6 +13,7 @@
 
 pub mod add;
 pub mod conv;
+pub mod depthwise;
 pub mod layout;
 pub mod micro;
 #[cfg(test)]
