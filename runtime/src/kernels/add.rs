@@ -22,7 +22,7 @@ pub fn qadd(isa: Isa, a: &[i8], qa: Quant, b: &[i8], qb: Quant, qc: Quant, out: 
         #[cfg(target_arch = "aarch64")]
         Isa::Neon | Isa::NeonDot => unsafe { aarch64::qadd(a, qa, b, qb, qc, out) },
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { x86::qadd(a, qa, b, qb, qc, out) },
+        Isa::Avx2 | Isa::Avx512Vnni => unsafe { x86::qadd(a, qa, b, qb, qc, out) },
         _ => 0,
     };
     for ((o, &a), &b) in out[done..].iter_mut().zip(&a[done..]).zip(&b[done..]) {

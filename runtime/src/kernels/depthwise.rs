@@ -57,8 +57,8 @@ impl Depthwise {
         let per_channel = matches!(requant, Requant::PerChannel(_));
         match isa {
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: `Isa::Avx2` is only chosen where the CPU has AVX2 (`Isa::available`).
-            Isa::Avx2 if per_channel => unsafe { job.run_avx2(first, y) },
+            // SAFETY: these ISAs are only chosen where the CPU has AVX2 (`Isa::available`).
+            Isa::Avx2 | Isa::Avx512Vnni if per_channel => unsafe { job.run_avx2(first, y) },
             #[cfg(target_arch = "aarch64")]
             Isa::Neon | Isa::NeonDot if per_channel => job.run::<NEON>(first, y),
             _ => job.run::<PORTABLE>(first, y),
@@ -275,6 +275,7 @@ mod avx2 {
     ///
     /// # Safety
     /// As [`super::neon::pixel`]'s, and the CPU has AVX2.
+    #[inline]
     #[target_feature(enable = "avx2")]
     pub unsafe fn pixel(x: &[i8], taps: &[usize], w: &[i8], stride: usize, bias: &[i32; LANES], scales: &[f32; LANES], zero_point: i32) -> [i8; LANES] {
         unsafe {

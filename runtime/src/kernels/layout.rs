@@ -1,6 +1,6 @@
 //! Channels-first to channels-last: the copy that lets the dense convolution read each pixel's
-//! channels as one run. Eight channels by eight pixels at a time with NEON on aarch64 (an 8x8 byte
-//! transpose in registers), element by element elsewhere.
+//! channels as one run. Eight channels by eight pixels at a time with NEON on aarch64 and SSE2 on
+//! x86-64 (an 8x8 byte transpose in registers), element by element elsewhere.
 
 /// Copies row `row` of every channel plane of `x` (`[c][h][w]`) into `out`, where pixel `col` of the
 /// row starts at `out[at + col * c]` (channels contiguous).
@@ -9,10 +9,10 @@
 /// When `x` does not hold `c` planes of `h` rows of `w`, or `out` is too short.
 pub fn row_to_channels_last(x: &[i8], c: usize, h: usize, w: usize, row: usize, out: &mut [i8], at: usize) {
     assert!(x.len() >= c * h * w && row < h && (w == 0 || out.len() >= at + w * c), "transpose out of bounds");
-    // SAFETY: bounds asserted above; NEON is architectural on aarch64.
-    #[cfg(target_arch = "aarch64")]
-    let done = if c % 8 == 0 { unsafe { aarch64::row(x, c, h, w, row, out, at) } } else { 0 };
-    #[cfg(not(target_arch = "aarch64"))]
+    // SAFETY: bounds asserted above; NEON is architectural on aarch64, SSE2 on x86-64.
+    #[cfg(any(target_arch = "aarch64", target_arch = "x86_64"))]
+    let done = if c.is_multiple_of(8) { unsafe { simd_row(x, c, h, w, row, out, at) } } else { 0 };
+    #[cfg(not(any(target_arch = "aarch64", target_arch = "x86_64")))]
     let done = 0;
     let plane = h * w;
     for col in done..w {
@@ -23,38 +23,42 @@ pub fn row_to_channels_last(x: &[i8], c: usize, h: usize, w: usize, row: usize, 
     }
 }
 
+/// The row's pixels (all of them, or none when a narrow row's 8-byte reads would leave `x`) by 8x8
+/// blocks; returns how many.
+///
+/// # Safety
+/// `c % 8 == 0` and [`row_to_channels_last`]'s bounds.
+#[cfg(any(target_arch = "aarch64", target_arch = "x86_64"))]
+unsafe fn simd_row(x: &[i8], c: usize, h: usize, w: usize, row: usize, out: &mut [i8], at: usize) -> usize {
+    #[cfg(target_arch = "aarch64")]
+    use aarch64::block;
+    #[cfg(target_arch = "x86_64")]
+    use x86::block;
+    unsafe {
+        if w >= 8 {
+            let mut col = 0;
+            while col + 8 <= w {
+                block(x, c, h, w, row, out, at, col, 8);
+                col += 8;
+            }
+            if col < w {
+                // The last 8 pixels again, overlapping the previous block: same bytes.
+                block(x, c, h, w, row, out, at, w - 8, 8);
+            }
+            w
+        } else if ((c - 1) * h + row) * w + 8 <= x.len() {
+            // A narrow row: 8 bytes read (the rest of the plane, or the next), `w` written.
+            block(x, c, h, w, row, out, at, 0, w);
+            w
+        } else {
+            0
+        }
+    }
+}
+
 #[cfg(target_arch = "aarch64")]
 mod aarch64 {
     use std::arch::aarch64::*;
-
-    /// The row's pixels (all of them, or none when a narrow row's 8-byte reads would leave `x`);
-    /// returns how many.
-    ///
-    /// # Safety
-    /// `c % 8 == 0` and [`super::row_to_channels_last`]'s bounds.
-    #[target_feature(enable = "neon")]
-    pub unsafe fn row(x: &[i8], c: usize, h: usize, w: usize, row: usize, out: &mut [i8], at: usize) -> usize {
-        unsafe {
-            if w >= 8 {
-                let mut col = 0;
-                while col + 8 <= w {
-                    block(x, c, h, w, row, out, at, col, 8);
-                    col += 8;
-                }
-                if col < w {
-                    // The last 8 pixels again, overlapping the previous block: same bytes.
-                    block(x, c, h, w, row, out, at, w - 8, 8);
-                }
-                w
-            } else if ((c - 1) * h + row) * w + 8 <= x.len() {
-                // A narrow row: 8 bytes read (the rest of the plane, or the next), `w` written.
-                block(x, c, h, w, row, out, at, 0, w);
-                w
-            } else {
-                0
-            }
-        }
-    }
 
     /// Pixels `col..col + count` (`count <= 8`) of the row, 8 channels at a time, reading 8 bytes
     /// from each channel's row at `col`.
@@ -64,7 +68,7 @@ mod aarch64 {
     #[allow(clippy::too_many_arguments)]
     #[inline]
     #[target_feature(enable = "neon")]
-    unsafe fn block(x: &[i8], c: usize, h: usize, w: usize, row: usize, out: &mut [i8], at: usize, col: usize, count: usize) {
+    pub unsafe fn block(x: &[i8], c: usize, h: usize, w: usize, row: usize, out: &mut [i8], at: usize, col: usize, count: usize) {
         unsafe {
             let (src, dst) = (x.as_ptr(), out.as_mut_ptr().add(at));
             for c0 in (0..c).step_by(8) {
@@ -87,6 +91,36 @@ mod aarch64 {
                 let pixels = [c04.0, c15.0, c26.0, c37.0, c04.1, c15.1, c26.1, c37.1];
                 for (m, p) in pixels.iter().enumerate().take(count) {
                     vst1_s8(dst.add((col + m) * c + c0), vreinterpret_s8_s32(*p));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    /// As the NEON block: bytes, then 16-bit pairs, then 32-bit quads interleaved (SSE2, which every
+    /// x86-64 CPU has), two pixels per register.
+    ///
+    /// # Safety
+    /// As the NEON block's.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    pub unsafe fn block(x: &[i8], c: usize, h: usize, w: usize, row: usize, out: &mut [i8], at: usize, col: usize, count: usize) {
+        unsafe {
+            let (src, dst) = (x.as_ptr(), out.as_mut_ptr().add(at));
+            for c0 in (0..c).step_by(8) {
+                let r: [__m128i; 8] = std::array::from_fn(|i| _mm_loadl_epi64(src.add(((c0 + i) * h + row) * w + col) as *const __m128i));
+                let a = [0, 2, 4, 6].map(|i| _mm_unpacklo_epi8(r[i], r[i + 1]));
+                let b = [_mm_unpacklo_epi16(a[0], a[1]), _mm_unpackhi_epi16(a[0], a[1]), _mm_unpacklo_epi16(a[2], a[3]), _mm_unpackhi_epi16(a[2], a[3])];
+                // Pixels (0, 1), (2, 3), (4, 5), (6, 7).
+                let pairs = [_mm_unpacklo_epi32(b[0], b[2]), _mm_unpackhi_epi32(b[0], b[2]), _mm_unpacklo_epi32(b[1], b[3]), _mm_unpackhi_epi32(b[1], b[3])];
+                for m in 0..count {
+                    let p = pairs[m / 2];
+                    let p = if m % 2 == 0 { p } else { _mm_srli_si128::<8>(p) };
+                    _mm_storel_epi64(dst.add((col + m) * c + c0) as *mut __m128i, p);
                 }
             }
         }

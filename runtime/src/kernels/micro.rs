@@ -96,6 +96,8 @@ pub unsafe fn tile(isa: Isa, ops: Operands, out: *mut i32, stride: usize) {
             Isa::NeonDot => aarch64::sdot(ops, out, stride),
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => x86::avx2(ops, out, stride),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512Vnni => x86::vnni(ops, out, stride),
             #[cfg(target_arch = "arm")]
             Isa::Armv7Neon => arm::neon(ops, out, stride),
             _ => {
@@ -140,7 +142,7 @@ pub fn requant_row(isa: Isa, acc: &[i32], bias: i32, scale: f32, zero_point: i32
         #[cfg(target_arch = "aarch64")]
         Isa::Neon | Isa::NeonDot => unsafe { aarch64::requant_row(acc, bias, scale, zero_point, out) },
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { x86::requant_row(acc, bias, scale, zero_point, out) },
+        Isa::Avx2 | Isa::Avx512Vnni => unsafe { x86::requant_row(acc, bias, scale, zero_point, out) },
         _ => 0,
     };
     for (o, &a) in out[done..].iter_mut().zip(&acc[done..]) {
@@ -472,6 +474,60 @@ mod x86 {
                 i += 8;
             }
             i
+        }
+    }
+
+    /// VPDPBUSD (AVX512-VNNI on 256-bit registers): four unsigned-by-signed byte products summed into
+    /// each int32 lane, 32 bytes of a run at a time (a last 16 zero-extended). The input is made
+    /// unsigned by flipping its sign bit (`x + 128`), and `128 * sum(w)`, accumulated the same way
+    /// from a vector of 128s, is taken off each channel at the end: exact, as the products cannot
+    /// saturate (VPDPBUSD, unlike VPDPBUSDS, wraps, and the sums stay far inside int32). The whole
+    /// 4x4 tile lives in registers (AVX-512 has 32).
+    ///
+    /// # Safety
+    /// [`super::tile`]'s contract, and the CPU has AVX2, AVX512F, AVX512VL and AVX512-VNNI.
+    #[target_feature(enable = "avx2,avx512f,avx512vl,avx512vnni")]
+    pub unsafe fn vnni(ops: Operands, out: *mut i32, stride: usize) {
+        unsafe {
+            let kp = ops.taps.len() * ops.len;
+            let flip = _mm256_set1_epi8(i8::MIN);
+            let z = _mm256_setzero_si256();
+            let mut a = [[z; NR]; MR];
+            let mut corr = [z; MR];
+            let mut w = ops.w;
+            let mut step = |xv: [__m256i; NR], wv: [__m256i; MR]| {
+                for i in 0..MR {
+                    corr[i] = _mm256_dpbusd_epi32(corr[i], flip, wv[i]);
+                    for j in 0..NR {
+                        a[i][j] = _mm256_dpbusd_epi32(a[i][j], xv[j], wv[i]);
+                    }
+                }
+            };
+            for &tap in ops.taps {
+                let xs: [*const i8; NR] = std::array::from_fn(|j| ops.x[j].add(tap));
+                let mut k = 0;
+                while k + 2 * KU <= ops.len {
+                    let xv = xs.map(|x| _mm256_xor_si256(_mm256_loadu_si256(x.add(k) as *const __m256i), flip));
+                    step(xv, std::array::from_fn(|i| _mm256_loadu_si256(w.add(i * kp) as *const __m256i)));
+                    k += 2 * KU;
+                    w = w.add(2 * KU);
+                }
+                if k < ops.len {
+                    let half = |p: *const i8| _mm256_zextsi128_si256(_mm_loadu_si128(p as *const __m128i));
+                    let xv = xs.map(|x| _mm256_xor_si256(half(x.add(k)), _mm256_zextsi128_si256(_mm256_castsi256_si128(flip))));
+                    step(xv, std::array::from_fn(|i| half(w.add(i * kp))));
+                    w = w.add(KU);
+                }
+            }
+            // Per channel: the four pixels' sums side by side, less 128 * sum(w).
+            for i in 0..MR {
+                let h = _mm256_hadd_epi32(_mm256_hadd_epi32(a[i][0], a[i][1]), _mm256_hadd_epi32(a[i][2], a[i][3]));
+                let s = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256::<1>(h));
+                let c = _mm_add_epi32(_mm256_castsi256_si128(corr[i]), _mm256_extracti128_si256::<1>(corr[i]));
+                let c = _mm_hadd_epi32(c, c);
+                let c = _mm_hadd_epi32(c, c);
+                _mm_storeu_si128(out.add(i * stride) as *mut __m128i, _mm_sub_epi32(s, c));
+            }
         }
     }
 

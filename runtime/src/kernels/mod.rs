@@ -34,6 +34,9 @@ pub enum Isa {
     NeonDot,
     /// x86-64 with AVX2.
     Avx2,
+    /// x86-64 with AVX-512 VNNI (VPDPBUSD) on 256-bit registers (Ice Lake and later, Zen 4); AVX2
+    /// elsewhere.
+    Avx512Vnni,
     /// 32-bit ARM with NEON (Raspberry Pi 2/3 and Zero 2 running a 32-bit OS).
     Armv7Neon,
 }
@@ -52,6 +55,12 @@ impl Isa {
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") {
             isas.push(Isa::Avx2);
+            if std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512vl")
+                && std::arch::is_x86_feature_detected!("avx512vnni")
+            {
+                isas.push(Isa::Avx512Vnni);
+            }
         }
         #[cfg(all(target_arch = "arm", target_os = "linux"))]
         {
@@ -66,7 +75,7 @@ impl Isa {
     }
 
     /// The fastest instruction set this CPU runs, unless `PERCH_KERNELS` names another one this CPU
-    /// runs (`portable`, `neon`, `neon-dot`, `avx2`: for benchmarks and tests).
+    /// runs (`portable`, `neon`, `neon-dot`, `avx2`, `avx512-vnni`: for benchmarks and tests).
     pub fn best() -> Isa {
         static BEST: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
         *BEST.get_or_init(Isa::choose)
@@ -88,6 +97,7 @@ impl Isa {
             Isa::Neon => "neon",
             Isa::NeonDot => "neon-dot",
             Isa::Avx2 => "avx2",
+            Isa::Avx512Vnni => "avx512-vnni",
             Isa::Armv7Neon => "armv7-neon",
         }
     }
