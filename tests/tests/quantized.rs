@@ -32,6 +32,10 @@ fn check(model: &str) {
     for (name, kernel, int) in &kernels {
         assert!(*int, "{model}: {name} runs {kernel}");
     }
+    // Max pools of int8 tensors run on Perch's pooling (fashion-cnn-s has three).
+    let pools: Vec<String> = single.optimized_model().nodes().iter().map(|n| n.op.name().to_string()).filter(|n| n.contains("MaxPool")).collect();
+    assert!(pools.iter().all(|p| p == "PerchMaxPool"), "{model}: {pools:?}");
+    assert!(model != "fashion-cnn-s" || pools.len() == 3, "{model}: {pools:?}");
     // ... and the float plan's convolutions do not (the check can fail).
     let float_single = Classifier::new(float_plan.clone(), 1).unwrap();
     assert!(analysis::matmul_kernels(float_single.optimized_model()).iter().any(|k| !k.2));

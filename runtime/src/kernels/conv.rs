@@ -76,8 +76,9 @@ pub struct QConvKernel {
     in_channels: usize,
     out_channels: usize,
     depthwise: bool,
-    /// Depthwise with one output per input channel and enough channels for the channels-last
-    /// kernel ([`depthwise`]); the other depthwise convolutions run per channel plane.
+    /// Depthwise with one output per input channel, or dense with one input channel, and enough
+    /// channels for the channels-last kernel ([`depthwise`]); the other depthwise convolutions run
+    /// per channel plane.
     channels_last: Option<Depthwise>,
     /// Reduction length of the dense form (kernel height x width x input channels), and padded.
     k: usize,
@@ -141,12 +142,15 @@ impl QConvKernel {
             }
             (per_out, kp, packed)
         };
-        let channels_last = (depthwise && out_channels == in_channels && in_channels >= depthwise::LANES).then(|| {
+        // A dense convolution of a single input channel (a stem) is a depthwise one on that channel
+        // replicated across the output channels (`pad` replicates it).
+        let stem = groups == 1 && in_channels == 1;
+        let channels_last = ((depthwise && out_channels == in_channels || stem) && out_channels >= depthwise::LANES).then(|| {
             let scales = match &requant {
                 Requant::PerChannel(scales) => scales.as_slice(),
                 Requant::Uniform(_) => &[],
             };
-            Depthwise::new(in_channels, per_out, kernel, &bias, scales)
+            Depthwise::new(out_channels, per_out, kernel, &bias, scales)
         });
         Ok(QConvKernel {
             geometry,
@@ -220,11 +224,23 @@ impl QConvKernel {
     }
 
     /// The input with its padding filled with the zero point: channels-last (`[h][w][c]`, then
-    /// [`depthwise::LANES`] spare bytes), or planes (`[c][h][w]`) for the per-plane depthwise loop.
+    /// [`depthwise::LANES`] spare bytes; a stem's one channel repeated for each output channel), or
+    /// planes (`[c][h][w]`) for the per-plane depthwise loop.
     fn pad(&self, x: &[i8]) -> Vec<i8> {
         let [h, w] = self.geometry.input;
         let [hp, wp] = self.geometry.padded();
         let [pt, pl] = self.geometry.pad_before;
+        if self.in_channels == 1 && self.channels_last.is_some() {
+            // One channel, replicated across the output channels.
+            let c = self.out_channels;
+            let mut out = vec![self.x_zero_point; hp * wp * c + depthwise::LANES];
+            for (row, src) in x.chunks_exact(w.max(1)).enumerate() {
+                for (col, &v) in src.iter().enumerate() {
+                    out[((row + pt) * wp + pl + col) * c..][..c].fill(v);
+                }
+            }
+            return out;
+        }
         let c = self.in_channels;
         let mut out = vec![self.x_zero_point; hp * wp * c + depthwise::LANES];
         if self.depthwise && self.channels_last.is_none() {

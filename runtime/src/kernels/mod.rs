@@ -16,6 +16,7 @@ pub mod conv;
 pub mod depthwise;
 pub mod layout;
 pub mod micro;
+pub mod pool;
 #[cfg(test)]
 mod tests;
 

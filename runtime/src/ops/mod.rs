@@ -9,6 +9,7 @@
 
 pub mod dynamic;
 pub mod lut;
+pub mod maxpool;
 pub mod qadd;
 pub mod qconv;
 

@@ -1,0 +1,151 @@
+//! `PerchMaxPool`: tract's int8 max pooling replaced, when a plan is optimized for Perch's kernels,
+//! by [`crate::kernels::pool`]. It is not written into plans: [`substitute`] swaps it in at load time
+//! for the NCHW, unpadded, int8 max pools of a plan whose convolutions run on Perch's kernels (the
+//! `perch` engine), and leaves every other pooling to tract.
+
+use crate::kernels::pool::{self, PoolGeometry};
+use crate::ops::qconv::{Engine, QConv};
+use tract_core::ops::cnn::MaxPool;
+use tract_core::ops::nn::DataFormat;
+use tract_nnef::internal::*;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct QMaxPool {
+    pub geometry: PoolGeometry,
+}
+
+impl Op for QMaxPool {
+    fn name(&self) -> StaticName {
+        "PerchMaxPool".into()
+    }
+
+    fn info(&self) -> TractResult<Vec<String>> {
+        let g = &self.geometry;
+        Ok(vec![format!("kernel {:?}, stride {:?}, dilation {:?}", g.kernel, g.stride, g.dilation)])
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for QMaxPool {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let x = args_1!(inputs);
+        let shape = self.output_shape(x.shape())?;
+        let mut y = unsafe { Tensor::uninitialized_dt(x.datum_type(), &shape)? };
+        {
+            let x = x.try_as_plain_ram()?;
+            let mut plain = y.try_as_plain_ram_mut()?;
+            // SAFETY: int8 (quantized or not) is stored as i8.
+            let (xs, ys) = unsafe { (x.as_slice_unchecked::<i8>(), plain.as_slice_mut_unchecked::<i8>()) };
+            pool::max_pool(&self.geometry, xs, ys);
+        }
+        Ok(tvec!(y.into_tvalue()))
+    }
+}
+
+impl QMaxPool {
+    fn output_shape(&self, input: &[usize]) -> TractResult<[usize; 4]> {
+        let g = &self.geometry;
+        ensure!(input.len() == 4 && input[2..] == g.input, "PerchMaxPool expects (N, C, {:?}), got {input:?}", g.input);
+        Ok([input[0], input[1], g.output[0], g.output[1]])
+    }
+}
+
+impl TypedOp for QMaxPool {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        let x = inputs[0];
+        ensure!(x.datum_type.unquantized() == DatumType::I8, "PerchMaxPool pools int8, not {:?}", x.datum_type);
+        let shape = x.shape.as_concrete().context("PerchMaxPool needs a concrete input shape")?;
+        Ok(tvec!(x.datum_type.fact(self.output_shape(shape)?)))
+    }
+
+    as_op!();
+}
+
+/// The Perch pooling standing for `op` on an input of `fact`, where it applies.
+fn perch_pool(op: &MaxPool, fact: &TypedFact) -> Option<QMaxPool> {
+    let spec = &op.pool_spec;
+    let shape = fact.shape.as_concrete()?;
+    if op.with_index_outputs.is_some()
+        || spec.data_format != DataFormat::NCHW
+        || fact.datum_type.unquantized() != DatumType::I8
+        || shape.len() != 4
+        || spec.kernel_shape.len() != 2
+    {
+        return None;
+    }
+    let padding = spec.computed_padding(&shape[2..]);
+    if padding.iter().any(|p| p.pad_before != 0 || p.pad_after != 0) {
+        return None;
+    }
+    let geometry = PoolGeometry {
+        input: [shape[2], shape[3]],
+        kernel: [spec.kernel_shape[0], spec.kernel_shape[1]],
+        stride: [spec.stride(0), spec.stride(1)],
+        dilation: [spec.dilation(0), spec.dilation(1)],
+        output: [padding[0].convoluted, padding[1].convoluted],
+    };
+    geometry.is_valid().then_some(QMaxPool { geometry })
+}
+
+/// Replaces tract's int8 max pools by [`QMaxPool`] in a decluttered model whose convolutions run on
+/// Perch's kernels; returns how many it replaced.
+pub fn substitute(model: &mut TypedModel) -> TractResult<usize> {
+    let perch = model.nodes().iter().any(|n| n.op_as::<QConv>().is_some_and(|c| c.engine == Engine::Perch));
+    if !perch {
+        return Ok(0);
+    }
+    let mut replaced = 0;
+    for id in 0..model.nodes().len() {
+        let node = model.node(id);
+        let Some(op) = node.op_as::<MaxPool>() else { continue };
+        let Some(pool) = perch_pool(op, model.outlet_fact(node.inputs[0])?) else { continue };
+        let patch = TypedModelPatch::replace_single_op(model, node, &node.inputs, pool)?;
+        patch.apply(model)?;
+        replaced += 1;
+    }
+    Ok(replaced)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use tract_core::ops::cnn::{PaddingSpec, PoolSpec};
+
+    proptest! {
+        /// Perch's pooling against tract's, on every geometry both accept.
+        #[test]
+        fn perch_max_pool_matches_tracts(
+            n in 1usize..3, c in 1usize..5, h in 1usize..13, w in 1usize..13,
+            (kernel, stride, dilation) in prop_oneof![
+                ([1usize..4, 1usize..4], [1usize..4, 1usize..4], [1usize..3, 1usize..3]),
+                // The 2x2 pooling has its own loop.
+                Just(([2, 2], [2, 2], [1, 1])),
+            ],
+            quantized in any::<bool>(), seed in any::<u64>(),
+        ) {
+            let spec = PoolSpec::new(DataFormat::NCHW, tvec!(kernel[0], kernel[1]), PaddingSpec::Valid, Some(tvec!(dilation[0], dilation[1])), Some(tvec!(stride[0], stride[1])), c, c);
+            let op = MaxPool { pool_spec: spec, with_index_outputs: None };
+            let dt = if quantized { DatumType::QI8(QParams::ZpScale { zero_point: 3, scale: 0.1 }) } else { DatumType::I8 };
+            let fact = dt.fact([n, c, h, w]);
+            let Some(pool) = perch_pool(&op, &fact) else { return Ok(()) };
+            let mut s = seed;
+            let values: Vec<i8> = (0..n * c * h * w).map(|_| { s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407); (s >> 40) as u8 as i8 }).collect();
+            let mut x = Tensor::from_shape(&[n, c, h, w], &values).unwrap();
+            unsafe { x.set_datum_type(dt) };
+            let mut model = TypedModel::default();
+            let source = model.add_source("x", fact).unwrap();
+            let y = model.wire_node("pool", op, &[source]).unwrap();
+            model.select_output_outlets(&y).unwrap();
+            let want = model.into_optimized().unwrap().into_runnable().unwrap().run(tvec!(x.clone().into_tvalue())).unwrap().remove(0);
+            let got = pool.eval_out_of_plan(tvec!(x.into_tvalue())).unwrap().unwrap().remove(0);
+            prop_assert_eq!(got.datum_type(), want.datum_type());
+            prop_assert_eq!(got.shape(), want.shape());
+            let bytes = |t: &TValue| unsafe { t.try_as_plain_ram().unwrap().as_slice_unchecked::<i8>().to_vec() };
+            prop_assert_eq!(bytes(&got), bytes(&want));
+        }
+    }
+}
