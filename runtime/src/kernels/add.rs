@@ -36,7 +36,7 @@ pub fn qadd_one(a: i8, qa: Quant, b: i8, qb: Quant, qc: Quant) -> i8 {
     let a = (a as f32 - qa.zero_point as f32) * qa.scale;
     let b = (b as f32 - qb.zero_point as f32) * qb.scale;
     let c = (a + b) / qc.scale + qc.zero_point as f32;
-    (c.round_ties_even() as i32).clamp(-128, 127) as i8
+    super::round_saturating(c).clamp(-128, 127) as i8
 }
 
 #[cfg(target_arch = "aarch64")]

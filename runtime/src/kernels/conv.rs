@@ -143,8 +143,9 @@ impl QConvKernel {
             (per_out, kp, packed)
         };
         // A dense convolution of a single input channel (a stem) is a depthwise one on that channel
-        // replicated across the output channels (`pad` replicates it).
-        let stem = groups == 1 && in_channels == 1;
+        // replicated across the output channels (`pad` replicates it), where the depthwise kernel is
+        // vectorized (32-bit ARM runs its portable loop: packing is cheaper there).
+        let stem = groups == 1 && in_channels == 1 && matches!(isa, Isa::Neon | Isa::NeonDot | Isa::Avx2 | Isa::Avx512Vnni);
         let channels_last = ((depthwise && out_channels == in_channels || stem) && out_channels >= depthwise::LANES).then(|| {
             let scales = match &requant {
                 Requant::PerChannel(scales) => scales.as_slice(),

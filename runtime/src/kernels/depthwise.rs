@@ -16,7 +16,8 @@ pub const LANES: usize = 16;
 /// Output pixels requantized before being scattered to their channel planes.
 const BLOCK: usize = 2 * LANES;
 
-/// A packed depthwise convolution (channel multiplier 1).
+/// A packed depthwise convolution (channel multiplier 1; or a dense one of a single input channel,
+/// run on that channel replicated across the output channels).
 #[derive(Debug, Clone)]
 pub struct Depthwise {
     channels: usize,
@@ -55,12 +56,12 @@ impl Depthwise {
         // The vector kernels requantize with per-channel scales only (what Perch's int8 scheme
         // writes); a uniform scale takes the portable path.
         let per_channel = matches!(requant, Requant::PerChannel(_));
-        match isa {
+        match (isa, per_channel) {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: these ISAs are only chosen where the CPU has AVX2 (`Isa::available`).
-            Isa::Avx2 | Isa::Avx512Vnni if per_channel => unsafe { job.run_avx2(first, y) },
+            (Isa::Avx2 | Isa::Avx512Vnni, true) => unsafe { job.run_avx2(first, y) },
             #[cfg(target_arch = "aarch64")]
-            Isa::Neon | Isa::NeonDot if per_channel => job.run::<NEON>(first, y),
+            (Isa::Neon | Isa::NeonDot, true) => job.run::<NEON>(first, y),
             _ => job.run::<PORTABLE>(first, y),
         }
     }
@@ -181,7 +182,7 @@ fn pixel(x: &[i8], taps: &[usize], w: &[i8], stride: usize, bias: &[i32; LANES])
 /// [`super::micro::requant_one`] does one.
 #[inline(always)]
 fn requant(acc: &[i32; LANES], scales: &[f32; LANES], zero_point: i32) -> [i8; LANES] {
-    std::array::from_fn(|l| ((acc[l] as f32 * scales[l]).round_ties_even() as i32).saturating_add(zero_point).clamp(-128, 127) as i8)
+    std::array::from_fn(|l| super::round_saturating(acc[l] as f32 * scales[l]).saturating_add(zero_point).clamp(-128, 127) as i8)
 }
 
 #[cfg(target_arch = "aarch64")]

@@ -185,7 +185,7 @@ pub fn requant_rows<const N: usize>(
 /// The reference requantization of one accumulator (f32 scale).
 #[inline]
 pub fn requant_one(acc: i32, bias: i32, scale: f32, zero_point: i32) -> i8 {
-    let scaled = (acc.wrapping_add(bias) as f32 * scale).round_ties_even() as i32;
+    let scaled = super::round_saturating(acc.wrapping_add(bias) as f32 * scale);
     scaled.saturating_add(zero_point).clamp(-128, 127) as i8
 }
 

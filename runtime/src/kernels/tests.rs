@@ -293,3 +293,16 @@ proptest! {
         prop_assert_eq!(bytes(&ours[0]), bytes(&tracts[0]));
     }
 }
+
+proptest! {
+    /// The requantizations' rounding gives `round_ties_even`'s int8 on every target (32-bit ARM
+    /// rounds by adding and subtracting 1.5 * 2^23), ties, huge values and NaN included.
+    #[test]
+    fn rounding_matches_round_ties_even_once_clamped(
+        v in prop_oneof![any::<f32>(), (-300i32..300).prop_map(|k| k as f32 + 0.5), -1e7f32..1e7f32, -200f32..200f32],
+        zero_point in -128i32..128,
+    ) {
+        let want = (v.round_ties_even() as i32).saturating_add(zero_point).clamp(-128, 127);
+        prop_assert_eq!(super::round_saturating(v).saturating_add(zero_point).clamp(-128, 127), want);
+    }
+}
