@@ -53,7 +53,7 @@ impl Geometry {
         [0, 1].map(|a| self.input[a] + self.pad_before[a] + self.pad_after[a])
     }
 
-    fn check(&self) -> Result<(), ConvKernelError> {
+    pub(super) fn check(&self) -> Result<(), ConvKernelError> {
         let zero = |v: [usize; 2]| v.contains(&0);
         if zero(self.kernel) || zero(self.stride) || zero(self.dilation) {
             return Err(ConvKernelError::Geometry);

@@ -3,39 +3,22 @@
 //! that row. tract 0.23.9's `OptMaxPool` walks every window through a generic patch iterator: on
 //! fashion-cnn-s its three int8 pools took 18 us of a 75 us inference on x86-64.
 
-/// The shape of a max pooling without padding.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct PoolGeometry {
-    /// Input height and width.
-    pub input: [usize; 2],
-    pub kernel: [usize; 2],
-    pub stride: [usize; 2],
-    pub dilation: [usize; 2],
-    /// Output height and width.
-    pub output: [usize; 2],
-}
+use super::conv::Geometry;
 
-impl PoolGeometry {
-    /// Whether every output's window lies inside the input (and nothing is zero-sized).
-    pub fn is_valid(&self) -> bool {
-        [0, 1].iter().all(|&a| {
-            self.kernel[a] > 0
-                && self.stride[a] > 0
-                && self.dilation[a] > 0
-                && self.output[a] > 0
-                && (self.output[a] - 1) * self.stride[a] + (self.kernel[a] - 1) * self.dilation[a] < self.input[a]
-        })
-    }
+/// Whether [`max_pool`] takes this geometry: no padding, at least one output, every output's window
+/// inside the input.
+pub fn fits(g: &Geometry) -> bool {
+    g.pad_before == [0, 0] && g.pad_after == [0, 0] && !g.output.contains(&0) && g.check().is_ok()
 }
 
 /// Max-pools `x` (whole `[h][w]` planes) into `y` (whole `[oh][ow]` planes), plane by plane.
 ///
 /// # Panics
-/// When the geometry is not [`PoolGeometry::is_valid`] or the buffers do not hold the same number of
-/// whole planes.
-pub fn max_pool(g: &PoolGeometry, x: &[i8], y: &mut [i8]) {
+/// When the geometry does not [`fit`](fits) or the buffers do not hold the same number of whole
+/// planes.
+pub fn max_pool(g: &Geometry, x: &[i8], y: &mut [i8]) {
     let ([h, w], [oh, ow]) = (g.input, g.output);
-    assert!(g.is_valid() && x.len().is_multiple_of(h * w) && y.len() == x.len() / (h * w) * oh * ow, "max pool geometry");
+    assert!(fits(g) && x.len().is_multiple_of(h * w) && y.len() == x.len() / (h * w) * oh * ow, "max pool geometry");
     let ([kh, kw], [sy, sx], [dy, dx]) = (g.kernel, g.stride, g.dilation);
     if g.kernel == [2, 2] && g.stride == [2, 2] && g.dilation == [1, 1] {
         // The common 2x2 pooling: each output from two pairs, one pass, no row buffer.

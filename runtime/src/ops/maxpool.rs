@@ -3,7 +3,8 @@
 //! for the NCHW, unpadded, int8 max pools of a plan whose convolutions run on Perch's kernels (the
 //! `perch` engine), and leaves every other pooling to tract.
 
-use crate::kernels::pool::{self, PoolGeometry};
+use crate::kernels::Geometry;
+use crate::kernels::pool;
 use crate::ops::qconv::{Engine, QConv};
 use tract_core::ops::cnn::MaxPool;
 use tract_core::ops::nn::DataFormat;
@@ -11,7 +12,8 @@ use tract_nnef::internal::*;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct QMaxPool {
-    pub geometry: PoolGeometry,
+    /// Without padding ([`pool::fits`]).
+    pub geometry: Geometry,
 }
 
 impl Op for QMaxPool {
@@ -80,14 +82,16 @@ fn perch_pool(op: &MaxPool, fact: &TypedFact) -> Option<QMaxPool> {
     if padding.iter().any(|p| p.pad_before != 0 || p.pad_after != 0) {
         return None;
     }
-    let geometry = PoolGeometry {
+    let geometry = Geometry {
         input: [shape[2], shape[3]],
         kernel: [spec.kernel_shape[0], spec.kernel_shape[1]],
         stride: [spec.stride(0), spec.stride(1)],
         dilation: [spec.dilation(0), spec.dilation(1)],
+        pad_before: [0, 0],
+        pad_after: [0, 0],
         output: [padding[0].convoluted, padding[1].convoluted],
     };
-    geometry.is_valid().then_some(QMaxPool { geometry })
+    pool::fits(&geometry).then_some(QMaxPool { geometry })
 }
 
 /// Replaces tract's int8 max pools by [`QMaxPool`] in a decluttered model whose convolutions run on
