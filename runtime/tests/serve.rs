@@ -4,7 +4,7 @@
 #![cfg(feature = "serve")]
 
 mod common;
-use common::perch_run_command;
+use common::{output_patiently, perch_run_command};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -14,6 +14,10 @@ use std::time::{Duration, Instant};
 use perch_runtime::serve::{ServeConfig, Server};
 use perch_runtime::{ChannelPolicy, Classifier};
 use serde_json::Value;
+
+/// How long a command the tests start may take (under qemu, in a debug build) before it is taken
+/// for stuck and started again (`output_patiently`).
+const PATIENCE: Duration = Duration::from_secs(120);
 
 fn case_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/cases/fashion-cnn-s")
@@ -153,20 +157,41 @@ fn answers_as_torchserve_does_for_a_real_image() {
     assert_error(answer(agent.get(&server.url("/models/nope")).call()), 404, "ModelNotFoundException", "nope");
 }
 
+/// The helper the tests start commands with gives up on a child that never finishes, after three
+/// tries, instead of waiting forever.
+#[test]
+fn a_child_that_never_finishes_is_started_three_times_then_given_up() {
+    let started = Instant::now();
+    let sleep = || {
+        let mut c = Command::new("sleep");
+        c.arg("30");
+        c
+    };
+    let err = output_patiently(sleep, Duration::from_millis(300)).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::TimedOut, "{err}");
+    assert!(started.elapsed() < Duration::from_secs(20), "{:?}", started.elapsed());
+}
+
 #[test]
 fn curl_upload_works_when_curl_is_installed() {
-    if Command::new("curl").arg("--version").output().is_err() {
+    let version = || {
+        let mut c = Command::new("curl");
+        c.arg("--version");
+        c
+    };
+    if output_patiently(version, PATIENCE).is_err() {
         eprintln!("curl is not installed: skipped (the ureq tests cover the same requests)");
         return;
     }
     let server = TestServer::start(|_| {});
     let image = &images()[0];
-    let out = Command::new("curl")
-        .args(["-sS", "--max-time", "300", "-T"])
-        .arg(image)
-        .arg(server.url("/predictions/fashion-cnn-s"))
-        .output()
-        .unwrap();
+    let url = server.url("/predictions/fashion-cnn-s");
+    let curl = || {
+        let mut c = Command::new("curl");
+        c.args(["-sS", "--max-time", "100", "-T"]).arg(image).arg(&url);
+        c
+    };
+    let out = output_patiently(curl, PATIENCE).unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v = json(&String::from_utf8_lossy(&out.stdout));
     assert_eq!(v.as_object().unwrap().len(), 5, "{v}");
@@ -426,7 +451,12 @@ fn cli_refuses_bad_setups_in_one_line() {
         (vec!["--models", "all"], "needs --model-store"),
         (vec!["--models", "m=x.perch", "--timeout", "0"], "--timeout must be"),
     ] {
-        let out = perch_run_command().arg("serve").args(&args).output().unwrap();
+        let serve = || {
+            let mut c = perch_run_command();
+            c.arg("serve").args(&args);
+            c
+        };
+        let out = output_patiently(serve, PATIENCE).unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{args:?} succeeded");
         let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
@@ -436,7 +466,12 @@ fn cli_refuses_bad_setups_in_one_line() {
     // A port already taken says so.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port().to_string();
-    let out = perch_run_command().args(["serve", "--models"]).arg(format!("m={}", plan_path().display())).args(["--port", &port]).output().unwrap();
+    let serve = || {
+        let mut c = perch_run_command();
+        c.args(["serve", "--models"]).arg(format!("m={}", plan_path().display())).args(["--port", &port]);
+        c
+    };
+    let out = output_patiently(serve, PATIENCE).unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && stderr.contains("another server has that port"), "{stderr}");
 }
