@@ -4,15 +4,22 @@
 
 use std::path::{Path, PathBuf};
 mod common;
-use common::perch_run_command;
+use common::{output_patiently, perch_run_command};
 use std::process::Output;
 
 fn case_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/cases/fashion-cnn-s")
 }
 
+/// perch-run with `args`, run to completion (started again if stuck before running, as a forked
+/// child under qemu-user can be: `output_patiently`).
 fn perch_run(args: &[&str]) -> Output {
-    perch_run_command().args(args).output().expect("perch-run starts")
+    let command = || {
+        let mut c = perch_run_command();
+        c.args(args);
+        c
+    };
+    output_patiently(command, std::time::Duration::from_secs(300)).expect("perch-run starts")
 }
 
 fn plan() -> String {
