@@ -353,11 +353,7 @@ impl QConvKernel {
     fn requantize(&self, o: usize, acc: &[i32], out: &mut [i8]) {
         match &self.requant {
             Requant::PerChannel(scales) => micro::requant_row(self.isa, acc, self.bias[o], scales[o], self.y_zero_point, out),
-            requant => {
-                for (dst, &a) in out.iter_mut().zip(acc) {
-                    *dst = requant.apply(o, a.wrapping_add(self.bias[o]), self.y_zero_point);
-                }
-            }
+            Requant::Uniform(uniform) => micro::requant_uniform_row(self.isa, uniform, acc, self.bias[o], self.y_zero_point, out),
         }
     }
 

@@ -53,15 +53,12 @@ impl Depthwise {
         let c = self.channels;
         let taps: Vec<usize> = (0..g.kernel[0]).flat_map(|ky| (0..g.kernel[1]).map(move |kx| (ky * g.dilation[0] * wp + kx * g.dilation[1]) * c)).collect();
         let job = Job { dw: self, g, taps: &taps, wp, padded, requant, y_zero_point };
-        // The vector kernels requantize with per-channel scales only (what Perch's int8 scheme
-        // writes); a uniform scale takes the portable path.
-        let per_channel = matches!(requant, Requant::PerChannel(_));
-        match (isa, per_channel) {
+        match isa {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: these ISAs are only chosen where the CPU has AVX2 (`Isa::available`).
-            (Isa::Avx2 | Isa::Avx512Vnni, true) => unsafe { job.run_avx2(first, y) },
+            Isa::Avx2 | Isa::Avx512Vnni => unsafe { job.run_avx2(first, y) },
             #[cfg(target_arch = "aarch64")]
-            (Isa::Neon | Isa::NeonDot, true) => job.run::<NEON>(first, y),
+            Isa::Neon | Isa::NeonDot => job.run::<NEON>(first, y),
             _ => job.run::<PORTABLE>(first, y),
         }
     }
@@ -91,7 +88,7 @@ impl Job<'_> {
         self.run::<AVX2>(first, y)
     }
 
-    /// With `ISA` [`PORTABLE`], or a vector one when the requantization is per channel.
+    /// With `ISA` one of [`PORTABLE`], `NEON`, `AVX2`.
     #[inline(always)]
     fn run<const ISA: u8>(&self, first: usize, y: &mut [i8]) {
         let g = self.g;
@@ -111,20 +108,27 @@ impl Job<'_> {
                     let at = (oy * g.stride[0] * self.wp + ox * g.stride[1]) * c + c0;
                     let x = &self.padded[at..*self.taps.last().expect("a kernel has taps") + at + LANES];
                     let w = &self.dw.weights[c0..(self.taps.len() - 1) * c + c0 + LANES];
-                    *out = match ISA {
-                        // SAFETY: every tap's LANES bytes lie in `x` (the last tap is the farthest),
-                        // every tap's weights in `w`; NEON is architectural on aarch64.
+                    let zp = self.y_zero_point;
+                    // SAFETY (NEON, AVX2): every tap's LANES bytes lie in `x` (the last tap is the
+                    // farthest), every tap's weights in `w`; NEON is architectural on aarch64, and
+                    // `run_avx2` is only called where the CPU has AVX2.
+                    *out = match (ISA, self.requant) {
                         #[cfg(target_arch = "aarch64")]
-                        NEON => unsafe { neon::pixel(x, self.taps, w, c, bias, scales, self.y_zero_point) },
-                        // SAFETY: as for NEON; `run_avx2` is only called where the CPU has AVX2.
+                        (NEON, Requant::PerChannel(_)) => unsafe { neon::pixel(x, self.taps, w, c, bias, scales, zp) },
                         #[cfg(target_arch = "x86_64")]
-                        AVX2 => unsafe { avx2::pixel(x, self.taps, w, c, bias, scales, self.y_zero_point) },
-                        _ => {
-                            let acc = pixel(x, self.taps, w, c, bias);
-                            match self.requant {
-                                Requant::PerChannel(_) => requant(&acc, scales, self.y_zero_point),
-                                uniform => std::array::from_fn(|l| uniform.apply(0, acc[l], self.y_zero_point)),
-                            }
+                        (AVX2, Requant::PerChannel(_)) => unsafe { avx2::pixel(x, self.taps, w, c, bias, scales, zp) },
+                        (_, Requant::PerChannel(_)) => requant(&pixel(x, self.taps, w, c, bias), scales, zp),
+                        (_, Requant::Uniform(uniform)) => {
+                            let acc = match ISA {
+                                #[cfg(target_arch = "aarch64")]
+                                NEON => unsafe { neon::pixel_sums(x, self.taps, w, c, bias) },
+                                #[cfg(target_arch = "x86_64")]
+                                AVX2 => unsafe { avx2::pixel_sums(x, self.taps, w, c, bias) },
+                                _ => pixel(x, self.taps, w, c, bias),
+                            };
+                            let mut out = [0i8; LANES];
+                            uniform.row(&acc, 0, zp, &mut out);
+                            out
                         }
                     };
                     ox += 1;
@@ -229,6 +233,36 @@ mod neon {
     #[inline(always)]
     pub unsafe fn pixel(x: &[i8], taps: &[usize], w: &[i8], stride: usize, bias: &[i32; LANES], scales: &[f32; LANES], zero_point: i32) -> [i8; LANES] {
         unsafe {
+            let acc = sums(x, taps, w, stride, bias);
+            let z = vdupq_n_s32(zero_point);
+            let q = |i: usize| vqmovn_s32(vqaddq_s32(vcvtnq_s32_f32(vmulq_f32(vcvtq_f32_s32(acc[i]), vld1q_f32(scales.as_ptr().add(4 * i)))), z));
+            let lo = vqmovn_s16(vcombine_s16(q(0), q(1)));
+            let hi = vqmovn_s16(vcombine_s16(q(2), q(3)));
+            let mut out = [0i8; LANES];
+            vst1q_s8(out.as_mut_ptr(), vcombine_s8(lo, hi));
+            out
+        }
+    }
+
+    /// [`super::pixel`]: the int32 sums alone, for a uniform requantization.
+    ///
+    /// # Safety
+    /// As [`pixel`]'s.
+    #[inline(always)]
+    pub unsafe fn pixel_sums(x: &[i8], taps: &[usize], w: &[i8], stride: usize, bias: &[i32; LANES]) -> [i32; LANES] {
+        unsafe {
+            let acc = sums(x, taps, w, stride, bias);
+            let mut out = [0i32; LANES];
+            for (i, a) in acc.iter().enumerate() {
+                vst1q_s32(out.as_mut_ptr().add(4 * i), *a);
+            }
+            out
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn sums(x: &[i8], taps: &[usize], w: &[i8], stride: usize, bias: &[i32; LANES]) -> [int32x4_t; 4] {
+        unsafe {
             let (x, w) = (x.as_ptr(), w.as_ptr());
             let mut acc = [0, 4, 8, 12].map(|l| vld1q_s32(bias.as_ptr().add(l)));
             let mut add = |lo: int16x8_t, hi: int16x8_t| {
@@ -254,13 +288,7 @@ mod neon {
                 let w0 = vld1q_s8(w.add(t * stride));
                 add(vmull_s8(vget_low_s8(x0), vget_low_s8(w0)), vmull_high_s8(x0, w0));
             }
-            let z = vdupq_n_s32(zero_point);
-            let q = |i: usize| vqmovn_s32(vqaddq_s32(vcvtnq_s32_f32(vmulq_f32(vcvtq_f32_s32(acc[i]), vld1q_f32(scales.as_ptr().add(4 * i)))), z));
-            let lo = vqmovn_s16(vcombine_s16(q(0), q(1)));
-            let hi = vqmovn_s16(vcombine_s16(q(2), q(3)));
-            let mut out = [0i8; LANES];
-            vst1q_s8(out.as_mut_ptr(), vcombine_s8(lo, hi));
-            out
+            acc
         }
     }
 }
@@ -280,6 +308,39 @@ mod avx2 {
     #[target_feature(enable = "avx2")]
     pub unsafe fn pixel(x: &[i8], taps: &[usize], w: &[i8], stride: usize, bias: &[i32; LANES], scales: &[f32; LANES], zero_point: i32) -> [i8; LANES] {
         unsafe {
+            let acc = sums(x, taps, w, stride, bias);
+            let (z, lo, hi) = (_mm256_set1_epi32(zero_point), _mm256_set1_ps(-2147483520.0), _mm256_set1_ps(2147483520.0));
+            let q = |i: usize| {
+                let v = _mm256_mul_ps(_mm256_cvtepi32_ps(acc[i]), _mm256_loadu_ps(scales.as_ptr().add(8 * i)));
+                let v = _mm256_add_epi32(_mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(v, lo), hi)), z);
+                _mm_packs_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v))
+            };
+            let mut out = [0i8; LANES];
+            _mm_storeu_si128(out.as_mut_ptr() as *mut __m128i, _mm_packs_epi16(q(0), q(1)));
+            out
+        }
+    }
+
+    /// [`super::pixel`]: the int32 sums alone, for a uniform requantization.
+    ///
+    /// # Safety
+    /// As [`pixel`]'s.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn pixel_sums(x: &[i8], taps: &[usize], w: &[i8], stride: usize, bias: &[i32; LANES]) -> [i32; LANES] {
+        unsafe {
+            let acc = sums(x, taps, w, stride, bias);
+            let mut out = [0i32; LANES];
+            _mm256_storeu_si256(out.as_mut_ptr() as *mut __m256i, acc[0]);
+            _mm256_storeu_si256(out.as_mut_ptr().add(8) as *mut __m256i, acc[1]);
+            out
+        }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn sums(x: &[i8], taps: &[usize], w: &[i8], stride: usize, bias: &[i32; LANES]) -> [__m256i; 2] {
+        unsafe {
             let (x, w) = (x.as_ptr(), w.as_ptr());
             let load = |p: *const i8| _mm256_cvtepi8_epi16(_mm_loadu_si128(p as *const __m128i));
             let mut acc = [0, 8].map(|l| _mm256_loadu_si256(bias.as_ptr().add(l) as *const __m256i));
@@ -297,15 +358,7 @@ mod avx2 {
             if t < taps.len() {
                 add(_mm256_mullo_epi16(load(x.add(*taps.get_unchecked(t))), load(w.add(t * stride))));
             }
-            let (z, lo, hi) = (_mm256_set1_epi32(zero_point), _mm256_set1_ps(-2147483520.0), _mm256_set1_ps(2147483520.0));
-            let q = |i: usize| {
-                let v = _mm256_mul_ps(_mm256_cvtepi32_ps(acc[i]), _mm256_loadu_ps(scales.as_ptr().add(8 * i)));
-                let v = _mm256_add_epi32(_mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(v, lo), hi)), z);
-                _mm_packs_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v))
-            };
-            let mut out = [0i8; LANES];
-            _mm_storeu_si128(out.as_mut_ptr() as *mut __m128i, _mm_packs_epi16(q(0), q(1)));
-            out
+            acc
         }
     }
 }

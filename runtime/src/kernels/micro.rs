@@ -9,6 +9,7 @@
 //! -128); the SDOT kernel has no such limit, nor has the AVX2 one (int16 products, int32 sums).
 
 use super::Isa;
+use tract_nnef::internal::tract_linalg::Scaler;
 
 /// Output channels per tile.
 pub const MR: usize = 4;
@@ -179,6 +180,59 @@ pub fn requant_rows<const N: usize>(
     }
     for (i, acc) in acc.iter().enumerate() {
         requant_row(isa, &acc[..valid], bias[i], scales[i], zero_point, &mut out[i * stride..i * stride + valid]);
+    }
+}
+
+/// A uniform scale's requantization: tract's fixed-point [`Scaler`] (an int32 multiplier, a right
+/// shift, ties to even), computed as one f64 multiplication where that is exact (the product of an
+/// accumulator below 2^22 and a multiplier of 24 significant bits fits f64's 53, and the shift is a
+/// power of two), element by element through the `Scaler` otherwise.
+#[derive(Debug, Clone)]
+pub struct Uniform {
+    pub scaler: Scaler,
+    /// The f64 factor equal to the scaler on accumulators below 2^22, where there is one: ties to
+    /// even, a right shift, results well inside int32.
+    factor: Option<f64>,
+}
+
+impl Uniform {
+    pub fn new(scaler: Scaler) -> Uniform {
+        use tract_nnef::internal::tract_linalg::mmm::RoundingPolicy;
+        let (multiplier, shift) = match scaler.mult {
+            Some(m) => (m as f64, scaler.shift + 31),
+            None => (1.0, scaler.shift),
+        };
+        let factor = (scaler.policy == RoundingPolicy::Even && shift > 0 && shift < 1000)
+            .then(|| multiplier * 2f64.powi(-(shift as i32)))
+            .filter(|&f| f < 256.0);
+        Uniform { scaler, factor }
+    }
+
+    /// The int8 outputs of `acc` (bias added) with `zero_point`.
+    #[inline(always)]
+    pub fn row(&self, acc: &[i32], bias: i32, zero_point: i32, out: &mut [i8]) {
+        match self.factor {
+            Some(factor) if acc.iter().all(|&a| a.wrapping_add(bias).unsigned_abs() < 1 << 22) => {
+                for (o, &a) in out.iter_mut().zip(acc) {
+                    *o = super::round_f64(a.wrapping_add(bias) as f64 * factor).saturating_add(zero_point).clamp(-128, 127) as i8;
+                }
+            }
+            _ => {
+                for (o, &a) in out.iter_mut().zip(acc) {
+                    *o = (self.scaler * a.wrapping_add(bias)).saturating_add(zero_point).clamp(-128, 127) as i8;
+                }
+            }
+        }
+    }
+}
+
+/// [`Uniform::row`], with the f64 loop compiled for AVX2 on CPUs that have it (VROUNDPD).
+pub fn requant_uniform_row(isa: Isa, uniform: &Uniform, acc: &[i32], bias: i32, zero_point: i32, out: &mut [i8]) {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Isa::Avx2` and `Isa::Avx512Vnni` are only chosen where the CPU has AVX2.
+        Isa::Avx2 | Isa::Avx512Vnni => unsafe { x86::uniform_row(uniform, acc, bias, zero_point, out) },
+        _ => uniform.row(acc, bias, zero_point, out),
     }
 }
 
@@ -451,6 +505,15 @@ mod x86 {
     use super::{KU, MR, NR, Operands};
     use std::arch::x86_64::*;
 
+    /// [`super::Uniform::row`] compiled for AVX2 (VROUNDPD rounds to even).
+    ///
+    /// # Safety
+    /// The CPU has AVX2.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn uniform_row(uniform: &super::Uniform, acc: &[i32], bias: i32, zero_point: i32, out: &mut [i8]) {
+        uniform.row(acc, bias, zero_point, out)
+    }
+
     /// [`super::requant_row`] 8 at a time; returns how many it did.
     ///
     /// # Safety
@@ -577,6 +640,33 @@ mod x86 {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use tract_nnef::internal::tract_linalg::mmm::RoundingPolicy;
+
+    proptest! {
+        /// A uniform scale gives tract's fixed-point `Scaler` bytes on every instruction set: on
+        /// powers of two (every other value a tie), ordinary scales, scales of 1 and more (left
+        /// shifts, kept on the `Scaler`), and accumulators beyond the f64 path's 2^22.
+        #[test]
+        fn uniform_requantization_matches_tracts_scaler(
+            scale in prop_oneof![(1u32..20).prop_map(|k| 2f32.powi(-(k as i32))), 1e-5f32..0.9, 0.9f32..300.0],
+            acc in prop_oneof![
+                3 => proptest::collection::vec(-5000i32..5000, 1..40),
+                1 => proptest::collection::vec(-(1i32 << 23)..(1 << 23), 1..40),
+                1 => proptest::collection::vec(any::<i32>(), 1..40),
+            ],
+            bias in prop_oneof![Just(0i32), -100000i32..100000],
+            zero_point in -128i32..128,
+        ) {
+            let scaler = Scaler::new(scale, RoundingPolicy::Even);
+            let expected: Vec<i8> = acc.iter().map(|&a| (scaler * a.wrapping_add(bias)).saturating_add(zero_point).clamp(-128, 127) as i8).collect();
+            let uniform = Uniform::new(scaler);
+            for isa in Isa::available() {
+                let mut out = vec![0i8; acc.len()];
+                requant_uniform_row(isa, &uniform, &acc, bias, zero_point, &mut out);
+                prop_assert_eq!(&out, &expected, "{:?} scale {}", isa, scale);
+            }
+        }
+    }
 
     proptest! {
         #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]

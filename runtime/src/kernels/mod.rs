@@ -124,6 +124,16 @@ pub fn round_saturating(v: f32) -> i32 {
     }
 }
 
+/// `v` rounded to the nearest integer, ties to even, as an i32, for `|v| < 2^30` (what
+/// [`micro::Uniform::row`] gives it): adding 1.5 * 2^52 rounds `v` to an integer (in the default
+/// round-to-nearest-even mode, exact for |v| < 2^51) that the low 32 bits of the sum's mantissa hold
+/// in two's complement. No libm call, no saturating conversion: it vectorizes.
+#[inline(always)]
+pub fn round_f64(v: f64) -> i32 {
+    const SHIFT: f64 = 6_755_399_441_055_744.0;
+    (v + SHIFT).to_bits() as u32 as i32
+}
+
 /// How int32 accumulators become int8 outputs, exactly as tract 0.23.9 requantizes a quantized
 /// convolution: the combined scale `kernel_scale * input_scale / output_scale` multiplies the
 /// accumulator in f32 with ties rounded to even when it differs between channels; a single scale is
@@ -132,14 +142,14 @@ pub fn round_saturating(v: f32) -> i32 {
 #[derive(Debug, Clone)]
 pub enum Requant {
     PerChannel(Vec<f32>),
-    Uniform(Scaler),
+    Uniform(micro::Uniform),
 }
 
 impl Requant {
     /// From the combined scale of each output channel.
     pub fn new(scales: &[f32]) -> Requant {
         match scales.first() {
-            Some(&s) if scales.iter().all(|&x| x == s) => Requant::Uniform(Scaler::new(s, tract_nnef::internal::tract_linalg::mmm::RoundingPolicy::Even)),
+            Some(&s) if scales.iter().all(|&x| x == s) => Requant::Uniform(micro::Uniform::new(Scaler::new(s, tract_nnef::internal::tract_linalg::mmm::RoundingPolicy::Even))),
             _ => Requant::PerChannel(scales.to_vec()),
         }
     }
@@ -149,7 +159,7 @@ impl Requant {
     pub fn apply(&self, channel: usize, acc: i32, zero_point: i32) -> i8 {
         let scaled = match self {
             Requant::PerChannel(scales) => round_saturating(acc as f32 * scales[channel]),
-            Requant::Uniform(scaler) => *scaler * acc,
+            Requant::Uniform(uniform) => uniform.scaler * acc,
         };
         scaled.saturating_add(zero_point).clamp(-128, 127) as i8
     }
