@@ -9,6 +9,7 @@
 //! a time: on MobileNetV2 it spent about five instructions per multiply-accumulate.
 
 use super::conv::Geometry;
+use super::micro::Uniform;
 use super::{Isa, Requant};
 
 /// Channels computed together.
@@ -88,9 +89,17 @@ impl Job<'_> {
         self.run::<AVX2>(first, y)
     }
 
-    /// With `ISA` one of [`PORTABLE`], `NEON`, `AVX2`.
+    /// With `ISA` one of [`PORTABLE`], `NEON`, `AVX2`: a loop for each kind of requantization.
     #[inline(always)]
     fn run<const ISA: u8>(&self, first: usize, y: &mut [i8]) {
+        match self.requant {
+            Requant::PerChannel(_) => self.blocks::<ISA>(first, y, None),
+            Requant::Uniform(uniform) => self.blocks::<ISA>(first, y, Some(uniform)),
+        }
+    }
+
+    #[inline(always)]
+    fn blocks<const ISA: u8>(&self, first: usize, y: &mut [i8], uniform: Option<&Uniform>) {
         let g = self.g;
         let (c, ow) = (self.dw.channels, g.output[1]);
         let pixels = g.output[0] * ow;
@@ -112,13 +121,13 @@ impl Job<'_> {
                     // SAFETY (NEON, AVX2): every tap's LANES bytes lie in `x` (the last tap is the
                     // farthest), every tap's weights in `w`; NEON is architectural on aarch64, and
                     // `run_avx2` is only called where the CPU has AVX2.
-                    *out = match (ISA, self.requant) {
+                    *out = match (ISA, uniform) {
                         #[cfg(target_arch = "aarch64")]
-                        (NEON, Requant::PerChannel(_)) => unsafe { neon::pixel(x, self.taps, w, c, bias, scales, zp) },
+                        (NEON, None) => unsafe { neon::pixel(x, self.taps, w, c, bias, scales, zp) },
                         #[cfg(target_arch = "x86_64")]
-                        (AVX2, Requant::PerChannel(_)) => unsafe { avx2::pixel(x, self.taps, w, c, bias, scales, zp) },
-                        (_, Requant::PerChannel(_)) => requant(&pixel(x, self.taps, w, c, bias), scales, zp),
-                        (_, Requant::Uniform(uniform)) => {
+                        (AVX2, None) => unsafe { avx2::pixel(x, self.taps, w, c, bias, scales, zp) },
+                        (_, None) => requant(&pixel(x, self.taps, w, c, bias), scales, zp),
+                        (_, Some(uniform)) => {
                             let acc = match ISA {
                                 #[cfg(target_arch = "aarch64")]
                                 NEON => unsafe { neon::pixel_sums(x, self.taps, w, c, bias) },
@@ -141,7 +150,15 @@ impl Job<'_> {
                     // SAFETY: NEON is architectural on aarch64.
                     #[cfg(target_arch = "aarch64")]
                     NEON => unsafe { neon::transpose(&tile) },
-                    _ => std::array::from_fn(|l| std::array::from_fn(|j| tile[j][l])),
+                    _ => {
+                        let mut planes = [[0i8; BLOCK]; LANES];
+                        for (j, pixel) in tile.iter().enumerate() {
+                            for (plane, &v) in planes.iter_mut().zip(pixel) {
+                                plane[j] = v;
+                            }
+                        }
+                        planes
+                    }
                 };
                 for (l, plane) in planes.iter().enumerate().take(lanes) {
                     let out = &mut y[(g0 + l) * pixels + b0..][..valid];

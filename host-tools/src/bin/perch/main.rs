@@ -191,14 +191,16 @@ struct CompileArgs {
     /// How many calibration samples to use (from the start of --calibration).
     #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
     calibration_samples: u64,
-    /// Weight scales: per-channel (one per output channel: accurate, the default) or per-tensor (one
-    /// per layer: tract 0.23.9 then fuses requantization into its int8 kernels, ~2x faster int8
-    /// convolutions; check the accuracy it reports).
+    /// Weight scales: per-channel (one per output channel: accurate and, on Perch's int8 kernels,
+    /// fastest: the default) or per-tensor (one per layer: with `--int8-kernels tract`, tract 0.23.9
+    /// then fuses requantization into its int8 kernels, ~2x faster there; check the accuracy it
+    /// reports).
     #[arg(long, value_enum, default_value = "per-channel")]
     weight_scales: WeightScalesArg,
-    /// Whose kernels run the int8 convolutions and matrix products on the device: Perch's (NEON
-    /// with SDOT where the CPU has it, AVX2, portable; tract's where they do not apply) or tract's
-    /// own quantized convolution. Both give the same outputs; see BENCHMARKS.md for the speed.
+    /// Whose kernels run the int8 convolutions, matrix products and max pools on the device:
+    /// Perch's (NEON with SDOT where the CPU has it, 32-bit NEON, AVX2, AVX512-VNNI, portable;
+    /// tract's where they do not apply) or tract's own. Both give the same outputs; see
+    /// BENCHMARKS.md for the speed.
     #[arg(long, value_enum, default_value = "perch")]
     int8_kernels: Int8KernelsArg,
     /// The quantization debugger: compare every int8 tensor with its float counterpart on (up to
