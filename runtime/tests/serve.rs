@@ -4,11 +4,11 @@
 #![cfg(feature = "serve")]
 
 mod common;
-use common::{output_patiently, perch_run_command};
-use std::io::{BufRead, BufReader, Read, Write};
+use common::{output_patiently, perch_run_command, spawn_server_patiently};
+use std::io::{BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use perch_runtime::serve::{ServeConfig, Server};
@@ -170,6 +170,18 @@ fn a_child_that_never_finishes_is_started_three_times_then_given_up() {
     let err = output_patiently(sleep, Duration::from_millis(300)).unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::TimedOut, "{err}");
     assert!(started.elapsed() < Duration::from_secs(20), "{:?}", started.elapsed());
+}
+
+/// And a server that never says it is listening, likewise.
+#[test]
+#[should_panic(expected = "did not start listening")]
+fn a_server_that_never_listens_is_started_three_times_then_given_up() {
+    let sleep = || {
+        let mut c = Command::new("sleep");
+        c.arg("30");
+        c
+    };
+    spawn_server_patiently(sleep, Duration::from_millis(300));
 }
 
 #[test]
@@ -391,24 +403,13 @@ fn wait_until_refused(addr: SocketAddr) {
 
 /// Starts `perch-run serve` and reads its address from the `listening on` line. The caller owns the
 /// child and waits for it.
-#[allow(clippy::zombie_processes)]
 fn spawn_cli(args: &[&str]) -> (Child, SocketAddr, BufReader<std::process::ChildStderr>) {
-    let mut child = perch_run_command().arg("serve").args(args).stderr(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut seen = String::new();
-    loop {
-        let mut line = String::new();
-        if stderr.read_line(&mut line).unwrap() == 0 {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("perch-run serve ended before listening: {seen}");
-        }
-        seen.push_str(&line);
-        if let Some(rest) = line.split("listening on http://").nth(1) {
-            let addr = rest.split_whitespace().next().unwrap().parse().unwrap();
-            return (child, addr, stderr);
-        }
-    }
+    let serve = || {
+        let mut c = perch_run_command();
+        c.arg("serve").args(args);
+        c
+    };
+    spawn_server_patiently(serve, PATIENCE)
 }
 
 #[test]

@@ -7,11 +7,10 @@
 #![cfg(feature = "serve")]
 
 mod common;
-use common::perch_run_command;
-use std::io::{BufRead, BufReader, Read, Write};
+use common::{perch_run_command, spawn_server_patiently};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -475,26 +474,16 @@ const RSS_GROWTH: u64 = 64 << 20;
 #[test]
 fn perch_run_serve_survives_every_fault_in_bounded_memory() {
     let plan = case_dir().join("model.perch");
-    let mut child = perch_run_command()
-        .args(["serve", "--port", "0", "--workers", "1", "--header-timeout", "0.6", "--body-timeout", "0.6"])
-        .args(["--max-connections", "32", "--max-body", "2000000", "--models"])
-        .arg(format!("fashion-cnn-s={}", plan.display()))
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let addr: SocketAddr = loop {
-        let mut line = String::new();
-        if stderr.read_line(&mut line).unwrap() == 0 {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("perch-run serve ended before listening");
-        }
-        if let Some(rest) = line.split("listening on http://").nth(1) {
-            break rest.split_whitespace().next().unwrap().parse().unwrap();
-        }
+    let serve = || {
+        let mut c = perch_run_command();
+        c.args(["serve", "--port", "0", "--workers", "1", "--header-timeout", "0.6", "--body-timeout", "0.6"])
+            .args(["--max-connections", "32", "--max-body", "2000000", "--models"])
+            .arg(format!("fashion-cnn-s={}", plan.display()));
+        c
     };
+    // Its stderr is not read again: nothing the server logs after this must block it.
+    let (child, addr, stderr) = spawn_server_patiently(serve, Duration::from_secs(120));
+    std::thread::spawn(move || std::io::copy(&mut { stderr }, &mut std::io::sink()));
     // Kill the server whatever happens below.
     struct Kill(std::process::Child);
     impl Drop for Kill {

@@ -70,3 +70,53 @@ pub fn output_patiently(make: impl Fn() -> Command, patience: std::time::Duratio
         }
     }
 }
+
+/// Starts the `perch-run serve` command `make` builds and waits, up to `patience`, for its
+/// `listening on` line: the child, its address, and the rest of its stderr. A child that has said
+/// nothing by then (stuck before its exec under qemu-user: see [`output_patiently`]) is killed and
+/// started again, up to three tries. The caller owns the child.
+#[allow(dead_code)] // Not every test file that includes this module uses it.
+#[allow(clippy::zombie_processes)] // Every child is either returned or killed and waited for.
+pub fn spawn_server_patiently(
+    make: impl Fn() -> Command,
+    patience: std::time::Duration,
+) -> (std::process::Child, std::net::SocketAddr, std::io::BufReader<std::process::ChildStderr>) {
+    use std::io::BufRead;
+    use std::process::Stdio;
+    for _ in 0..3 {
+        let mut child = make().stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("perch-run starts");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut stderr = std::io::BufReader::new(stderr);
+            let mut seen = String::new();
+            loop {
+                let mut line = String::new();
+                if !matches!(stderr.read_line(&mut line), Ok(n) if n > 0) {
+                    let _ = tx.send(Err(seen));
+                    return;
+                }
+                seen.push_str(&line);
+                if let Some(rest) = line.split("listening on http://").nth(1) {
+                    let addr = rest.split_whitespace().next().and_then(|a| a.parse().ok());
+                    let _ = tx.send(addr.map(|a| (a, stderr)).ok_or(seen));
+                    return;
+                }
+            }
+        });
+        match rx.recv_timeout(patience) {
+            Ok(Ok((addr, stderr))) => return (child, addr, stderr),
+            Ok(Err(seen)) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("perch-run serve ended before listening: {seen}");
+            }
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                eprintln!("{:?} said nothing in {patience:?}: started again", make());
+            }
+        }
+    }
+    panic!("perch-run serve did not start listening in {patience:?}, three times");
+}
