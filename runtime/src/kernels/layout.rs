@@ -11,7 +11,7 @@ pub fn row_to_channels_last(x: &[i8], c: usize, h: usize, w: usize, row: usize, 
     assert!(x.len() >= c * h * w && row < h && (w == 0 || out.len() >= at + w * c), "transpose out of bounds");
     // SAFETY: bounds asserted above; NEON is architectural on aarch64, SSE2 on x86-64.
     #[cfg(any(target_arch = "aarch64", target_arch = "x86_64"))]
-    let done = if c.is_multiple_of(8) { unsafe { simd_row(x, c, h, w, row, out, at) } } else { 0 };
+    let done = if c != 0 && c.is_multiple_of(8) { unsafe { simd_row(x, c, h, w, row, out, at) } } else { 0 };
     #[cfg(not(any(target_arch = "aarch64", target_arch = "x86_64")))]
     let done = 0;
     let plane = h * w;

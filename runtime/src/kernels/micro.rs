@@ -202,7 +202,8 @@ impl Uniform {
             Some(m) => (m as f64, scaler.shift + 31),
             None => (1.0, scaler.shift),
         };
-        let factor = (scaler.policy == RoundingPolicy::Even && shift > 0 && shift < 1000)
+        // tract shifts an i64 by `shift`: from 64 on, its result is not defined, so neither is ours.
+        let factor = (scaler.policy == RoundingPolicy::Even && shift > 0 && shift < 64)
             .then(|| multiplier * 2f64.powi(-(shift as i32)))
             .filter(|&f| f < 256.0);
         Uniform { scaler, factor }
@@ -226,7 +227,8 @@ impl Uniform {
     }
 }
 
-/// [`Uniform::row`], with the f64 loop compiled for AVX2 on CPUs that have it (VROUNDPD).
+/// [`Uniform::row`], with its f64 loop (rounded by adding 1.5 * 2^52) vectorized with AVX2 on CPUs
+/// that have it.
 pub fn requant_uniform_row(isa: Isa, uniform: &Uniform, acc: &[i32], bias: i32, zero_point: i32, out: &mut [i8]) {
     match isa {
         #[cfg(target_arch = "x86_64")]
@@ -505,7 +507,7 @@ mod x86 {
     use super::{KU, MR, NR, Operands};
     use std::arch::x86_64::*;
 
-    /// [`super::Uniform::row`] compiled for AVX2 (VROUNDPD rounds to even).
+    /// [`super::Uniform::row`] compiled for AVX2.
     ///
     /// # Safety
     /// The CPU has AVX2.

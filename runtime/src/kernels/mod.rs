@@ -105,20 +105,21 @@ impl Isa {
 }
 
 /// `v` rounded to the nearest integer, ties to even, for a result that is then clamped to int8: the
-/// same int8 as `v.round_ties_even() as i32` (saturating) once clamped. aarch64 and x86-64 round
-/// with one instruction; 32-bit ARM has none and calls libm's `rintf` (15% of fashion-resnet's int8
-/// instructions on Cortex-A7), so there the rounding is done by adding and subtracting 1.5 * 2^23
-/// (exact under the default round-to-nearest-even mode for |v| <= 2^22, and `v` is first clamped
-/// to that range, which changes no result after the clamp to int8).
+/// same int8 as `v.round_ties_even() as i32` (saturating) once clamped. aarch64 rounds with one
+/// instruction (FRINTN); 32-bit ARM has none and calls libm's `rintf` (15% of fashion-resnet's int8
+/// instructions on Cortex-A7), and baseline x86-64 (without SSE4.1) calls `roundevenf`, so
+/// elsewhere the rounding is done by adding and subtracting 1.5 * 2^23 (exact under the default
+/// round-to-nearest-even mode for |v| <= 2^22, and `v` is first clamped to that range, which changes
+/// no result after the clamp to int8).
 #[inline(always)]
 pub fn round_saturating(v: f32) -> i32 {
-    #[cfg(target_arch = "arm")]
+    #[cfg(not(target_arch = "aarch64"))]
     {
         const SHIFT: f32 = 12_582_912.0;
         let v = v.clamp(-4_194_304.0, 4_194_304.0);
         ((v + SHIFT) - SHIFT) as i32
     }
-    #[cfg(not(target_arch = "arm"))]
+    #[cfg(target_arch = "aarch64")]
     {
         v.round_ties_even() as i32
     }

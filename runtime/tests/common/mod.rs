@@ -46,8 +46,14 @@ pub fn output_patiently(make: impl Fn() -> Command, patience: std::time::Duratio
         let stderr = drain(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
         let started = std::time::Instant::now();
         let status = loop {
-            if let Some(status) = child.try_wait()? {
-                break Some(status);
+            match child.try_wait() {
+                Ok(Some(status)) => break Some(status),
+                Ok(None) => {}
+                Err(e) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(e);
+                }
             }
             if started.elapsed() > patience {
                 break None;
@@ -72,9 +78,9 @@ pub fn output_patiently(make: impl Fn() -> Command, patience: std::time::Duratio
 }
 
 /// Starts the `perch-run serve` command `make` builds and waits, up to `patience`, for its
-/// `listening on` line: the child, its address, and the rest of its stderr. A child that has said
-/// nothing by then (stuck before its exec under qemu-user: see [`output_patiently`]) is killed and
-/// started again, up to three tries. The caller owns the child.
+/// `listening on` line: the child, its address, and the rest of its stderr. A child that has not
+/// printed that line by then (stuck before its exec under qemu-user: see [`output_patiently`]) is
+/// killed and started again, up to three tries. The caller owns the child.
 #[allow(dead_code)] // Not every test file that includes this module uses it.
 #[allow(clippy::zombie_processes)] // Every child is either returned or killed and waited for.
 pub fn spawn_server_patiently(
@@ -99,7 +105,7 @@ pub fn spawn_server_patiently(
                 seen.push_str(&line);
                 if let Some(rest) = line.split("listening on http://").nth(1) {
                     let addr = rest.split_whitespace().next().and_then(|a| a.parse().ok());
-                    let _ = tx.send(addr.map(|a| (a, stderr)).ok_or(seen));
+                    let _ = tx.send(addr.map(|a| (a, stderr)).ok_or(format!("an address that does not parse: {seen}")));
                     return;
                 }
             }
@@ -109,7 +115,7 @@ pub fn spawn_server_patiently(
             Ok(Err(seen)) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!("perch-run serve ended before listening: {seen}");
+                panic!("perch-run serve did not listen: {seen}");
             }
             Err(_) => {
                 let _ = child.kill();
