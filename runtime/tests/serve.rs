@@ -4,14 +4,14 @@
 #![cfg(feature = "serve")]
 
 mod common;
-use common::{output_patiently, perch_run_command, spawn_server_patiently};
+use common::{TestServer, output_patiently, perch_run_command, spawn_server_patiently};
 use std::io::{BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use perch_runtime::serve::{ServeConfig, Server};
+use perch_runtime::serve::ServeConfig;
 use perch_runtime::{ChannelPolicy, Classifier};
 use serde_json::Value;
 
@@ -33,51 +33,11 @@ fn images() -> Vec<PathBuf> {
     files
 }
 
-/// An in-process server on a free loopback port, stopped (and drained) when dropped.
-struct TestServer {
-    addr: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<usize>>,
-}
-
-impl TestServer {
-    fn start(tune: impl FnOnce(&mut ServeConfig)) -> TestServer {
-        let mut config = ServeConfig::new(vec![("fashion-cnn-s".into(), plan_path())]);
-        config.addr = "127.0.0.1:0".parse().unwrap();
-        config.workers = 2;
-        tune(&mut config);
-        let server = Server::start(config).expect("server starts");
-        let addr = server.local_addr();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            server
-                .run_blocking(async {
-                    let _ = stopped.await;
-                })
-                .expect("server runs")
-        });
-        TestServer { addr, stop: Some(stop), thread: Some(thread) }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    /// Stops accepting and waits for the drain; returns the connections left open.
-    fn shutdown(&mut self) -> usize {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        self.thread.take().map(|t| t.join().expect("server thread ends without panic")).unwrap_or(0)
-    }
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            self.shutdown();
-        }
-    }
+/// The servers these tests start: the example model, two workers.
+fn config() -> ServeConfig {
+    let mut config = ServeConfig::new(vec![("fashion-cnn-s".into(), plan_path())]);
+    config.workers = 2;
+    config
 }
 
 fn client() -> ureq::Agent {
@@ -121,7 +81,7 @@ fn metric(text: &str, series: &str) -> f64 {
 
 #[test]
 fn answers_as_torchserve_does_for_a_real_image() {
-    let server = TestServer::start(|_| {});
+    let server = TestServer::start(config(), |_| {});
     let agent = client();
     let classifier = Classifier::load(plan_path(), 1).unwrap();
     for image in images().iter().take(3) {
@@ -196,7 +156,7 @@ fn curl_upload_works_when_curl_is_installed() {
         eprintln!("curl is not installed: skipped (the ureq tests cover the same requests)");
         return;
     }
-    let server = TestServer::start(|_| {});
+    let server = TestServer::start(config(), |_| {});
     let image = &images()[0];
     let url = server.url("/predictions/fashion-cnn-s");
     let curl = || {
@@ -212,7 +172,7 @@ fn curl_upload_works_when_curl_is_installed() {
 
 #[test]
 fn bad_requests_get_json_errors_and_the_server_keeps_serving() {
-    let server = TestServer::start(|c| c.max_body = 64 * 1024);
+    let server = TestServer::start(config(), |c| c.max_body = 64 * 1024);
     let agent = client();
     let url = server.url("/predictions/fashion-cnn-s");
     let good = std::fs::read(&images()[0]).unwrap();
@@ -299,7 +259,7 @@ fn huge_png_header(width: u32, height: u32) -> Vec<u8> {
 
 #[test]
 fn a_body_that_does_not_arrive_in_time_gets_408() {
-    let server = TestServer::start(|c| c.timeout = Duration::from_millis(500));
+    let server = TestServer::start(config(), |c| c.timeout = Duration::from_millis(500));
     let mut raw = TcpStream::connect(server.addr).unwrap();
     raw.write_all(b"PUT /predictions/fashion-cnn-s HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n0123456789").unwrap();
     raw.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
@@ -314,7 +274,7 @@ fn a_full_queue_answers_503_at_once() {
     // One worker, one queue place: of many simultaneous requests, at most two are taken while the
     // worker decodes a 16-megapixel image (tens of milliseconds even on a fast machine; the requests
     // all arrive within a few). The rest must get 503 with Retry-After, not wait.
-    let server = TestServer::start(|c| {
+    let server = TestServer::start(config(), |c| {
         c.workers = 1;
         c.queue = 1;
         c.convert = true;
@@ -359,15 +319,14 @@ fn a_full_queue_answers_503_at_once() {
 
 #[test]
 fn shutdown_finishes_the_request_in_flight() {
-    let mut server = TestServer::start(|_| {});
+    let mut server = TestServer::start(config(), |_| {});
     let good = std::fs::read(&images()[0]).unwrap();
     let mut raw = TcpStream::connect(server.addr).unwrap();
     write!(raw, "PUT /predictions/fashion-cnn-s HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n", good.len()).unwrap();
     raw.write_all(&good[..10]).unwrap();
     wait_for_in_flight(server.addr);
     let addr = server.addr;
-    let stop = server.stop.take().unwrap();
-    let _ = stop.send(());
+    server.stop_accepting();
     wait_until_refused(addr);
     raw.write_all(&good[10..]).unwrap();
     let mut reply = String::new();

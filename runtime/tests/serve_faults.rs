@@ -7,7 +7,7 @@
 #![cfg(feature = "serve")]
 
 mod common;
-use common::{perch_run_command, spawn_server_patiently};
+use common::{TestServer, perch_run_command, spawn_server_patiently};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use perch_runtime::serve::{ServeConfig, Server};
+use perch_runtime::serve::ServeConfig;
 
 /// Slack over a server-side timeout before a test calls it missed (qemu-user is 10-50x slower).
 const SLACK: Duration = Duration::from_secs(20);
@@ -36,47 +36,14 @@ fn image() -> Vec<u8> {
     std::fs::read(&files[0]).unwrap()
 }
 
-/// An in-process server with one worker (so a client holding it would show) and short timeouts.
-struct TestServer {
-    addr: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl TestServer {
-    fn start(tune: impl FnOnce(&mut ServeConfig)) -> TestServer {
-        let mut config = ServeConfig::new(vec![("fashion-cnn-s".into(), case_dir().join("model.perch"))]);
-        config.addr = "127.0.0.1:0".parse().unwrap();
-        config.workers = 1;
-        config.header_timeout = HEADER_TIMEOUT;
-        config.body_timeout = BODY_TIMEOUT;
-        config.drain_timeout = Duration::from_secs(1);
-        tune(&mut config);
-        let server = Server::start(config).expect("server starts");
-        let addr = server.local_addr();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            server
-                .run_blocking(async {
-                    let _ = stopped.await;
-                })
-                .expect("server runs");
-        });
-        TestServer { addr, stop: Some(stop), thread: Some(thread) }
-    }
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(t) = self.thread.take()
-            && !std::thread::panicking()
-        {
-            t.join().expect("server thread ends without panic");
-        }
-    }
+/// The servers these tests start: one worker (so a client holding it would show) and short timeouts.
+fn config() -> ServeConfig {
+    let mut config = ServeConfig::new(vec![("fashion-cnn-s".into(), case_dir().join("model.perch"))]);
+    config.workers = 1;
+    config.header_timeout = HEADER_TIMEOUT;
+    config.body_timeout = BODY_TIMEOUT;
+    config.drain_timeout = Duration::from_secs(1);
+    config
 }
 
 /// One request on a fresh connection (`Connection: close`): the status line's code and the body.
@@ -165,6 +132,20 @@ fn read_reply(s: &mut TcpStream) -> String {
     String::from_utf8_lossy(&got).into_owned()
 }
 
+/// Reads the server's reply to `s` on another thread, raising the returned flag once it has it (so
+/// that a [`dribble`] on `s` stops).
+fn watch_reply(s: &TcpStream) -> (Arc<AtomicBool>, std::thread::JoinHandle<String>) {
+    let reader = s.try_clone().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let raised = stop.clone();
+    let watcher = std::thread::spawn(move || {
+        let reply = read_reply(&mut { reader });
+        raised.store(true, Ordering::Relaxed);
+        reply
+    });
+    (stop, watcher)
+}
+
 /// Sends `bytes` one at a time every `pace` until the server hangs up; returns how many were sent.
 fn dribble(s: &mut TcpStream, bytes: &[u8], pace: Duration, stop: &AtomicBool) -> usize {
     for (i, b) in bytes.iter().enumerate() {
@@ -184,7 +165,7 @@ fn metric(addr: SocketAddr, series: &str) -> f64 {
 
 #[test]
 fn slow_clients_are_cut_off_and_hold_no_worker() {
-    let server = TestServer::start(|_| {});
+    let server = TestServer::start(config(), |_| {});
     let addr = server.addr;
     // A head a byte every 40 ms: 400 bytes would take 16 s; the header timeout ends it.
     let head = format!("PUT {PREDICT} HTTP/1.1\r\nHost: x\r\nX-Pad: {}\r\n\r\n", "a".repeat(360));
@@ -193,16 +174,7 @@ fn slow_clients_are_cut_off_and_hold_no_worker() {
     std::thread::scope(|scope| {
         let head_client = scope.spawn(|| {
             let mut s = TcpStream::connect(addr).unwrap();
-            let reader = s.try_clone().unwrap();
-            let stop = Arc::new(AtomicBool::new(false));
-            let watcher = {
-                let stop = stop.clone();
-                std::thread::spawn(move || {
-                    let reply = read_reply(&mut { reader });
-                    stop.store(true, Ordering::Relaxed);
-                    reply
-                })
-            };
+            let (stop, watcher) = watch_reply(&s);
             let started = Instant::now();
             let sent = dribble(&mut s, head.as_bytes(), Duration::from_millis(40), &stop);
             (sent, started.elapsed(), watcher.join().unwrap())
@@ -210,16 +182,7 @@ fn slow_clients_are_cut_off_and_hold_no_worker() {
         let body_client = scope.spawn(|| {
             let mut s = TcpStream::connect(addr).unwrap();
             s.write_all(slow_body.as_bytes()).unwrap();
-            let reader = s.try_clone().unwrap();
-            let stop = Arc::new(AtomicBool::new(false));
-            let watcher = {
-                let stop = stop.clone();
-                std::thread::spawn(move || {
-                    let reply = read_reply(&mut { reader });
-                    stop.store(true, Ordering::Relaxed);
-                    reply
-                })
-            };
+            let (stop, watcher) = watch_reply(&s);
             let sent = dribble(&mut s, &[b'x'; 400], Duration::from_millis(40), &stop);
             (sent, watcher.join().unwrap())
         });
@@ -244,7 +207,7 @@ fn slow_clients_are_cut_off_and_hold_no_worker() {
 
 #[test]
 fn half_open_connections_are_closed_after_the_header_timeout() {
-    let server = TestServer::start(|_| {});
+    let server = TestServer::start(config(), |_| {});
     let silent = TcpStream::connect(server.addr).unwrap();
     let mut half = TcpStream::connect(server.addr).unwrap();
     half.write_all(format!("PUT {PREDICT} HTTP/1.1\r\nHost: x\r\nContent-Le").as_bytes()).unwrap();
@@ -266,7 +229,7 @@ fn a_connection_flood_beyond_max_connections_is_refused() {
     const FLOOD: usize = 300;
     // The admitted connections stay (a header timeout longer than the test), so how many are refused
     // does not depend on timing: all but LIMIT.
-    let server = TestServer::start(|c| {
+    let server = TestServer::start(config(), |c| {
         c.max_connections = LIMIT;
         c.header_timeout = HOLD;
     });
@@ -333,7 +296,7 @@ fn a_connection_flood_beyond_max_connections_is_refused() {
 #[test]
 fn connections_that_send_nothing_give_their_places_back_at_the_header_timeout() {
     const LIMIT: usize = 4;
-    let server = TestServer::start(|c| c.max_connections = LIMIT);
+    let server = TestServer::start(config(), |c| c.max_connections = LIMIT);
     let holders: Vec<TcpStream> = (0..LIMIT).map(|_| TcpStream::connect(server.addr).unwrap()).collect();
     let started = Instant::now();
     // Refused (a whole 503) until the header timeout closes the holders, though they stay open.
@@ -349,7 +312,7 @@ fn connections_that_send_nothing_give_their_places_back_at_the_header_timeout() 
 /// it: the client's write of its request failed, or the reset destroyed the 503 before it was read.
 #[test]
 fn a_refused_client_gets_the_whole_503_not_a_reset() {
-    let server = TestServer::start(|c| {
+    let server = TestServer::start(config(), |c| {
         c.max_connections = 1;
         c.header_timeout = HOLD;
     });
@@ -370,7 +333,7 @@ fn a_refused_client_gets_the_whole_503_not_a_reset() {
 
 #[test]
 fn the_connection_idle_longest_makes_room_for_a_new_one() {
-    let server = TestServer::start(|c| {
+    let server = TestServer::start(config(), |c| {
         c.max_connections = 3;
         c.header_timeout = HOLD;
     });
@@ -398,7 +361,7 @@ fn the_connection_idle_longest_makes_room_for_a_new_one() {
 
 #[test]
 fn uploads_abandoned_halfway_are_forgotten() {
-    let server = TestServer::start(|c| c.max_body = 2 << 20);
+    let server = TestServer::start(config(), |c| c.max_body = 2 << 20);
     for _ in 0..20 {
         let mut s = TcpStream::connect(server.addr).unwrap();
         write!(s, "PUT {PREDICT} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n", 1 << 20).unwrap();
@@ -416,7 +379,7 @@ fn uploads_abandoned_halfway_are_forgotten() {
 
 #[test]
 fn oversized_heads_get_431() {
-    let server = TestServer::start(|c| {
+    let server = TestServer::start(config(), |c| {
         c.max_headers = 50;
         c.max_header_bytes = 8 * 1024;
     });
@@ -442,7 +405,7 @@ fn oversized_heads_get_431() {
 
 #[test]
 fn a_huge_declared_body_gets_413_unread() {
-    let server = TestServer::start(|c| c.body_timeout = Duration::from_secs(60));
+    let server = TestServer::start(config(), |c| c.body_timeout = Duration::from_secs(60));
     for extra in ["", "Expect: 100-continue\r\n"] {
         // The server must answer from the head alone: no body byte is ever sent, and the body
         // timeout (60 s here) is not what ends it.

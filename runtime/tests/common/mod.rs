@@ -126,3 +126,62 @@ pub fn spawn_server_patiently(
     }
     panic!("perch-run serve did not start listening in {patience:?}, three times");
 }
+
+/// An in-process `perch-run serve` on a free loopback port, stopped (and drained) when dropped.
+#[cfg(feature = "serve")]
+#[allow(dead_code)] // Not every test file that includes this module uses it.
+pub struct TestServer {
+    pub addr: std::net::SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<usize>>,
+}
+
+#[cfg(feature = "serve")]
+#[allow(dead_code)]
+impl TestServer {
+    /// Serves with `config` (its address replaced by a free loopback port), as `tune` adjusts it.
+    pub fn start(mut config: perch_runtime::serve::ServeConfig, tune: impl FnOnce(&mut perch_runtime::serve::ServeConfig)) -> TestServer {
+        config.addr = "127.0.0.1:0".parse().unwrap();
+        tune(&mut config);
+        let server = perch_runtime::serve::Server::start(config).expect("server starts");
+        let addr = server.local_addr();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            server
+                .run_blocking(async {
+                    let _ = stopped.await;
+                })
+                .expect("server runs")
+        });
+        TestServer { addr, stop: Some(stop), thread: Some(thread) }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Tells the server to stop accepting and drain, without waiting for it.
+    pub fn stop_accepting(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    /// Stops accepting and waits for the drain; returns the connections left open.
+    pub fn shutdown(&mut self) -> usize {
+        self.stop_accepting();
+        self.thread.take().map(|t| t.join().expect("server thread ends without panic")).unwrap_or(0)
+    }
+}
+
+#[cfg(feature = "serve")]
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            // Without waiting on a thread that may be what panicked.
+            self.stop_accepting();
+        } else {
+            self.shutdown();
+        }
+    }
+}
