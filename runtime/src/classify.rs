@@ -100,11 +100,12 @@ impl Classifier {
         if per_image.checked_mul(batch).is_none_or(|n| n as u64 > crate::plan::MAX_TENSOR_ELEMENTS) {
             return Err(RunError::Batch { asked: batch, why: format!("{batch} images of {per_image} values is too large") });
         }
-        // Decluttered first, so that Perch's int8 max pooling can take tract's place before codegen.
+        // tract's `into_optimized`, with Perch's int8 max pooling taking tract's place between its
+        // declutter and its codegen.
         let runnable = graph
             .into_decluttered()
             .and_then(|mut m| crate::ops::maxpool::substitute(&mut m).map(|_| m))
-            .and_then(|m| m.into_optimized())
+            .and_then(|mut m| m.optimize().map(|_| m))
             .and_then(|m| m.into_runnable_with_options(&options))
             .map_err(|e| RunError::Optimize(format!("{e:#}")))?;
         let input_shape = std::iter::once(batch).chain(image_shape).collect();
