@@ -111,6 +111,74 @@ pub unsafe fn tile(isa: Isa, ops: Operands, out: *mut i32, stride: usize) {
     }
 }
 
+/// The most output channels a lane kernel's tile has ([`lane_tile`]).
+pub const MR_LANES: usize = 16;
+/// Output pixels per tile of the lane kernels.
+pub const NR_LANES: usize = 8;
+
+/// The tile (output channels, output pixels) of `isa`'s lane kernel, if it has one: weights packed
+/// four reduction bytes per channel, side by side across channels ([`pack_lanes`]), each pixel's
+/// four bytes multiplied with the four bytes of each of several channels at once (SDOT by lane;
+/// VPDPBUSD on a broadcast), so that a tile needs no horizontal reduction. The tile has at most
+/// [`MR_LANES`] channels and [`NR_LANES`] pixels.
+pub fn lane_tile(isa: Isa) -> Option<(usize, usize)> {
+    match isa {
+        #[cfg(target_arch = "aarch64")]
+        Isa::NeonDot => Some((8, NR_LANES)),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512Vnni => Some((16, NR_LANES)),
+        _ => None,
+    }
+}
+
+/// Whether `isa`'s lane kernel reads its input as unsigned bytes (VPDPBUSD multiplies unsigned by
+/// signed): the caller then stores each input byte `x` as `x ^ 0x80` (`x + 128` unsigned) and the
+/// kernel's sums are `sum(w * (x + 128))`, `128 * sum(w)` more than the signed ones.
+pub fn lanes_read_unsigned(isa: Isa) -> bool {
+    matches!(isa, Isa::Avx512Vnni)
+}
+
+/// Dense weights `[channels][kp]` (as [`tile`] reads them) repacked for the lane kernels:
+/// `[kp / 4][channels + MR_LANES][4]`, the spare channels zero. Group `g` of channel `o` is at
+/// `(g * (channels + MR_LANES) + o) * 4`: any [`MR_LANES`] consecutive channels of a group are one
+/// contiguous run, wherever the first one is.
+pub fn pack_lanes(dense: &[i8], channels: usize, kp: usize) -> Vec<i8> {
+    debug_assert!(kp.is_multiple_of(KU) && dense.len() >= channels * kp);
+    let width = channels + MR_LANES;
+    let mut out = vec![0i8; kp / 4 * width * 4];
+    for o in 0..channels {
+        for (g, four) in dense[o * kp..(o + 1) * kp].chunks_exact(4).enumerate() {
+            out[(g * width + o) * 4..][..4].copy_from_slice(four);
+        }
+    }
+    out
+}
+
+/// Every tile of `row` on the lane kernel of `isa` ([`lane_tile`]: `mr` channels by `nr` pixels):
+/// `row.w` points at the first channel's group 0 in weights packed by [`pack_lanes`] for `channels`
+/// channels; tile `t` (pixels `t * nr..`) is stored at `out[i * stride + t * nr + j]` for its `mr`
+/// channels. Input bytes are read as [`lanes_read_unsigned`] says.
+///
+/// # Safety
+/// `row.starts.len()` is a multiple of `nr`; `row.len % KU == 0`; `row.w` is readable for `mr`
+/// channels of every group of `row.taps.len() * row.len` bytes in that layout; for every tap and
+/// pixel, the run is readable for `row.len` bytes; `out` is writable at every `i * stride + j` of `mr`
+/// rows and `row.starts.len()` columns; `isa` is one of [`Isa::available`] and has a lane kernel.
+#[inline]
+pub unsafe fn lane_tiles(isa: Isa, row: Row, channels: usize, out: *mut i32, stride: usize) {
+    debug_assert!(lane_tile(isa).is_some_and(|(_, nr)| row.starts.len().is_multiple_of(nr)) && row.len.is_multiple_of(KU));
+    let group_stride = (channels + MR_LANES) * 4;
+    unsafe {
+        match isa {
+            #[cfg(target_arch = "aarch64")]
+            Isa::NeonDot => aarch64::sdot_lane_tiles(row, group_stride, out, stride),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512Vnni => x86::vnni_lane_tiles(row, group_stride, out, stride),
+            _ => unreachable!("{isa:?} has no lane kernel"),
+        }
+    }
+}
+
 /// The reference kernel.
 ///
 /// # Safety
@@ -356,6 +424,94 @@ mod aarch64 {
         }
     }
 
+    /// SDOT by element into channel vectors: `acc.4s += w.16b . x.4b[L]` (four channels, each the dot
+    /// product of its four weight bytes with the pixel's four input bytes of lane `L`).
+    #[inline(always)]
+    unsafe fn sdot_lane<const L: i32>(mut acc: int32x4_t, w: int8x16_t, x: int8x16_t) -> int32x4_t {
+        unsafe {
+            std::arch::asm!(
+                ".arch_extension dotprod",
+                "sdot {acc:v}.4s, {w:v}.16b, {x:v}.4b[{l}]",
+                acc = inout(vreg) acc, w = in(vreg) w, x = in(vreg) x, l = const L,
+                options(pure, nomem, nostack, preserves_flags)
+            );
+        }
+        acc
+    }
+
+    /// The four pixels' vectors of four channels each, transposed into four channels' vectors of four
+    /// pixels each.
+    #[inline(always)]
+    unsafe fn transpose_4x4(v: [int32x4_t; 4]) -> [int32x4_t; 4] {
+        unsafe {
+            let t0 = vreinterpretq_s64_s32(vtrn1q_s32(v[0], v[1]));
+            let t1 = vreinterpretq_s64_s32(vtrn2q_s32(v[0], v[1]));
+            let t2 = vreinterpretq_s64_s32(vtrn1q_s32(v[2], v[3]));
+            let t3 = vreinterpretq_s64_s32(vtrn2q_s32(v[2], v[3]));
+            [vtrn1q_s64(t0, t2), vtrn1q_s64(t1, t3), vtrn2q_s64(t0, t2), vtrn2q_s64(t1, t3)].map(|r| vreinterpretq_s32_s64(r))
+        }
+    }
+
+    /// The SDOT lane kernel ([`super::lane_tiles`]): 8 channels (two vectors of four) by 8 pixels, 16
+    /// accumulators. Each 16-byte block of a pixel's run is one load whose four lanes meet the four
+    /// groups' weight vectors: 8 weight loads and 8 input loads per 64 SDOTs (1024 MACs), no horizontal
+    /// reduction; the tile is transposed to channel rows once, at the end.
+    ///
+    /// # Safety
+    /// [`super::lane_tiles`]'s contract, with `ks` the byte stride between weight groups; the CPU has
+    /// the `dotprod` feature.
+    #[target_feature(enable = "neon,dotprod")]
+    pub unsafe fn sdot_lane_tiles(row: super::Row, ks: usize, out: *mut i32, stride: usize) {
+        use super::NR_LANES;
+        unsafe {
+            for t in 0..row.starts.len() / NR_LANES {
+                let x: [*const i8; NR_LANES] = std::array::from_fn(|j| row.src.add(row.starts[t * NR_LANES + j]));
+                let z = vdupq_n_s32(0);
+                let mut lo = [z; NR_LANES];
+                let mut hi = [z; NR_LANES];
+                let mut w = row.w;
+                for &tap in row.taps {
+                    let mut k = tap;
+                    let end = tap + row.len;
+                    while k < end {
+                        let w0 = [vld1q_s8(w), vld1q_s8(w.add(16))];
+                        let w1 = [vld1q_s8(w.add(ks)), vld1q_s8(w.add(ks + 16))];
+                        let w2 = [vld1q_s8(w.add(2 * ks)), vld1q_s8(w.add(2 * ks + 16))];
+                        let w3 = [vld1q_s8(w.add(3 * ks)), vld1q_s8(w.add(3 * ks + 16))];
+                        // Unrolled by hand: LLVM keeps a loop over the asm blocks, with the
+                        // accumulators spilled to the stack and reloaded per pixel.
+                        macro_rules! pixel {
+                            ($($j:literal)*) => {$(
+                                let xv = vld1q_s8(x[$j].add(k));
+                                lo[$j] = sdot_lane::<0>(lo[$j], w0[0], xv);
+                                hi[$j] = sdot_lane::<0>(hi[$j], w0[1], xv);
+                                lo[$j] = sdot_lane::<1>(lo[$j], w1[0], xv);
+                                hi[$j] = sdot_lane::<1>(hi[$j], w1[1], xv);
+                                lo[$j] = sdot_lane::<2>(lo[$j], w2[0], xv);
+                                hi[$j] = sdot_lane::<2>(hi[$j], w2[1], xv);
+                                lo[$j] = sdot_lane::<3>(lo[$j], w3[0], xv);
+                                hi[$j] = sdot_lane::<3>(hi[$j], w3[1], xv);
+                            )*};
+                        }
+                        const _: () = assert!(NR_LANES == 8);
+                        pixel!(0 1 2 3 4 5 6 7);
+                        w = w.add(4 * ks);
+                        k += KU;
+                    }
+                }
+                let o = out.add(t * NR_LANES);
+                for (half, acc) in [lo, hi].iter().enumerate() {
+                    for q in 0..NR_LANES / 4 {
+                        let rows = transpose_4x4([acc[4 * q], acc[4 * q + 1], acc[4 * q + 2], acc[4 * q + 3]]);
+                        for (c, r) in rows.into_iter().enumerate() {
+                            vst1q_s32(o.add((4 * half + c) * stride + 4 * q), r);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// [`super::requant_rows`]: 8 at a time, then 4, then one by one.
     ///
     /// # Safety
@@ -596,6 +752,89 @@ mod x86 {
         }
     }
 
+    /// The VPDPBUSD lane kernel ([`super::lane_tiles`]): 16 channels (two vectors of eight) by 8
+    /// pixels, 16 accumulators. For every four bytes of reduction, two weight loads, then per pixel
+    /// one broadcast of its four (unsigned) input bytes and two VPDPBUSD: 256 MACs per 26
+    /// instructions, no horizontal reduction; the tile is transposed to channel rows at the end.
+    ///
+    /// # Safety
+    /// [`super::lane_tiles`]'s contract, with `ks` the byte stride between weight groups; the CPU has
+    /// AVX2, AVX512F, AVX512VL and AVX512-VNNI.
+    #[target_feature(enable = "avx2,avx512f,avx512vl,avx512vnni")]
+    pub unsafe fn vnni_lane_tiles(row: super::Row, ks: usize, out: *mut i32, stride: usize) {
+        use super::NR_LANES;
+        unsafe {
+            for t in 0..row.starts.len() / NR_LANES {
+                let x: [*const i8; NR_LANES] = std::array::from_fn(|j| row.src.add(row.starts[t * NR_LANES + j]));
+                let z = _mm256_setzero_si256();
+                let mut lo = [z; NR_LANES];
+                let mut hi = [z; NR_LANES];
+                let mut w = row.w;
+                for &tap in row.taps {
+                    let mut k = tap;
+                    let end = tap + row.len;
+                    while k < end {
+                        let w0 = _mm256_loadu_si256(w as *const __m256i);
+                        let w1 = _mm256_loadu_si256(w.add(32) as *const __m256i);
+                        for j in 0..NR_LANES {
+                            let xv = _mm256_set1_epi32(std::ptr::read_unaligned(x[j].add(k) as *const i32));
+                            lo[j] = _mm256_dpbusd_epi32(lo[j], xv, w0);
+                            hi[j] = _mm256_dpbusd_epi32(hi[j], xv, w1);
+                        }
+                        w = w.add(ks);
+                        k += 4;
+                    }
+                }
+                // Each accumulator holds 8 channels of one pixel: 8x8 transposes into channel rows.
+                let o = out.add(t * NR_LANES);
+                for (half, acc) in [lo, hi].iter().enumerate() {
+                    for (c, r) in transpose_8x8(*acc).into_iter().enumerate() {
+                        _mm256_storeu_si256(o.add((8 * half + c) * stride) as *mut __m256i, r);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Eight vectors of eight int32 lanes, transposed.
+    #[inline(always)]
+    unsafe fn transpose_8x8(v: [__m256i; 8]) -> [__m256i; 8] {
+        unsafe {
+            let v = v.map(|v| _mm256_castsi256_ps(v));
+            let t: [__m256; 8] = [
+                _mm256_unpacklo_ps(v[0], v[1]),
+                _mm256_unpackhi_ps(v[0], v[1]),
+                _mm256_unpacklo_ps(v[2], v[3]),
+                _mm256_unpackhi_ps(v[2], v[3]),
+                _mm256_unpacklo_ps(v[4], v[5]),
+                _mm256_unpackhi_ps(v[4], v[5]),
+                _mm256_unpacklo_ps(v[6], v[7]),
+                _mm256_unpackhi_ps(v[6], v[7]),
+            ];
+            let u: [__m256; 8] = [
+                _mm256_shuffle_ps::<0x44>(t[0], t[2]),
+                _mm256_shuffle_ps::<0xEE>(t[0], t[2]),
+                _mm256_shuffle_ps::<0x44>(t[1], t[3]),
+                _mm256_shuffle_ps::<0xEE>(t[1], t[3]),
+                _mm256_shuffle_ps::<0x44>(t[4], t[6]),
+                _mm256_shuffle_ps::<0xEE>(t[4], t[6]),
+                _mm256_shuffle_ps::<0x44>(t[5], t[7]),
+                _mm256_shuffle_ps::<0xEE>(t[5], t[7]),
+            ];
+            [
+                _mm256_permute2f128_ps::<0x20>(u[0], u[4]),
+                _mm256_permute2f128_ps::<0x20>(u[1], u[5]),
+                _mm256_permute2f128_ps::<0x20>(u[2], u[6]),
+                _mm256_permute2f128_ps::<0x20>(u[3], u[7]),
+                _mm256_permute2f128_ps::<0x31>(u[0], u[4]),
+                _mm256_permute2f128_ps::<0x31>(u[1], u[5]),
+                _mm256_permute2f128_ps::<0x31>(u[2], u[6]),
+                _mm256_permute2f128_ps::<0x31>(u[3], u[7]),
+            ]
+            .map(|r| _mm256_castps_si256(r))
+        }
+    }
+
     /// int8 widened to int16, VPMADDWD (pairs of int16 products summed into int32) and VPADDD. A 4x2
     /// half tile at a time: AVX2 has 16 registers.
     ///
@@ -700,6 +939,51 @@ mod tests {
                 unsafe { tiles(isa, row, out.as_mut_ptr(), 9) };
                 let got: Tile = std::array::from_fn(|i| std::array::from_fn(|j| out[i * 9 + NR + j]));
                 prop_assert_eq!(got, expected, "{:?} (row of tiles)", isa);
+            }
+        }
+
+        /// The lane kernels give the reference's integers for any run of channels of their packed
+        /// weights (the spare channels past the last one give zeros), over several runs per pixel
+        /// at scattered offsets, the second of two tiles of a row included.
+        #[test]
+        fn lane_kernels_match_the_reference(
+            blocks in 1usize..5,
+            taps in 1usize..4,
+            channels in 1usize..20,
+            first in 0usize..20,
+            seed in any::<u64>(),
+            extreme in any::<bool>(),
+        ) {
+            let (len, first) = (blocks * KU, first % channels);
+            let kp = taps * len;
+            let mut s = seed;
+            let mut next = |lo: i32| { s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407); if extreme { if (s >> 40) & 1 == 0 { lo } else { 127 } } else { lo + ((s >> 33) % (128 - lo as i64) as u64) as i32 } };
+            let w: Vec<i8> = (0..channels * kp).map(|_| next(-127) as i8).collect();
+            let offsets: Vec<usize> = (0..taps).map(|t| t * (len + 3) + (t % 2) * 5).collect();
+            let span = offsets.last().unwrap() + len;
+            let x: Vec<i8> = (0..NR_LANES * span).map(|_| next(-128) as i8).collect();
+            let expected: Vec<Vec<i32>> = (0..MR_LANES).map(|i| (0..NR_LANES).map(|j| {
+                let o = first + i;
+                if o >= channels { return 0; }
+                offsets.iter().enumerate().map(|(t, &tap)| (0..len).map(|b| w[o * kp + t * len + b] as i32 * x[j * span + tap + b] as i32).sum::<i32>()).sum()
+            }).collect()).collect();
+            let lanes = pack_lanes(&w, channels, kp);
+            for isa in Isa::available() {
+                let Some((mr, nr)) = lane_tile(isa) else { continue };
+                // Unsigned readers get x ^ 0x80 and give 128 * sum(w) more.
+                let unsigned = lanes_read_unsigned(isa);
+                let x: Vec<i8> = x.iter().map(|&v| if unsigned { v ^ i8::MIN } else { v }).collect();
+                let expected: Vec<Vec<i32>> = (0..mr).map(|i| expected[i][..nr].iter().map(|&e| {
+                    let o = first + i;
+                    if unsigned && o < channels { e + 128 * w[o * kp..(o + 1) * kp].iter().map(|&v| v as i32).sum::<i32>() } else { e }
+                }).collect()).collect();
+                let starts: Vec<usize> = std::iter::repeat_n(0, nr).chain((0..nr).map(|j| j * span)).collect();
+                let row = Row { w: lanes[first * 4..].as_ptr(), src: x.as_ptr(), starts: &starts, taps: &offsets, len };
+                let stride = 2 * nr + 3;
+                let mut out = vec![0i32; mr * stride];
+                unsafe { lane_tiles(isa, row, channels, out.as_mut_ptr(), stride) };
+                let got: Vec<Vec<i32>> = (0..mr).map(|i| out[i * stride + nr..][..nr].to_vec()).collect();
+                prop_assert_eq!(&got, &expected, "{:?}", isa);
             }
         }
 
