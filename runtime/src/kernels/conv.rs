@@ -26,21 +26,24 @@ use super::{Isa, Requant};
 /// Kept out of line: inlined into [`QConvKernel::dense_channels`] it ran out of registers.
 #[inline(never)]
 fn pack(padded: &[i8], at: &[usize], c: usize, rows: &[usize], span: usize, kp: usize, packed: &mut [i8]) {
-    if span < 16 {
-        // One 16-byte copy per run (a stem's kernel row of 3, 5 or 7 bytes): the excess lands on the
-        // next run or row (written after this one), on the row's zero-weight padding up to kp, or in
-        // the spare bytes.
-        for (j, &at) in at.iter().enumerate() {
-            let (from, to) = (at * c, j * kp);
+    let (Some(&far), Some(&last_row)) = (at.iter().max(), rows.last()) else { return };
+    let copy = span.max(16);
+    // Every read and write below lies inside these bounds (rows ascend, at[j] <= far).
+    assert!(far * c + last_row + copy <= padded.len() && (at.len() - 1) * kp + (rows.len() - 1) * span + copy <= packed.len(), "packing out of bounds");
+    let (src, dst) = (padded.as_ptr(), packed.as_mut_ptr());
+    for (j, &at) in at.iter().enumerate() {
+        // SAFETY: within the bounds asserted above.
+        unsafe {
+            let (from, to) = (src.add(at * c), dst.add(j * kp));
             for (r, &row) in rows.iter().enumerate() {
-                packed[to + r * span..][..16].copy_from_slice(&padded[from + row..][..16]);
-            }
-        }
-    } else {
-        for (j, &at) in at.iter().enumerate() {
-            let (from, to) = (at * c, j * kp);
-            for (r, &row) in rows.iter().enumerate() {
-                packed[to + r * span..][..span].copy_from_slice(&padded[from + row..][..span]);
+                if span < 16 {
+                    // One 16-byte copy (a stem's kernel row of 3, 5 or 7 bytes): the excess lands on
+                    // the next run or row (written after this one), on the row's zero-weight padding
+                    // up to kp, or in the spare bytes.
+                    std::ptr::copy_nonoverlapping(from.add(row), to.add(r * span), 16);
+                } else {
+                    std::ptr::copy_nonoverlapping(from.add(row), to.add(r * span), span);
+                }
             }
         }
     }
@@ -112,7 +115,7 @@ pub struct QConvKernel {
     /// Reduction length of the dense form (kernel height x width x input channels), and padded.
     k: usize,
     kp: usize,
-    /// Dense: `[out_channels + MR][kp]`, zero-padded, or for a lane kernel ([`micro::has_lanes`]) the
+    /// Dense: `[out_channels + MR][kp]`, zero-padded, or for a lane kernel ([`micro::lane_tile`]) the
     /// same repacked by [`micro::pack_lanes`]. Depthwise: `[channels][kh * kw]`.
     weights: Vec<i8>,
     /// `weights` are packed for the lane kernel of `isa` (and, where it reads unsigned bytes, the
@@ -332,6 +335,9 @@ impl QConvKernel {
         // Tiles of MR x NR on the 4x4 kernels, MR_LANES x NR_LANES on a lane kernel.
         let (mr, nr) = micro::lane_tile(self.isa).filter(|_| self.lanes).unwrap_or((MR, NR));
         let mut acc = [[0i32; BLOCK]; MR_LANES];
+        // Requantizing lane kernels: a block's partial tiles, and a last channel group's bias and scales.
+        let mut block = [[0i8; BLOCK]; MR_LANES];
+        let (mut tail_bias, mut tail_scales) = ([0i32; MR_LANES], [0f32; MR_LANES]);
         let span = kw * c;
         // Where each kernel row starts from a pixel's top-left input (in bytes), when packed.
         let rows: Vec<usize> = (0..kh).map(|ky| ky * g.dilation[0] * wp * c).collect();
@@ -359,7 +365,7 @@ impl QConvKernel {
             let last = at[valid - 1];
             at[valid..].fill(last);
             if !in_place {
-                pack(&padded[..], &at[..valid.next_multiple_of(nr)], c, &rows, span, kp, &mut packed);
+                pack(padded, &at[..valid.next_multiple_of(nr)], c, &rows, span, kp, &mut packed);
             }
             // Where each pixel of the block reads from.
             let (src, start): (*const i8, [usize; BLOCK]) =
@@ -375,6 +381,31 @@ impl QConvKernel {
                 // NR_LANES is at most BLOCK, a multiple of both). Tile t lands in `acc` at
                 // [i][t * nr + j], inside its MR_LANES x BLOCK values. Weights are in -127..=127
                 // (`QConvKernel::new`), the ISA from `Isa::available`, `lanes` only where it has them.
+                let rows = mr.min(channels - c0);
+                if let (true, Requant::PerChannel(scales)) = (self.lanes && micro::lanes_requantize(self.isa), &self.requant) {
+                    // Full tiles straight into the output planes, a block's last ones through `block`.
+                    let full = valid == BLOCK && rows == mr;
+                    let (bias, scales) = if rows == mr {
+                        (self.bias[o0..o0 + mr].as_ptr(), scales[o0..o0 + mr].as_ptr())
+                    } else {
+                        tail_bias[..rows].copy_from_slice(&self.bias[o0..o0 + rows]);
+                        tail_scales[..rows].copy_from_slice(&scales[o0..o0 + rows]);
+                        (tail_bias.as_ptr(), tail_scales.as_ptr())
+                    };
+                    let (out, stride) = if full { (y[c0 * pixels + b0..].as_mut_ptr(), pixels) } else { (block[0].as_mut_ptr(), BLOCK) };
+                    let row = micro::Row { w: self.weights[o0 * 4..].as_ptr(), src, starts, taps: &taps, len };
+                    // SAFETY: as below for the tiles; `bias` and `scales` hold mr channels (the
+                    // tail's zero-padded copies); a full tile group writes mr rows of BLOCK bytes
+                    // at channel c0 + i's plane from b0 (c0 + mr <= channels, b0 + BLOCK <= pixels),
+                    // the others `block`'s mr rows of BLOCK.
+                    unsafe { micro::lane_tiles_requant(self.isa, row, self.out_channels, bias, scales, self.y_zero_point, out, stride) };
+                    if !full {
+                        for (i, r) in block.iter().enumerate().take(rows) {
+                            y[(c0 + i) * pixels + b0..][..valid].copy_from_slice(&r[..valid]);
+                        }
+                    }
+                    continue;
+                }
                 unsafe {
                     if self.lanes {
                         let row = micro::Row { w: self.weights[o0 * 4..].as_ptr(), src, starts, taps: &taps, len };
@@ -385,7 +416,6 @@ impl QConvKernel {
                         micro::tiles(self.isa, row, acc[0].as_mut_ptr(), BLOCK);
                     }
                 }
-                let rows = mr.min(channels - c0);
                 if let Requant::PerChannel(scales) = &self.requant {
                     let (bias, scales) = (&self.bias[o0..o0 + rows], &scales[o0..o0 + rows]);
                     micro::requant_rows(self.isa, &acc[..rows], valid, bias, scales, self.y_zero_point, &mut y[c0 * pixels + b0..], pixels);

@@ -179,6 +179,33 @@ pub unsafe fn lane_tiles(isa: Isa, row: Row, channels: usize, out: *mut i32, str
     }
 }
 
+/// Whether `isa`'s lane kernel also requantizes ([`lane_tiles_requant`]).
+pub fn lanes_requantize(isa: Isa) -> bool {
+    matches!(isa, Isa::NeonDot)
+}
+
+/// [`lane_tiles`] with the per-channel requantization fused in: each tile's sums start from the
+/// channels' `bias` and are requantized by their `scales` (as [`requant_rows`] does), and tile `t`'s
+/// int8 outputs are stored at `out[i * stride + t * nr + j]`.
+///
+/// # Safety
+/// [`lane_tiles`]'s contract, `out` being int8; `bias` and `scales` are readable for `mr` channels;
+/// [`lanes_requantize`] for `isa`.
+#[inline]
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn lane_tiles_requant(isa: Isa, row: Row, channels: usize, bias: *const i32, scales: *const f32, zero_point: i32, out: *mut i8, stride: usize) {
+    debug_assert!(lanes_requantize(isa) && lane_tile(isa).is_some_and(|(_, nr)| row.starts.len().is_multiple_of(nr)) && row.len.is_multiple_of(KU));
+    let group_stride = (channels + MR_LANES) * 4;
+    match isa {
+        #[cfg(target_arch = "aarch64")]
+        Isa::NeonDot => unsafe { aarch64::sdot_lane_tiles_requant(row, group_stride, bias, scales, zero_point, out, stride) },
+        _ => {
+            let _ = (row, group_stride, bias, scales, zero_point, out, stride);
+            unreachable!("{isa:?} has no requantizing lane kernel")
+        }
+    }
+}
+
 /// The reference kernel.
 ///
 /// # Safety
@@ -315,7 +342,7 @@ pub fn requant_one(acc: i32, bias: i32, scale: f32, zero_point: i32) -> i8 {
 
 #[cfg(target_arch = "aarch64")]
 mod aarch64 {
-    use super::{KU, MR, NR, Operands};
+    use super::{KU, MR, NR, NR_LANES, Operands};
     use std::arch::aarch64::*;
 
     /// Runs `$step(acc, w_i, x_j)` over the 4x4 tile for each 16-byte block of each run, then folds
@@ -452,61 +479,99 @@ mod aarch64 {
         }
     }
 
-    /// The SDOT lane kernel ([`super::lane_tiles`]): 8 channels (two vectors of four) by 8 pixels, 16
-    /// accumulators. Each 16-byte block of a pixel's run is one load whose four lanes meet the four
-    /// groups' weight vectors: 8 weight loads and 8 input loads per 64 SDOTs (1024 MACs), no horizontal
-    /// reduction; the tile is transposed to channel rows once, at the end.
+    /// One tile of the SDOT lane kernel: 8 channels (two vectors of four) by the 8 pixels `x`, 16
+    /// accumulators starting from `init` (low and high four channels). Each 16-byte block of a
+    /// pixel's run is one load whose four lanes meet the four groups' weight vectors: 8 weight loads
+    /// and 8 input loads per 64 SDOTs (1024 MACs), no horizontal reduction. Returns, per pixel, the
+    /// low and high four channels' sums.
+    ///
+    /// # Safety
+    /// [`super::lane_tiles`]'s contract for the tile, with `ks` the byte stride between weight groups.
+    #[inline(always)]
+    unsafe fn sdot_lane_tile(row: &super::Row, ks: usize, x: [*const i8; NR_LANES], init: [int32x4_t; 2]) -> [[int32x4_t; NR_LANES]; 2] {
+        unsafe {
+            let mut lo = [init[0]; NR_LANES];
+            let mut hi = [init[1]; NR_LANES];
+            let mut w = row.w;
+            for &tap in row.taps {
+                let mut k = tap;
+                let end = tap + row.len;
+                while k < end {
+                    let w0 = [vld1q_s8(w), vld1q_s8(w.add(16))];
+                    let w1 = [vld1q_s8(w.add(ks)), vld1q_s8(w.add(ks + 16))];
+                    let w2 = [vld1q_s8(w.add(2 * ks)), vld1q_s8(w.add(2 * ks + 16))];
+                    let w3 = [vld1q_s8(w.add(3 * ks)), vld1q_s8(w.add(3 * ks + 16))];
+                    // Unrolled by hand: LLVM keeps a loop over the asm blocks, with the
+                    // accumulators spilled to the stack and reloaded per pixel.
+                    macro_rules! pixel {
+                        ($($j:literal)*) => {$(
+                            let xv = vld1q_s8(x[$j].add(k));
+                            lo[$j] = sdot_lane::<0>(lo[$j], w0[0], xv);
+                            hi[$j] = sdot_lane::<0>(hi[$j], w0[1], xv);
+                            lo[$j] = sdot_lane::<1>(lo[$j], w1[0], xv);
+                            hi[$j] = sdot_lane::<1>(hi[$j], w1[1], xv);
+                            lo[$j] = sdot_lane::<2>(lo[$j], w2[0], xv);
+                            hi[$j] = sdot_lane::<2>(hi[$j], w2[1], xv);
+                            lo[$j] = sdot_lane::<3>(lo[$j], w3[0], xv);
+                            hi[$j] = sdot_lane::<3>(hi[$j], w3[1], xv);
+                        )*};
+                    }
+                    const _: () = assert!(NR_LANES == 8);
+                    pixel!(0 1 2 3 4 5 6 7);
+                    w = w.add(4 * ks);
+                    k += KU;
+                }
+            }
+            [lo, hi]
+        }
+    }
+
+    /// The SDOT lane kernel ([`super::lane_tiles`]): [`sdot_lane_tile`] over the row, each tile
+    /// transposed to channel rows once, at the end.
     ///
     /// # Safety
     /// [`super::lane_tiles`]'s contract, with `ks` the byte stride between weight groups; the CPU has
     /// the `dotprod` feature.
     #[target_feature(enable = "neon,dotprod")]
     pub unsafe fn sdot_lane_tiles(row: super::Row, ks: usize, out: *mut i32, stride: usize) {
-        use super::NR_LANES;
         unsafe {
+            let z = vdupq_n_s32(0);
             for t in 0..row.starts.len() / NR_LANES {
                 let x: [*const i8; NR_LANES] = std::array::from_fn(|j| row.src.add(row.starts[t * NR_LANES + j]));
-                let z = vdupq_n_s32(0);
-                let mut lo = [z; NR_LANES];
-                let mut hi = [z; NR_LANES];
-                let mut w = row.w;
-                for &tap in row.taps {
-                    let mut k = tap;
-                    let end = tap + row.len;
-                    while k < end {
-                        let w0 = [vld1q_s8(w), vld1q_s8(w.add(16))];
-                        let w1 = [vld1q_s8(w.add(ks)), vld1q_s8(w.add(ks + 16))];
-                        let w2 = [vld1q_s8(w.add(2 * ks)), vld1q_s8(w.add(2 * ks + 16))];
-                        let w3 = [vld1q_s8(w.add(3 * ks)), vld1q_s8(w.add(3 * ks + 16))];
-                        // Unrolled by hand: LLVM keeps a loop over the asm blocks, with the
-                        // accumulators spilled to the stack and reloaded per pixel.
-                        macro_rules! pixel {
-                            ($($j:literal)*) => {$(
-                                let xv = vld1q_s8(x[$j].add(k));
-                                lo[$j] = sdot_lane::<0>(lo[$j], w0[0], xv);
-                                hi[$j] = sdot_lane::<0>(hi[$j], w0[1], xv);
-                                lo[$j] = sdot_lane::<1>(lo[$j], w1[0], xv);
-                                hi[$j] = sdot_lane::<1>(hi[$j], w1[1], xv);
-                                lo[$j] = sdot_lane::<2>(lo[$j], w2[0], xv);
-                                hi[$j] = sdot_lane::<2>(hi[$j], w2[1], xv);
-                                lo[$j] = sdot_lane::<3>(lo[$j], w3[0], xv);
-                                hi[$j] = sdot_lane::<3>(hi[$j], w3[1], xv);
-                            )*};
-                        }
-                        const _: () = assert!(NR_LANES == 8);
-                        pixel!(0 1 2 3 4 5 6 7);
-                        w = w.add(4 * ks);
-                        k += KU;
-                    }
-                }
+                let acc = sdot_lane_tile(&row, ks, x, [z, z]);
                 let o = out.add(t * NR_LANES);
-                for (half, acc) in [lo, hi].iter().enumerate() {
+                for (half, acc) in acc.iter().enumerate() {
                     for q in 0..NR_LANES / 4 {
                         let rows = transpose_4x4([acc[4 * q], acc[4 * q + 1], acc[4 * q + 2], acc[4 * q + 3]]);
                         for (c, r) in rows.into_iter().enumerate() {
                             vst1q_s32(o.add((4 * half + c) * stride + 4 * q), r);
                         }
                     }
+                }
+            }
+        }
+    }
+
+    /// [`super::lane_tiles_requant`] on SDOT: [`sdot_lane_tile`] from the bias, each pixel's eight
+    /// channels requantized as [`requant_rows`] does (FCVTNS, SQADD, SQXTN twice), then the 8x8 bytes
+    /// transposed to channel rows: no int32 tile is stored.
+    ///
+    /// # Safety
+    /// [`super::lane_tiles_requant`]'s contract; the CPU has the `dotprod` feature.
+    #[target_feature(enable = "neon,dotprod")]
+    pub unsafe fn sdot_lane_tiles_requant(row: super::Row, ks: usize, bias: *const i32, scales: *const f32, zero_point: i32, out: *mut i8, stride: usize) {
+        unsafe {
+            let init = [vld1q_s32(bias), vld1q_s32(bias.add(4))];
+            let scale = [vld1q_f32(scales), vld1q_f32(scales.add(4))];
+            let z = vdupq_n_s32(zero_point);
+            let q = |a: int32x4_t, s: float32x4_t| vqmovn_s32(vqaddq_s32(vcvtnq_s32_f32(vmulq_f32(vcvtq_f32_s32(a), s)), z));
+            for t in 0..row.starts.len() / NR_LANES {
+                let x: [*const i8; NR_LANES] = std::array::from_fn(|j| row.src.add(row.starts[t * NR_LANES + j]));
+                let [lo, hi] = sdot_lane_tile(&row, ks, x, init);
+                let pixels: [int8x8_t; NR_LANES] = std::array::from_fn(|j| vqmovn_s16(vcombine_s16(q(lo[j], scale[0]), q(hi[j], scale[1]))));
+                let o = out.add(t * NR_LANES);
+                for (c, r) in super::super::layout::transpose_8x8(pixels).into_iter().enumerate() {
+                    vst1_s8(o.add(c * stride), r);
                 }
             }
         }
@@ -984,6 +1049,45 @@ mod tests {
                 unsafe { lane_tiles(isa, row, channels, out.as_mut_ptr(), stride) };
                 let got: Vec<Vec<i32>> = (0..mr).map(|i| out[i * stride + nr..][..nr].to_vec()).collect();
                 prop_assert_eq!(&got, &expected, "{:?}", isa);
+            }
+        }
+
+        /// The requantizing lane kernels give the bytes of the plain lane kernel's sums requantized
+        /// by [`requant_one`]: bias added first, per-channel scales, the zero point, saturation.
+        #[test]
+        fn requantizing_lane_kernels_match_requant_one(
+            blocks in 1usize..4,
+            taps in 1usize..4,
+            seed in any::<u64>(),
+            zero_point in -128i32..128,
+        ) {
+            let (len, channels) = (blocks * KU, MR_LANES);
+            let kp = taps * len;
+            let mut s = seed;
+            let mut next = |n: u64| { s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407); (s >> 33) % n };
+            let w: Vec<i8> = (0..channels * kp).map(|_| (next(255) as i32 - 127) as i8).collect();
+            let offsets: Vec<usize> = (0..taps).map(|t| t * (len + 1)).collect();
+            let span = offsets.last().unwrap() + len;
+            let x: Vec<i8> = (0..2 * NR_LANES * span).map(|_| next(256) as u8 as i8).collect();
+            let bias: Vec<i32> = (0..channels).map(|_| next(200_001) as i32 - 100_000).collect();
+            // Scales from tiny to ones that saturate.
+            let scales: Vec<f32> = (0..channels).map(|_| 1e-5 + next(1000) as f32 * 2e-5).collect();
+            let lanes = pack_lanes(&w, channels, kp);
+            for isa in Isa::available().into_iter().filter(|&isa| lanes_requantize(isa)) {
+                let Some((mr, nr)) = lane_tile(isa) else { continue };
+                let starts: Vec<usize> = (0..2 * nr).map(|j| j * span).collect();
+                let row = Row { w: lanes.as_ptr(), src: x.as_ptr(), starts: &starts, taps: &offsets, len };
+                let stride = 2 * nr + 3;
+                let mut sums = vec![0i32; mr * stride];
+                let mut out = vec![0i8; mr * stride];
+                unsafe {
+                    lane_tiles(isa, row, channels, sums.as_mut_ptr(), stride);
+                    lane_tiles_requant(isa, row, channels, bias.as_ptr(), scales.as_ptr(), zero_point, out.as_mut_ptr(), stride);
+                }
+                for i in 0..mr {
+                    let expected: Vec<i8> = sums[i * stride..][..2 * nr].iter().map(|&a| requant_one(a, bias[i], scales[i], zero_point)).collect();
+                    prop_assert_eq!(&out[i * stride..][..2 * nr], &expected[..], "{:?} channel {}", isa, i);
+                }
             }
         }
 
