@@ -90,16 +90,21 @@ impl Job<'_> {
     }
 
     /// With `ISA` one of [`PORTABLE`], `NEON`, `AVX2`: a loop for each kind of requantization.
+    /// 3x3 kernels get their own copy of the loop, where the tap count is a constant: the taps
+    /// unroll, and their offsets and weights stay in registers across a channel group's pixels.
     #[inline(always)]
     fn run<const ISA: u8>(&self, first: usize, y: &mut [i8]) {
-        match self.requant {
-            Requant::PerChannel(_) => self.blocks::<ISA>(first, y, None),
-            Requant::Uniform(uniform) => self.blocks::<ISA>(first, y, Some(uniform)),
+        match (self.requant, self.taps.len()) {
+            (Requant::PerChannel(_), 9) => self.blocks::<ISA, 9>(first, y, None),
+            (Requant::PerChannel(_), _) => self.blocks::<ISA, 0>(first, y, None),
+            (Requant::Uniform(uniform), _) => self.blocks::<ISA, 0>(first, y, Some(uniform)),
         }
     }
 
+    /// With `TAPS` the kernel's tap count, or 0 for any.
     #[inline(always)]
-    fn blocks<const ISA: u8>(&self, first: usize, y: &mut [i8], uniform: Option<&Uniform>) {
+    fn blocks<const ISA: u8, const TAPS: usize>(&self, first: usize, y: &mut [i8], uniform: Option<&Uniform>) {
+        let taps = if TAPS == 0 { self.taps } else { &self.taps[..TAPS] };
         let g = self.g;
         let (c, ow) = (self.dw.channels, g.output[1]);
         let pixels = g.output[0] * ow;
@@ -110,30 +115,30 @@ impl Job<'_> {
             let lanes = LANES.min(channels - g0);
             let bias: &[i32; LANES] = self.dw.bias[c0..c0 + LANES].try_into().expect("bias has LANES spare values");
             let scales: &[f32; LANES] = self.dw.scales[c0..c0 + LANES].try_into().expect("scales have LANES spare values");
+            let w = &self.dw.weights[c0..(taps.len() - 1) * c + c0 + LANES];
             for b0 in (0..pixels).step_by(BLOCK) {
                 let valid = BLOCK.min(pixels - b0);
                 let (mut oy, mut ox) = (b0 / ow, b0 % ow);
                 for out in tile.iter_mut().take(valid) {
                     let at = (oy * g.stride[0] * self.wp + ox * g.stride[1]) * c + c0;
-                    let x = &self.padded[at..*self.taps.last().expect("a kernel has taps") + at + LANES];
-                    let w = &self.dw.weights[c0..(self.taps.len() - 1) * c + c0 + LANES];
+                    let x = &self.padded[at..*taps.last().expect("a kernel has taps") + at + LANES];
                     let zp = self.y_zero_point;
                     // SAFETY (NEON, AVX2): every tap's LANES bytes lie in `x` (the last tap is the
                     // farthest), every tap's weights in `w`; NEON is architectural on aarch64, and
                     // `run_avx2` is only called where the CPU has AVX2.
                     *out = match (ISA, uniform) {
                         #[cfg(target_arch = "aarch64")]
-                        (NEON, None) => unsafe { neon::pixel(x, self.taps, w, c, bias, scales, zp) },
+                        (NEON, None) => unsafe { neon::pixel(x, taps, w, c, bias, scales, zp) },
                         #[cfg(target_arch = "x86_64")]
-                        (AVX2, None) => unsafe { avx2::pixel(x, self.taps, w, c, bias, scales, zp) },
-                        (_, None) => requant(&pixel(x, self.taps, w, c, bias), scales, zp),
+                        (AVX2, None) => unsafe { avx2::pixel(x, taps, w, c, bias, scales, zp) },
+                        (_, None) => requant(&pixel(x, taps, w, c, bias), scales, zp),
                         (_, Some(uniform)) => {
                             let acc = match ISA {
                                 #[cfg(target_arch = "aarch64")]
-                                NEON => unsafe { neon::pixel_sums(x, self.taps, w, c, bias) },
+                                NEON => unsafe { neon::pixel_sums(x, taps, w, c, bias) },
                                 #[cfg(target_arch = "x86_64")]
-                                AVX2 => unsafe { avx2::pixel_sums(x, self.taps, w, c, bias) },
-                                _ => pixel(x, self.taps, w, c, bias),
+                                AVX2 => unsafe { avx2::pixel_sums(x, taps, w, c, bias) },
+                                _ => pixel(x, taps, w, c, bias),
                             };
                             let mut out = [0i8; LANES];
                             uniform.row(&acc, 0, zp, &mut out);
