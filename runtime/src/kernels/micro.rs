@@ -168,13 +168,14 @@ pub fn pack_lanes(dense: &[i8], channels: usize, kp: usize) -> Vec<i8> {
 pub unsafe fn lane_tiles(isa: Isa, row: Row, channels: usize, out: *mut i32, stride: usize) {
     debug_assert!(lane_tile(isa).is_some_and(|(_, nr)| row.starts.len().is_multiple_of(nr)) && row.len.is_multiple_of(KU));
     let group_stride = (channels + MR_LANES) * 4;
-    unsafe {
-        match isa {
-            #[cfg(target_arch = "aarch64")]
-            Isa::NeonDot => aarch64::sdot_lane_tiles(row, group_stride, out, stride),
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx512Vnni => x86::vnni_lane_tiles(row, group_stride, out, stride),
-            _ => unreachable!("{isa:?} has no lane kernel"),
+    match isa {
+        #[cfg(target_arch = "aarch64")]
+        Isa::NeonDot => unsafe { aarch64::sdot_lane_tiles(row, group_stride, out, stride) },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512Vnni => unsafe { x86::vnni_lane_tiles(row, group_stride, out, stride) },
+        _ => {
+            let _ = (row, group_stride, out, stride);
+            unreachable!("{isa:?} has no lane kernel")
         }
     }
 }
