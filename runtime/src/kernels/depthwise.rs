@@ -119,7 +119,29 @@ impl Job<'_> {
             for b0 in (0..pixels).step_by(BLOCK) {
                 let valid = BLOCK.min(pixels - b0);
                 let (mut oy, mut ox) = (b0 / ow, b0 % ow);
-                for out in tile.iter_mut().take(valid) {
+                #[cfg(target_arch = "aarch64")]
+                if ISA == NEON && TAPS == 9 && uniform.is_none() {
+                    // Runs of pixels along an output row, the nine weight vectors in registers.
+                    let taps: &[usize; 9] = taps.try_into().expect("nine taps");
+                    let mut j = 0;
+                    while j < valid {
+                        let n = (valid - j).min(ow - ox);
+                        let at = (oy * g.stride[0] * self.wp + ox * g.stride[1]) * c + c0;
+                        let step = g.stride[1] * c;
+                        // Every tap of every pixel of the run reads LANES bytes inside `padded` (the
+                        // last pixel's last tap is the farthest), every tap's weights lie in `w`.
+                        assert!(at + (n - 1) * step + taps[8] + LANES <= self.padded.len(), "depthwise run out of bounds");
+                        // SAFETY: asserted above; `tile[j..j + n]` holds the n outputs (j + n <= valid <= BLOCK).
+                        unsafe { neon::run9(self.padded.as_ptr().add(at), step, n, taps, w, c, bias, scales, self.y_zero_point, tile[j..j + n].as_mut_ptr()) };
+                        j += n;
+                        (oy, ox) = if ox + n == ow { (oy + 1, 0) } else { (oy, ox + n) };
+                    }
+                }
+                #[cfg(target_arch = "aarch64")]
+                let valid_here = if ISA == NEON && TAPS == 9 && uniform.is_none() { 0 } else { valid };
+                #[cfg(not(target_arch = "aarch64"))]
+                let valid_here = valid;
+                for out in tile.iter_mut().take(valid_here) {
                     let at = (oy * g.stride[0] * self.wp + ox * g.stride[1]) * c + c0;
                     let x = &self.padded[at..*taps.last().expect("a kernel has taps") + at + LANES];
                     let zp = self.y_zero_point;
@@ -243,6 +265,64 @@ mod neon {
                 }
             }
             out
+        }
+    }
+
+    /// SMULL2 and SMLAL2 as instructions: with the intrinsics, LLVM hoists the high halves of
+    /// loop-invariant weights into registers of their own and then extracts each input's high half
+    /// with an EXT to use SMULL.
+    #[inline(always)]
+    unsafe fn smull2(a: int8x16_t, b: int8x16_t) -> int16x8_t {
+        let r: int16x8_t;
+        unsafe {
+            std::arch::asm!("smull2 {r:v}.8h, {a:v}.16b, {b:v}.16b", r = lateout(vreg) r, a = in(vreg) a, b = in(vreg) b, options(pure, nomem, nostack, preserves_flags));
+        }
+        r
+    }
+
+    #[inline(always)]
+    unsafe fn smlal2(mut acc: int16x8_t, a: int8x16_t, b: int8x16_t) -> int16x8_t {
+        unsafe {
+            std::arch::asm!("smlal2 {acc:v}.8h, {a:v}.16b, {b:v}.16b", acc = inout(vreg) acc, a = in(vreg) a, b = in(vreg) b, options(pure, nomem, nostack, preserves_flags));
+        }
+        acc
+    }
+
+    /// A 3x3 kernel's sixteen channels for `n` pixels `step` bytes apart, the first one's receptive
+    /// field at `x` (taps at `taps`), into `out[0..n]`: [`pixel`] with the nine weight vectors loaded
+    /// once.
+    ///
+    /// # Safety
+    /// `x + p * step + taps[t]` is readable for LANES bytes for every pixel p < n and tap t, `w +
+    /// t * stride` for every tap; `out` is writable for n outputs.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    pub unsafe fn run9(x: *const i8, step: usize, n: usize, taps: &[usize; 9], w: &[i8], stride: usize, bias: &[i32; LANES], scales: &[f32; LANES], zero_point: i32, out: *mut [i8; LANES]) {
+        unsafe {
+            let w: [int8x16_t; 9] = std::array::from_fn(|t| vld1q_s8(w.as_ptr().add(t * stride)));
+            let z = vdupq_n_s32(zero_point);
+            for p in 0..n {
+                let at = x.add(p * step);
+                let x: [int8x16_t; 9] = std::array::from_fn(|t| vld1q_s8(at.add(taps[t])));
+                let mut acc = [0, 4, 8, 12].map(|l| vld1q_s32(bias.as_ptr().add(l)));
+                let mut add = |lo: int16x8_t, hi: int16x8_t| {
+                    acc[0] = vaddw_s16(acc[0], vget_low_s16(lo));
+                    acc[1] = vaddw_high_s16(acc[1], lo);
+                    acc[2] = vaddw_s16(acc[2], vget_low_s16(hi));
+                    acc[3] = vaddw_high_s16(acc[3], hi);
+                };
+                for t in [0, 2, 4, 6] {
+                    // |x * w| <= 128 * 127: two products fit int16.
+                    let lo = vmlal_s8(vmull_s8(vget_low_s8(x[t]), vget_low_s8(w[t])), vget_low_s8(x[t + 1]), vget_low_s8(w[t + 1]));
+                    let hi = smlal2(smull2(x[t], w[t]), x[t + 1], w[t + 1]);
+                    add(lo, hi);
+                }
+                add(vmull_s8(vget_low_s8(x[8]), vget_low_s8(w[8])), smull2(x[8], w[8]));
+                let q = |i: usize| vqmovn_s32(vqaddq_s32(vcvtnq_s32_f32(vmulq_f32(vcvtq_f32_s32(acc[i]), vld1q_f32(scales.as_ptr().add(4 * i)))), z));
+                let lo = vqmovn_s16(vcombine_s16(q(0), q(1)));
+                let hi = vqmovn_s16(vcombine_s16(q(2), q(3)));
+                vst1q_s8(out.add(p) as *mut i8, vcombine_s8(lo, hi));
+            }
         }
     }
 
