@@ -372,7 +372,9 @@ impl QConvKernel {
                 if in_place { (padded.as_ptr(), at.map(|a| a * c)) } else { (packed.as_ptr(), std::array::from_fn(|j| j * kp)) };
             for c0 in (0..channels).step_by(mr) {
                 let o0 = first + c0;
-                let starts = &start[..valid.next_multiple_of(nr)];
+                // Lane kernels take the block's pixels as they are (`micro::LanePlan`), the 4x4 tiles a
+                // multiple of NR (the last pixel repeated).
+                let starts = &start[..if self.lanes { valid } else { valid.next_multiple_of(nr) }];
                 // SAFETY: dense weights hold MR rows of kp bytes from `o0` (packed with MR spare
                 // rows); lane weights hold MR_LANES channels of every group from `o0` (MR_LANES spare
                 // channels). In place, every pixel's receptive field lies inside the padded input

@@ -131,6 +131,29 @@ pub fn lane_tile(isa: Isa) -> Option<(usize, usize)> {
     }
 }
 
+/// How a lane kernel covers a row of `pixels` pixels: `tiles` tiles of [`NR_LANES`] (the last one
+/// repeating the row's last pixel where the row ends inside it), then pixels `columns..` one by one.
+/// A rest of at most half a tile goes pixel by pixel (a matrix-vector product, a classifier head on
+/// one pixel, would otherwise compute seven copies of it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LanePlan {
+    pub tiles: usize,
+    pub columns: usize,
+}
+
+impl LanePlan {
+    pub fn new(pixels: usize) -> LanePlan {
+        let tiles = if pixels % NR_LANES <= NR_LANES / 2 { pixels / NR_LANES } else { pixels.div_ceil(NR_LANES) };
+        LanePlan { tiles, columns: (tiles * NR_LANES).min(pixels) }
+    }
+
+    /// Where tile `t`'s pixel `j` reads: the row's last pixel past its end.
+    #[inline(always)]
+    fn start(starts: &[usize], t: usize, j: usize) -> usize {
+        starts[(t * NR_LANES + j).min(starts.len() - 1)]
+    }
+}
+
 /// Whether `isa`'s lane kernel reads its input as unsigned bytes (VPDPBUSD multiplies unsigned by
 /// signed): the caller then stores each input byte `x` as `x ^ 0x80` (`x + 128` unsigned) and the
 /// kernel's sums are `sum(w * (x + 128))`, `128 * sum(w)` more than the signed ones.
@@ -154,19 +177,19 @@ pub fn pack_lanes(dense: &[i8], channels: usize, kp: usize) -> Vec<i8> {
     out
 }
 
-/// Every tile of `row` on the lane kernel of `isa` ([`lane_tile`]: `mr` channels by `nr` pixels):
-/// `row.w` points at the first channel's group 0 in weights packed by [`pack_lanes`] for `channels`
-/// channels; tile `t` (pixels `t * nr..`) is stored at `out[i * stride + t * nr + j]` for its `mr`
-/// channels. Input bytes are read as [`lanes_read_unsigned`] says.
+/// Every pixel of `row` on the lane kernel of `isa` ([`lane_tile`]: `mr` channels by `nr` pixels, as
+/// [`LanePlan`] lays them out): `row.w` points at the first channel's group 0 in weights packed by
+/// [`pack_lanes`] for `channels` channels; pixel `j`'s sums are stored at `out[i * stride + j]` for
+/// the `mr` channels. Input bytes are read as [`lanes_read_unsigned`] says.
 ///
 /// # Safety
-/// `row.starts.len()` is a multiple of `nr`; `row.len % KU == 0`; `row.w` is readable for `mr`
-/// channels of every group of `row.taps.len() * row.len` bytes in that layout; for every tap and
-/// pixel, the run is readable for `row.len` bytes; `out` is writable at every `i * stride + j` of `mr`
-/// rows and `row.starts.len()` columns; `isa` is one of [`Isa::available`] and has a lane kernel.
+/// `row.len % KU == 0`; `row.w` is readable for `mr` channels of every group of `row.taps.len() *
+/// row.len` bytes in that layout; for every tap and pixel, the run is readable for `row.len` bytes;
+/// `out` is writable at every `i * stride + j` of `mr` rows and `row.starts.len()` columns rounded
+/// up to `nr`; `isa` is one of [`Isa::available`] and has a lane kernel.
 #[inline]
 pub unsafe fn lane_tiles(isa: Isa, row: Row, channels: usize, out: *mut i32, stride: usize) {
-    debug_assert!(lane_tile(isa).is_some_and(|(_, nr)| row.starts.len().is_multiple_of(nr)) && row.len.is_multiple_of(KU));
+    debug_assert!(lane_tile(isa).is_some() && !row.starts.is_empty() && row.len.is_multiple_of(KU));
     let group_stride = (channels + MR_LANES) * 4;
     match isa {
         #[cfg(target_arch = "aarch64")]
@@ -185,9 +208,9 @@ pub fn lanes_requantize(isa: Isa) -> bool {
     matches!(isa, Isa::NeonDot)
 }
 
-/// [`lane_tiles`] with the per-channel requantization fused in: each tile's sums start from the
-/// channels' `bias` and are requantized by their `scales` (as [`requant_rows`] does), and tile `t`'s
-/// int8 outputs are stored at `out[i * stride + t * nr + j]`.
+/// [`lane_tiles`] with the per-channel requantization fused in: the sums start from the channels'
+/// `bias` and are requantized by their `scales` (as [`requant_rows`] does), and pixel `j`'s int8
+/// outputs are stored at `out[i * stride + j]`.
 ///
 /// # Safety
 /// [`lane_tiles`]'s contract, `out` being int8; `bias` and `scales` are readable for `mr` channels;
@@ -195,7 +218,7 @@ pub fn lanes_requantize(isa: Isa) -> bool {
 #[inline]
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn lane_tiles_requant(isa: Isa, row: Row, channels: usize, bias: *const i32, scales: *const f32, zero_point: i32, out: *mut i8, stride: usize) {
-    debug_assert!(lanes_requantize(isa) && lane_tile(isa).is_some_and(|(_, nr)| row.starts.len().is_multiple_of(nr)) && row.len.is_multiple_of(KU));
+    debug_assert!(lanes_requantize(isa) && !row.starts.is_empty() && row.len.is_multiple_of(KU));
     let group_stride = (channels + MR_LANES) * 4;
     match isa {
         #[cfg(target_arch = "aarch64")]
@@ -343,7 +366,7 @@ pub fn requant_one(acc: i32, bias: i32, scale: f32, zero_point: i32) -> i8 {
 
 #[cfg(target_arch = "aarch64")]
 mod aarch64 {
-    use super::{KU, MR, NR, NR_LANES, Operands};
+    use super::{KU, LanePlan, MR, NR, NR_LANES, Operands};
     use std::arch::aarch64::*;
 
     /// Runs `$step(acc, w_i, x_j)` over the 4x4 tile for each 16-byte block of each run, then folds
@@ -537,8 +560,9 @@ mod aarch64 {
     pub unsafe fn sdot_lane_tiles(row: super::Row, ks: usize, out: *mut i32, stride: usize) {
         unsafe {
             let z = vdupq_n_s32(0);
-            for t in 0..row.starts.len() / NR_LANES {
-                let x: [*const i8; NR_LANES] = std::array::from_fn(|j| row.src.add(row.starts[t * NR_LANES + j]));
+            let plan = LanePlan::new(row.starts.len());
+            for t in 0..plan.tiles {
+                let x: [*const i8; NR_LANES] = std::array::from_fn(|j| row.src.add(LanePlan::start(row.starts, t, j)));
                 let acc = sdot_lane_tile(&row, ks, x, [z, z]);
                 let o = out.add(t * NR_LANES);
                 for (half, acc) in acc.iter().enumerate() {
@@ -550,6 +574,45 @@ mod aarch64 {
                     }
                 }
             }
+            for j in plan.columns..row.starts.len() {
+                let [lo, hi] = sdot_lane_column(&row, ks, row.src.add(row.starts[j]), [z, z]);
+                let mut sums = [0i32; 8];
+                vst1q_s32(sums.as_mut_ptr(), lo);
+                vst1q_s32(sums.as_mut_ptr().add(4), hi);
+                for (c, v) in sums.into_iter().enumerate() {
+                    *out.add(c * stride + j) = v;
+                }
+            }
+        }
+    }
+
+    /// One pixel against 8 channels ([`sdot_lane_tile`]'s column): per 16 bytes of reduction, 8
+    /// weight loads and one input load for 8 SDOTs.
+    ///
+    /// # Safety
+    /// As [`sdot_lane_tile`]'s, for the one pixel at `x`.
+    #[inline(always)]
+    unsafe fn sdot_lane_column(row: &super::Row, ks: usize, x: *const i8, init: [int32x4_t; 2]) -> [int32x4_t; 2] {
+        unsafe {
+            let [mut lo, mut hi] = init;
+            let mut w = row.w;
+            for &tap in row.taps {
+                let mut k = tap;
+                while k < tap + row.len {
+                    let xv = vld1q_s8(x.add(k));
+                    lo = sdot_lane::<0>(lo, vld1q_s8(w), xv);
+                    hi = sdot_lane::<0>(hi, vld1q_s8(w.add(16)), xv);
+                    lo = sdot_lane::<1>(lo, vld1q_s8(w.add(ks)), xv);
+                    hi = sdot_lane::<1>(hi, vld1q_s8(w.add(ks + 16)), xv);
+                    lo = sdot_lane::<2>(lo, vld1q_s8(w.add(2 * ks)), xv);
+                    hi = sdot_lane::<2>(hi, vld1q_s8(w.add(2 * ks + 16)), xv);
+                    lo = sdot_lane::<3>(lo, vld1q_s8(w.add(3 * ks)), xv);
+                    hi = sdot_lane::<3>(hi, vld1q_s8(w.add(3 * ks + 16)), xv);
+                    w = w.add(4 * ks);
+                    k += KU;
+                }
+            }
+            [lo, hi]
         }
     }
 
@@ -566,13 +629,22 @@ mod aarch64 {
             let scale = [vld1q_f32(scales), vld1q_f32(scales.add(4))];
             let z = vdupq_n_s32(zero_point);
             let q = |a: int32x4_t, s: float32x4_t| vqmovn_s32(vqaddq_s32(vcvtnq_s32_f32(vmulq_f32(vcvtq_f32_s32(a), s)), z));
-            for t in 0..row.starts.len() / NR_LANES {
-                let x: [*const i8; NR_LANES] = std::array::from_fn(|j| row.src.add(row.starts[t * NR_LANES + j]));
+            let plan = LanePlan::new(row.starts.len());
+            for t in 0..plan.tiles {
+                let x: [*const i8; NR_LANES] = std::array::from_fn(|j| row.src.add(LanePlan::start(row.starts, t, j)));
                 let [lo, hi] = sdot_lane_tile(&row, ks, x, init);
                 let pixels: [int8x8_t; NR_LANES] = std::array::from_fn(|j| vqmovn_s16(vcombine_s16(q(lo[j], scale[0]), q(hi[j], scale[1]))));
                 let o = out.add(t * NR_LANES);
                 for (c, r) in super::super::layout::transpose_8x8(pixels).into_iter().enumerate() {
                     vst1_s8(o.add(c * stride), r);
+                }
+            }
+            for j in plan.columns..row.starts.len() {
+                let [lo, hi] = sdot_lane_column(&row, ks, row.src.add(row.starts[j]), init);
+                let mut bytes = [0i8; 8];
+                vst1_s8(bytes.as_mut_ptr(), vqmovn_s16(vcombine_s16(q(lo, scale[0]), q(hi, scale[1]))));
+                for (c, v) in bytes.into_iter().enumerate() {
+                    *out.add(c * stride + j) = v;
                 }
             }
         }
@@ -828,10 +900,11 @@ mod x86 {
     /// AVX2, AVX512F, AVX512VL and AVX512-VNNI.
     #[target_feature(enable = "avx2,avx512f,avx512vl,avx512vnni")]
     pub unsafe fn vnni_lane_tiles(row: super::Row, ks: usize, out: *mut i32, stride: usize) {
-        use super::NR_LANES;
+        use super::{LanePlan, NR_LANES};
         unsafe {
-            for t in 0..row.starts.len() / NR_LANES {
-                let x: [*const i8; NR_LANES] = std::array::from_fn(|j| row.src.add(row.starts[t * NR_LANES + j]));
+            let plan = LanePlan::new(row.starts.len());
+            for t in 0..plan.tiles {
+                let x: [*const i8; NR_LANES] = std::array::from_fn(|j| row.src.add(LanePlan::start(row.starts, t, j)));
                 let z = _mm256_setzero_si256();
                 let mut lo = [z; NR_LANES];
                 let mut hi = [z; NR_LANES];
@@ -857,6 +930,26 @@ mod x86 {
                     for (c, r) in transpose_8x8(*acc).into_iter().enumerate() {
                         _mm256_storeu_si256(o.add((8 * half + c) * stride) as *mut __m256i, r);
                     }
+                }
+            }
+            // The rest pixel by pixel: two weight loads, a broadcast and two VPDPBUSD per four bytes.
+            for j in plan.columns..row.starts.len() {
+                let x = row.src.add(row.starts[j]);
+                let (mut lo, mut hi) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+                let mut w = row.w;
+                for &tap in row.taps {
+                    for k in (tap..tap + row.len).step_by(4) {
+                        let xv = _mm256_set1_epi32(std::ptr::read_unaligned(x.add(k) as *const i32));
+                        lo = _mm256_dpbusd_epi32(lo, xv, _mm256_loadu_si256(w as *const __m256i));
+                        hi = _mm256_dpbusd_epi32(hi, xv, _mm256_loadu_si256(w.add(32) as *const __m256i));
+                        w = w.add(ks);
+                    }
+                }
+                let mut sums = [0i32; 16];
+                _mm256_storeu_si256(sums.as_mut_ptr() as *mut __m256i, lo);
+                _mm256_storeu_si256(sums.as_mut_ptr().add(8) as *mut __m256i, hi);
+                for (c, v) in sums.into_iter().enumerate() {
+                    *out.add(c * stride + j) = v;
                 }
             }
         }
@@ -1010,9 +1103,11 @@ mod tests {
 
         /// The lane kernels give the reference's integers for any run of channels of their packed
         /// weights (the spare channels past the last one give zeros), over several runs per pixel
-        /// at scattered offsets, the second of two tiles of a row included.
+        /// at scattered offsets, for any number of pixels (whole tiles, a last partial tile, single
+        /// pixels: `LanePlan`).
         #[test]
         fn lane_kernels_match_the_reference(
+            pixels in 1usize..20,
             blocks in 1usize..5,
             taps in 1usize..4,
             channels in 1usize..20,
@@ -1027,8 +1122,8 @@ mod tests {
             let w: Vec<i8> = (0..channels * kp).map(|_| next(-127) as i8).collect();
             let offsets: Vec<usize> = (0..taps).map(|t| t * (len + 3) + (t % 2) * 5).collect();
             let span = offsets.last().unwrap() + len;
-            let x: Vec<i8> = (0..NR_LANES * span).map(|_| next(-128) as i8).collect();
-            let expected: Vec<Vec<i32>> = (0..MR_LANES).map(|i| (0..NR_LANES).map(|j| {
+            let x: Vec<i8> = (0..pixels * span).map(|_| next(-128) as i8).collect();
+            let expected: Vec<Vec<i32>> = (0..MR_LANES).map(|i| (0..pixels).map(|j| {
                 let o = first + i;
                 if o >= channels { return 0; }
                 offsets.iter().enumerate().map(|(t, &tap)| (0..len).map(|b| w[o * kp + t * len + b] as i32 * x[j * span + tap + b] as i32).sum::<i32>()).sum()
@@ -1039,16 +1134,16 @@ mod tests {
                 // Unsigned readers get x ^ 0x80 and give 128 * sum(w) more.
                 let unsigned = lanes_read_unsigned(isa);
                 let x: Vec<i8> = x.iter().map(|&v| if unsigned { v ^ i8::MIN } else { v }).collect();
-                let expected: Vec<Vec<i32>> = (0..mr).map(|i| expected[i][..nr].iter().map(|&e| {
+                let expected: Vec<Vec<i32>> = (0..mr).map(|i| expected[i].iter().map(|&e| {
                     let o = first + i;
                     if unsigned && o < channels { e + 128 * w[o * kp..(o + 1) * kp].iter().map(|&v| v as i32).sum::<i32>() } else { e }
                 }).collect()).collect();
-                let starts: Vec<usize> = std::iter::repeat_n(0, nr).chain((0..nr).map(|j| j * span)).collect();
+                let starts: Vec<usize> = (0..pixels).map(|j| j * span).collect();
                 let row = Row { w: lanes[first * 4..].as_ptr(), src: x.as_ptr(), starts: &starts, taps: &offsets, len };
-                let stride = 2 * nr + 3;
+                let stride = pixels.next_multiple_of(nr) + 3;
                 let mut out = vec![0i32; mr * stride];
                 unsafe { lane_tiles(isa, row, channels, out.as_mut_ptr(), stride) };
-                let got: Vec<Vec<i32>> = (0..mr).map(|i| out[i * stride + nr..][..nr].to_vec()).collect();
+                let got: Vec<Vec<i32>> = (0..mr).map(|i| out[i * stride..][..pixels].to_vec()).collect();
                 prop_assert_eq!(&got, &expected, "{:?}", isa);
             }
         }
@@ -1057,6 +1152,7 @@ mod tests {
         /// by [`requant_one`]: bias added first, per-channel scales, the zero point, saturation.
         #[test]
         fn requantizing_lane_kernels_match_requant_one(
+            pixels in 1usize..20,
             blocks in 1usize..4,
             taps in 1usize..4,
             seed in any::<u64>(),
@@ -1069,16 +1165,16 @@ mod tests {
             let w: Vec<i8> = (0..channels * kp).map(|_| (next(255) as i32 - 127) as i8).collect();
             let offsets: Vec<usize> = (0..taps).map(|t| t * (len + 1)).collect();
             let span = offsets.last().unwrap() + len;
-            let x: Vec<i8> = (0..2 * NR_LANES * span).map(|_| next(256) as u8 as i8).collect();
+            let x: Vec<i8> = (0..pixels * span).map(|_| next(256) as u8 as i8).collect();
             let bias: Vec<i32> = (0..channels).map(|_| next(200_001) as i32 - 100_000).collect();
             // Scales from tiny to ones that saturate.
             let scales: Vec<f32> = (0..channels).map(|_| 1e-5 + next(1000) as f32 * 2e-5).collect();
             let lanes = pack_lanes(&w, channels, kp);
             for isa in Isa::available().into_iter().filter(|&isa| lanes_requantize(isa)) {
                 let Some((mr, nr)) = lane_tile(isa) else { continue };
-                let starts: Vec<usize> = (0..2 * nr).map(|j| j * span).collect();
+                let starts: Vec<usize> = (0..pixels).map(|j| j * span).collect();
                 let row = Row { w: lanes.as_ptr(), src: x.as_ptr(), starts: &starts, taps: &offsets, len };
-                let stride = 2 * nr + 3;
+                let stride = pixels.next_multiple_of(nr) + 3;
                 let mut sums = vec![0i32; mr * stride];
                 let mut out = vec![0i8; mr * stride];
                 unsafe {
@@ -1086,10 +1182,20 @@ mod tests {
                     lane_tiles_requant(isa, row, channels, bias.as_ptr(), scales.as_ptr(), zero_point, out.as_mut_ptr(), stride);
                 }
                 for i in 0..mr {
-                    let expected: Vec<i8> = sums[i * stride..][..2 * nr].iter().map(|&a| requant_one(a, bias[i], scales[i], zero_point)).collect();
-                    prop_assert_eq!(&out[i * stride..][..2 * nr], &expected[..], "{:?} channel {}", isa, i);
+                    let expected: Vec<i8> = sums[i * stride..][..pixels].iter().map(|&a| requant_one(a, bias[i], scales[i], zero_point)).collect();
+                    prop_assert_eq!(&out[i * stride..][..pixels], &expected[..], "{:?} channel {}", isa, i);
                 }
             }
+        }
+
+        /// A lane plan covers every pixel once, in tiles or columns, with at most half a tile of
+        /// columns and no tile wholly past the end.
+        #[test]
+        fn lane_plans_cover_every_pixel(pixels in 1usize..100) {
+            let plan = LanePlan::new(pixels);
+            prop_assert!(plan.columns <= pixels && plan.tiles * NR_LANES < pixels + NR_LANES);
+            prop_assert_eq!(plan.columns, (plan.tiles * NR_LANES).min(pixels));
+            prop_assert!(pixels - plan.columns <= NR_LANES / 2);
         }
 
         /// Whole blocks of rows, as the convolution requantizes them, give the reference's bytes.
