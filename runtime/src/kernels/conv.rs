@@ -26,9 +26,10 @@ use super::{Isa, Requant};
 /// Kept out of line: inlined into [`QConvKernel::dense_channels`] it ran out of registers.
 #[inline(never)]
 fn pack(padded: &[i8], at: &[usize], c: usize, rows: &[usize], span: usize, kp: usize, packed: &mut [i8]) {
-    let (Some(&far), Some(&last_row)) = (at.iter().max(), rows.last()) else { return };
+    let (Some(&far), Some(&last_row)) = (at.iter().max(), rows.iter().max()) else { return };
     let copy = span.max(16);
-    // Every read and write below lies inside these bounds (rows ascend, at[j] <= far).
+    // Every read and write below lies inside these bounds (at[j] <= far, each row <= last_row; the
+    // writes of a pixel end with its last run).
     assert!(far * c + last_row + copy <= padded.len() && (at.len() - 1) * kp + (rows.len() - 1) * span + copy <= packed.len(), "packing out of bounds");
     let (src, dst) = (padded.as_ptr(), packed.as_mut_ptr());
     for (j, &at) in at.iter().enumerate() {
@@ -121,7 +122,8 @@ pub struct QConvKernel {
     /// `weights` are packed for the lane kernel of `isa` (and, where it reads unsigned bytes, the
     /// padded input is stored `x ^ 0x80` and `bias` is less `128 * sum(w)`).
     lanes: bool,
-    /// The int32 bias minus the input zero point times the channel's weight sum.
+    /// The int32 bias minus the input zero point times the channel's weight sum (and less `128 *
+    /// sum(w)` for an unsigned-reading lane kernel, as `lanes` says).
     bias: Vec<i32>,
     requant: Requant,
     x_zero_point: i8,
@@ -197,7 +199,7 @@ impl QConvKernel {
         if lanes && micro::lanes_read_unsigned(isa) {
             // The kernel sums w * (x + 128): take 128 * sum(w) off each channel's bias.
             for (b, row) in bias.iter_mut().zip(kernel.chunks(per_out)) {
-                *b = b.wrapping_sub(128 * row.iter().map(|&w| w as i32).sum::<i32>());
+                *b = b.wrapping_sub(row.iter().map(|&w| w as i32).sum::<i32>().wrapping_mul(128));
             }
         }
         Ok(QConvKernel {
@@ -365,7 +367,10 @@ impl QConvKernel {
             let last = at[valid - 1];
             at[valid..].fill(last);
             if !in_place {
-                pack(padded, &at[..valid.next_multiple_of(nr)], c, &rows, span, kp, &mut packed);
+                // Lane kernels read the block's `valid` pixels (`micro::LanePlan`), the 4x4 tiles a
+                // multiple of NR.
+                let count = if self.lanes { valid } else { valid.next_multiple_of(nr) };
+                pack(padded, &at[..count], c, &rows, span, kp, &mut packed);
             }
             // Where each pixel of the block reads from.
             let (src, start): (*const i8, [usize; BLOCK]) =
@@ -394,7 +399,7 @@ impl QConvKernel {
                         tail_scales[..rows].copy_from_slice(&scales[o0..o0 + rows]);
                         (tail_bias.as_ptr(), tail_scales.as_ptr())
                     };
-                    let (out, stride) = if full { (y[c0 * pixels + b0..].as_mut_ptr(), pixels) } else { (block[0].as_mut_ptr(), BLOCK) };
+                    let (out, stride) = if full { (y[c0 * pixels + b0..].as_mut_ptr(), pixels) } else { (block.as_mut_ptr().cast::<i8>(), BLOCK) };
                     let row = micro::Row { w: self.weights[o0 * 4..].as_ptr(), src, starts, taps: &taps, len };
                     // SAFETY: as below for the tiles; `bias` and `scales` hold mr channels (the
                     // tail's zero-padded copies); a full tile group writes mr rows of BLOCK bytes
@@ -411,11 +416,11 @@ impl QConvKernel {
                 unsafe {
                     if self.lanes {
                         let row = micro::Row { w: self.weights[o0 * 4..].as_ptr(), src, starts, taps: &taps, len };
-                        micro::lane_tiles(self.isa, row, self.out_channels, acc[0].as_mut_ptr(), BLOCK);
+                        micro::lane_tiles(self.isa, row, self.out_channels, acc.as_mut_ptr().cast::<i32>(), BLOCK);
                     } else {
                         let weights = &self.weights[o0 * kp..(o0 + MR) * kp];
                         let row = micro::Row { w: weights.as_ptr(), src, starts, taps: &taps, len };
-                        micro::tiles(self.isa, row, acc[0].as_mut_ptr(), BLOCK);
+                        micro::tiles(self.isa, row, acc.as_mut_ptr().cast::<i32>(), BLOCK);
                     }
                 }
                 if let Requant::PerChannel(scales) = &self.requant {

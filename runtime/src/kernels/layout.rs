@@ -132,7 +132,8 @@ mod aarch64 {
                 let from = src.add((c0 * h + row) * w + col);
                 let r: [int8x16_t; 8] = std::array::from_fn(|i| {
                     let low = vld1_s8(from.add(i * plane));
-                    vreinterpretq_s8_s64(vld1q_lane_s64::<1>(from.add((i + 8) * plane) as *const i64, vreinterpretq_s64_s8(vcombine_s8(low, low))))
+                    let high = std::ptr::read_unaligned(from.add((i + 8) * plane) as *const i64);
+                    vreinterpretq_s8_s64(vsetq_lane_s64::<1>(high, vreinterpretq_s64_s8(vcombine_s8(low, low))))
                 });
                 for (m, p) in transpose_8x8_pairs(r).iter().enumerate().take(count) {
                     vst1q_s8(dst.add((col + m) * c + c0), *p);

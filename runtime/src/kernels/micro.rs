@@ -3,10 +3,13 @@
 //! `len` bytes (a multiple of [`KU`]) at each of the `taps` offsets from the pixel (channels-last
 //! input: one run per kernel position; or one run over a packed row).
 //!
-//! Every kernel computes exactly what [`portable`] computes: integer arithmetic, no rounding. The
+//! Every kernel computes exactly what [`portable`] computes: integer arithmetic, no rounding (the
+//! lane kernels, [`lane_tiles`], on their own weight layout; the VNNI one `128 * sum(w)` more, which
+//! its caller takes off the bias). The
 //! NEON kernel multiplies pairs of int8 into int16 (SMULL + SMLAL2) before widening into int32
 //! (SADALP), which cannot overflow because weights are in `-127..=127` ([`super::conv`] refuses
-//! -128); the SDOT kernel has no such limit, nor has the AVX2 one (int16 products, int32 sums).
+//! -128); the AVX2 one has no such limit (int16 products, int32 sums). CPUs with a dot product (SDOT,
+//! VPDPBUSD) run the lane kernels instead of these tiles.
 
 use super::Isa;
 use tract_nnef::internal::tract_linalg::Scaler;
@@ -38,7 +41,8 @@ impl Operands<'_> {
 }
 
 /// A row of tiles: the same weight rows against the pixels whose reads start at `src + starts[p]`
-/// (`starts.len()` a multiple of [`NR`]; tile `t` takes pixels `t * NR..(t + 1) * NR`).
+/// (for [`tiles`], `starts.len()` a multiple of [`NR`], tile `t` taking pixels `t * NR..(t + 1) *
+/// NR`; the lane kernels take any number, laid out by [`LanePlan`]).
 #[derive(Clone, Copy)]
 pub struct Row<'a> {
     pub w: *const i8,
@@ -67,10 +71,9 @@ impl<'a> Row<'a> {
 pub unsafe fn tiles(isa: Isa, row: Row, out: *mut i32, stride: usize) {
     unsafe {
         match isa {
+            // (The dot-product ISAs run their lane kernels; here, the plain NEON ones.)
             #[cfg(target_arch = "aarch64")]
-            Isa::Neon => aarch64::smull_tiles(row, out, stride),
-            #[cfg(target_arch = "aarch64")]
-            Isa::NeonDot => aarch64::sdot_tiles(row, out, stride),
+            Isa::Neon | Isa::NeonDot => aarch64::smull_tiles(row, out, stride),
             _ => {
                 for t in 0..row.starts.len() / NR {
                     tile(isa, row.tile(t), out.add(t * NR), stride);
@@ -92,13 +95,9 @@ pub unsafe fn tile(isa: Isa, ops: Operands, out: *mut i32, stride: usize) {
     unsafe {
         match isa {
             #[cfg(target_arch = "aarch64")]
-            Isa::Neon => aarch64::smull(ops, out, stride),
-            #[cfg(target_arch = "aarch64")]
-            Isa::NeonDot => aarch64::sdot(ops, out, stride),
+            Isa::Neon | Isa::NeonDot => aarch64::smull(ops, out, stride),
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => x86::avx2(ops, out, stride),
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx512Vnni => x86::vnni(ops, out, stride),
+            Isa::Avx2 | Isa::Avx512Vnni => x86::avx2(ops, out, stride),
             #[cfg(target_arch = "arm")]
             Isa::Armv7Neon => arm::neon(ops, out, stride),
             _ => {
@@ -421,21 +420,6 @@ mod aarch64 {
         unsafe { vpadalq_s16(acc, vmlal_high_s8(vmull_s8(vget_low_s8(w), vget_low_s8(x)), w, x)) }
     }
 
-    /// One SDOT on 16 bytes. The intrinsic (vdotq_s32) is not stable in Rust 1.95; the instruction is
-    /// (its callers enable `dotprod`).
-    #[inline(always)]
-    unsafe fn sdot_step(mut acc: int32x4_t, w: int8x16_t, x: int8x16_t) -> int32x4_t {
-        unsafe {
-            std::arch::asm!(
-                ".arch_extension dotprod",
-                "sdot {acc:v}.4s, {w:v}.16b, {x:v}.16b",
-                acc = inout(vreg) acc, w = in(vreg) w, x = in(vreg) x,
-                options(pure, nomem, nostack, preserves_flags)
-            );
-        }
-        acc
-    }
-
     /// [`smull`] over every tile of a row of tiles.
     ///
     /// # Safety
@@ -447,31 +431,6 @@ mod aarch64 {
                 let ops = row.tile(t);
                 tile_4x4!(ops, out.add(t * NR), stride, |acc, wv, xv| smull_step(acc, wv, xv))
             }
-        }
-    }
-
-    /// [`sdot`] over every tile of a row of tiles.
-    ///
-    /// # Safety
-    /// [`super::tiles`]'s contract, and the CPU has the `dotprod` feature.
-    #[target_feature(enable = "neon,dotprod")]
-    pub unsafe fn sdot_tiles(row: super::Row, out: *mut i32, stride: usize) {
-        unsafe {
-            for t in 0..row.starts.len() / NR {
-                let ops = row.tile(t);
-                tile_4x4!(ops, out.add(t * NR), stride, |acc, wv, xv| sdot_step(acc, wv, xv))
-            }
-        }
-    }
-
-    /// SDOT: 16 MACs in one instruction, Cortex-A55/A76 class cores (ARMv8.2 dot product).
-    ///
-    /// # Safety
-    /// [`super::tile`]'s contract, and the CPU has the `dotprod` feature.
-    #[target_feature(enable = "neon,dotprod")]
-    pub unsafe fn sdot(ops: Operands, out: *mut i32, stride: usize) {
-        unsafe {
-            tile_4x4!(ops, out, stride, |acc, wv, xv| sdot_step(acc, wv, xv))
         }
     }
 
@@ -833,60 +792,6 @@ mod x86 {
                 i += 8;
             }
             i
-        }
-    }
-
-    /// VPDPBUSD (AVX512-VNNI on 256-bit registers): four unsigned-by-signed byte products summed into
-    /// each int32 lane, 32 bytes of a run at a time (a last 16 zero-extended). The input is made
-    /// unsigned by flipping its sign bit (`x + 128`), and `128 * sum(w)`, accumulated the same way
-    /// from a vector of 128s, is taken off each channel at the end: exact, as the products cannot
-    /// saturate (VPDPBUSD, unlike VPDPBUSDS, wraps, and the sums stay far inside int32). The whole
-    /// 4x4 tile lives in registers (AVX-512 has 32).
-    ///
-    /// # Safety
-    /// [`super::tile`]'s contract, and the CPU has AVX2, AVX512F, AVX512VL and AVX512-VNNI.
-    #[target_feature(enable = "avx2,avx512f,avx512vl,avx512vnni")]
-    pub unsafe fn vnni(ops: Operands, out: *mut i32, stride: usize) {
-        unsafe {
-            let kp = ops.taps.len() * ops.len;
-            let flip = _mm256_set1_epi8(i8::MIN);
-            let z = _mm256_setzero_si256();
-            let mut a = [[z; NR]; MR];
-            let mut corr = [z; MR];
-            let mut w = ops.w;
-            let mut step = |xv: [__m256i; NR], wv: [__m256i; MR]| {
-                for i in 0..MR {
-                    corr[i] = _mm256_dpbusd_epi32(corr[i], flip, wv[i]);
-                    for j in 0..NR {
-                        a[i][j] = _mm256_dpbusd_epi32(a[i][j], xv[j], wv[i]);
-                    }
-                }
-            };
-            for &tap in ops.taps {
-                let xs: [*const i8; NR] = std::array::from_fn(|j| ops.x[j].add(tap));
-                let mut k = 0;
-                while k + 2 * KU <= ops.len {
-                    let xv = xs.map(|x| _mm256_xor_si256(_mm256_loadu_si256(x.add(k) as *const __m256i), flip));
-                    step(xv, std::array::from_fn(|i| _mm256_loadu_si256(w.add(i * kp) as *const __m256i)));
-                    k += 2 * KU;
-                    w = w.add(2 * KU);
-                }
-                if k < ops.len {
-                    let half = |p: *const i8| _mm256_zextsi128_si256(_mm_loadu_si128(p as *const __m128i));
-                    let xv = xs.map(|x| _mm256_xor_si256(half(x.add(k)), _mm256_zextsi128_si256(_mm256_castsi256_si128(flip))));
-                    step(xv, std::array::from_fn(|i| half(w.add(i * kp))));
-                    w = w.add(KU);
-                }
-            }
-            // Per channel: the four pixels' sums side by side, less 128 * sum(w).
-            for i in 0..MR {
-                let h = _mm256_hadd_epi32(_mm256_hadd_epi32(a[i][0], a[i][1]), _mm256_hadd_epi32(a[i][2], a[i][3]));
-                let s = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256::<1>(h));
-                let c = _mm_add_epi32(_mm256_castsi256_si128(corr[i]), _mm256_extracti128_si256::<1>(corr[i]));
-                let c = _mm_hadd_epi32(c, c);
-                let c = _mm_hadd_epi32(c, c);
-                _mm_storeu_si128(out.add(i * stride) as *mut __m128i, _mm_sub_epi32(s, c));
-            }
         }
     }
 
