@@ -268,6 +268,29 @@ mod neon {
         }
     }
 
+    /// Sixteen int16 products (two vectors) added into the sixteen int32 sums (SADDW, SADDW2).
+    #[inline(always)]
+    fn widen_add(acc: &mut [int32x4_t; 4], lo: int16x8_t, hi: int16x8_t) {
+        // SAFETY: NEON is architectural on aarch64.
+        unsafe {
+            acc[0] = vaddw_s16(acc[0], vget_low_s16(lo));
+            acc[1] = vaddw_high_s16(acc[1], lo);
+            acc[2] = vaddw_s16(acc[2], vget_low_s16(hi));
+            acc[3] = vaddw_high_s16(acc[3], hi);
+        }
+    }
+
+    /// [`super::requant`] of sixteen sums (bias included): FCVTNS (round to nearest even,
+    /// saturating), SQADD of the zero point `z`, SQXTN twice.
+    #[inline(always)]
+    fn requant(acc: [int32x4_t; 4], scales: &[f32; LANES], z: int32x4_t) -> int8x16_t {
+        // SAFETY: NEON is architectural on aarch64; `scales` holds LANES values.
+        unsafe {
+            let q = |i: usize| vqmovn_s32(vqaddq_s32(vcvtnq_s32_f32(vmulq_f32(vcvtq_f32_s32(acc[i]), vld1q_f32(scales.as_ptr().add(4 * i)))), z));
+            vcombine_s8(vqmovn_s16(vcombine_s16(q(0), q(1))), vqmovn_s16(vcombine_s16(q(2), q(3))))
+        }
+    }
+
     /// SMULL2 and SMLAL2 as instructions: with the intrinsics, LLVM hoists the high halves of
     /// loop-invariant weights into registers of their own and then extracts each input's high half
     /// with an EXT to use SMULL.
@@ -305,12 +328,7 @@ mod neon {
                 let at = x.add(p * step);
                 let x: [int8x16_t; 9] = std::array::from_fn(|t| vld1q_s8(at.add(taps[t])));
                 let mut acc = [0, 4, 8, 12].map(|l| vld1q_s32(bias.as_ptr().add(l)));
-                let mut add = |lo: int16x8_t, hi: int16x8_t| {
-                    acc[0] = vaddw_s16(acc[0], vget_low_s16(lo));
-                    acc[1] = vaddw_high_s16(acc[1], lo);
-                    acc[2] = vaddw_s16(acc[2], vget_low_s16(hi));
-                    acc[3] = vaddw_high_s16(acc[3], hi);
-                };
+                let mut add = |lo: int16x8_t, hi: int16x8_t| widen_add(&mut acc, lo, hi);
                 for t in [0, 2, 4, 6] {
                     // |x * w| <= 128 * 127: two products fit int16.
                     let lo = vmlal_s8(vmull_s8(vget_low_s8(x[t]), vget_low_s8(w[t])), vget_low_s8(x[t + 1]), vget_low_s8(w[t + 1]));
@@ -318,10 +336,7 @@ mod neon {
                     add(lo, hi);
                 }
                 add(vmull_s8(vget_low_s8(x[8]), vget_low_s8(w[8])), smull2(x[8], w[8]));
-                let q = |i: usize| vqmovn_s32(vqaddq_s32(vcvtnq_s32_f32(vmulq_f32(vcvtq_f32_s32(acc[i]), vld1q_f32(scales.as_ptr().add(4 * i)))), z));
-                let lo = vqmovn_s16(vcombine_s16(q(0), q(1)));
-                let hi = vqmovn_s16(vcombine_s16(q(2), q(3)));
-                vst1q_s8(out.add(p) as *mut i8, vcombine_s8(lo, hi));
+                vst1q_s8(out.add(p) as *mut i8, requant(acc, scales, z));
             }
         }
     }
@@ -336,12 +351,8 @@ mod neon {
     pub unsafe fn pixel(x: &[i8], taps: &[usize], w: &[i8], stride: usize, bias: &[i32; LANES], scales: &[f32; LANES], zero_point: i32) -> [i8; LANES] {
         unsafe {
             let acc = sums(x, taps, w, stride, bias);
-            let z = vdupq_n_s32(zero_point);
-            let q = |i: usize| vqmovn_s32(vqaddq_s32(vcvtnq_s32_f32(vmulq_f32(vcvtq_f32_s32(acc[i]), vld1q_f32(scales.as_ptr().add(4 * i)))), z));
-            let lo = vqmovn_s16(vcombine_s16(q(0), q(1)));
-            let hi = vqmovn_s16(vcombine_s16(q(2), q(3)));
             let mut out = [0i8; LANES];
-            vst1q_s8(out.as_mut_ptr(), vcombine_s8(lo, hi));
+            vst1q_s8(out.as_mut_ptr(), requant(acc, scales, vdupq_n_s32(zero_point)));
             out
         }
     }
@@ -367,12 +378,7 @@ mod neon {
         unsafe {
             let (x, w) = (x.as_ptr(), w.as_ptr());
             let mut acc = [0, 4, 8, 12].map(|l| vld1q_s32(bias.as_ptr().add(l)));
-            let mut add = |lo: int16x8_t, hi: int16x8_t| {
-                acc[0] = vaddw_s16(acc[0], vget_low_s16(lo));
-                acc[1] = vaddw_high_s16(acc[1], lo);
-                acc[2] = vaddw_s16(acc[2], vget_low_s16(hi));
-                acc[3] = vaddw_high_s16(acc[3], hi);
-            };
+            let mut add = |lo: int16x8_t, hi: int16x8_t| widen_add(&mut acc, lo, hi);
             let mut t = 0;
             while t + 2 <= taps.len() {
                 let x0 = vld1q_s8(x.add(*taps.get_unchecked(t)));
