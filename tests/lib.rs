@@ -11,7 +11,7 @@ use perch_runtime::Plan;
 use tract_onnx::prelude::*;
 
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is in the workspace").to_path_buf()
+    Path::new(&std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR")).parent().expect("tests/ is in the workspace").to_path_buf()
 }
 
 /// The two ONNX files each example model ships: legacy exporter (opset 13) and dynamo exporter.

@@ -8,7 +8,7 @@ fn perch(args: &[&str]) -> Output {
 }
 
 fn example() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/fashion-cnn-s/fashion-cnn-s.onnx")
+    Path::new(&std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR")).join("../models/fashion-cnn-s/fashion-cnn-s.onnx")
 }
 
 fn assert_one_line_error(out: &Output, needle: &str) {
@@ -53,7 +53,7 @@ fn inspect_reports_ops_params_and_macs() {
 
 #[test]
 fn inspect_reads_plans_too() {
-    let plan = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/cases/fashion-cnn-s/model.perch");
+    let plan = Path::new(&std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR")).join("../tests/cases/fashion-cnn-s/model.perch");
     let out = perch(&["inspect", plan.to_str().unwrap()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -146,7 +146,7 @@ fn an_existing_plan_survives_a_failed_compile() {
 
 /// The cases of tests/bad-input/ for one format: each file with the error it must give (README table).
 fn bad_input(format: &str) -> Vec<(String, String)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/bad-input");
+    let dir = Path::new(&std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR")).join("../tests/bad-input");
     let readme = std::fs::read_to_string(dir.join("README.md")).unwrap();
     let cases: Vec<(String, String)> = readme
         .lines()
@@ -171,7 +171,7 @@ fn listing(dir: &Path) -> Vec<String> {
 fn every_bad_model_of_the_corpus_is_one_error_line_and_the_old_plan_stays() {
     let dir = tempfile::tempdir().unwrap();
     let existing = dir.path().join("existing.perch");
-    let previous = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/cases/fashion-cnn-s/model.perch")).unwrap();
+    let previous = std::fs::read(Path::new(&std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR")).join("../tests/cases/fashion-cnn-s/model.perch")).unwrap();
     std::fs::write(&existing, &previous).unwrap();
     for (file, expected) in bad_input("onnx") {
         assert_one_line_error(&perch(&["compile", &file, "-o", existing.to_str().unwrap()]), &expected);
@@ -357,7 +357,7 @@ fn eval_compares_every_target_and_writes_a_report() {
     assert!(report.join("report.md").is_file() && report.join("per-class.svg").is_file());
 
     // A plan evaluates as it is; images of another colour are converted, with a warning.
-    let plan = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/cases/fashion-cnn-s/model.perch");
+    let plan = Path::new(&std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR")).join("../tests/cases/fashion-cnn-s/model.perch");
     let rgb = dir.path().join("rgb/Trouser");
     std::fs::create_dir_all(&rgb).unwrap();
     image::RgbImage::from_pixel(28, 28, image::Rgb([20, 20, 20])).save(rgb.join("x.png")).unwrap();

@@ -14,7 +14,7 @@ fn shape_of(imported: &import::Imported) -> String {
 }
 
 fn with_input_dims(dims: &[Value]) -> tempfile::TempPath {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/fashion-cnn-s/fashion-cnn-s.onnx");
+    let src = Path::new(&std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR")).join("../models/fashion-cnn-s/fashion-cnn-s.onnx");
     let mut proto = tract_onnx::onnx().proto_model_for_path(&src).unwrap();
     let graph = proto.graph.as_mut().unwrap();
     let Some(tract_onnx::pb::type_proto::Value::TensorType(t)) = graph.input[0].r#type.as_mut().unwrap().value.as_mut() else {

@@ -7,7 +7,7 @@ use perch_runtime::plan::FORMAT_VERSION;
 use perch_runtime::{Plan, PlanError};
 
 fn good_plan() -> Vec<u8> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/cases/fashion-cnn-s/model.perch");
+    let path = Path::new(&std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR")).join("../tests/cases/fashion-cnn-s/model.perch");
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 

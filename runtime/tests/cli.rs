@@ -8,7 +8,7 @@ use common::{output_patiently, perch_run_command};
 use std::process::Output;
 
 fn case_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/cases/fashion-cnn-s")
+    Path::new(&std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR")).join("../tests/cases/fashion-cnn-s")
 }
 
 /// perch-run with `args`, run to completion (started again if stuck before running, as a forked
@@ -100,7 +100,7 @@ fn bad_plans_from_disk() {
 
 /// The cases of tests/bad-input/ for one format: each file with the error it must give (README table).
 fn bad_input(format: &str) -> Vec<(String, String)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/bad-input");
+    let dir = Path::new(&std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR")).join("../tests/bad-input");
     let readme = std::fs::read_to_string(dir.join("README.md")).unwrap();
     readme
         .lines()

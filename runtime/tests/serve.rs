@@ -20,7 +20,7 @@ use serde_json::Value;
 const PATIENCE: Duration = Duration::from_secs(120);
 
 fn case_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/cases/fashion-cnn-s")
+    Path::new(&std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR")).join("../tests/cases/fashion-cnn-s")
 }
 
 fn plan_path() -> PathBuf {

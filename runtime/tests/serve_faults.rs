@@ -26,7 +26,7 @@ const HOLD: Duration = Duration::from_secs(120);
 const PREDICT: &str = "/predictions/fashion-cnn-s";
 
 fn case_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/cases/fashion-cnn-s")
+    Path::new(&std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR")).join("../tests/cases/fashion-cnn-s")
 }
 
 fn image() -> Vec<u8> {

@@ -51,8 +51,13 @@ const GOLDEN_MODELS: &[&str] = &["fashion-cnn-s", "fashion-resnet"];
 
 type Result<T = ()> = std::result::Result<T, String>;
 
+/// The workspace this xtask was run from. `cargo run` sets CARGO_MANIFEST_DIR for the process; the
+/// compile-time value is only a fallback: cargo reuses a binary built from another clone with the
+/// same sources (its fingerprints hold paths relative to the workspace), and with a target dir shared
+/// between clones the baked-in path would run every step in that other clone.
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    manifest.parent().expect("xtask lives in the workspace").to_path_buf()
 }
 
 fn run(cmd: &mut Command) -> Result {
