@@ -127,7 +127,7 @@ pub struct QConvKernel {
     bias: Vec<i32>,
     requant: Requant,
     x_zero_point: i8,
-    y_zero_point: i32,
+    y_zero_point: i8,
     isa: Isa,
 }
 
@@ -143,7 +143,7 @@ impl QConvKernel {
         bias: &[i32],
         scales: &[f32],
         x_zero_point: i8,
-        y_zero_point: i32,
+        y_zero_point: i8,
         isa: Isa,
     ) -> Result<QConvKernel, ConvKernelError> {
         geometry.check()?;
@@ -155,7 +155,7 @@ impl QConvKernel {
         }
         let [kh, kw] = geometry.kernel;
         let per_out = if depthwise { kh * kw } else { in_channels * kh * kw };
-        if kernel.len() != out_channels * per_out || scales.len() != out_channels || out_channels == 0 {
+        if kernel.len() != out_channels * per_out || scales.len() != out_channels || out_channels == 0 || in_channels == 0 {
             return Err(ConvKernelError::Shapes { weights: kernel.len(), bias: bias.len(), scales: scales.len(), out: out_channels });
         }
         if kernel.contains(&-128) {
@@ -191,7 +191,7 @@ impl QConvKernel {
                 Requant::PerChannel(scales) => scales.as_slice(),
                 Requant::Uniform(_) => &[],
             };
-            Depthwise::new(out_channels, per_out, kernel, &bias, scales)
+            Depthwise::new(out_channels, [kh, kw], kernel, &bias, scales)
         });
         let lanes = !depthwise && channels_last.is_none() && micro::lane_tile(isa).is_some();
         let weights = if lanes { micro::pack_lanes(&weights, out_channels, kp) } else { weights };
@@ -408,7 +408,7 @@ impl QConvKernel {
                     unsafe { micro::lane_tiles_requant(self.isa, row, self.out_channels, bias, scales, self.y_zero_point, out, stride) };
                     if !full {
                         for (i, r) in block.iter().enumerate().take(rows) {
-                            y[(c0 + i) * pixels + b0..][..valid].copy_from_slice(&r[..valid]);
+                            layout::copy_short(&mut y[(c0 + i) * pixels + b0..][..valid], r);
                         }
                     }
                     continue;
@@ -425,7 +425,7 @@ impl QConvKernel {
                 }
                 if let Requant::PerChannel(scales) = &self.requant {
                     let (bias, scales) = (&self.bias[o0..o0 + rows], &scales[o0..o0 + rows]);
-                    micro::requant_rows(self.isa, &acc[..rows], valid, bias, scales, self.y_zero_point, &mut y[c0 * pixels + b0..], pixels);
+                    micro::requant_rows(self.isa, &acc[..rows], valid, bias, scales, self.y_zero_point.into(), &mut y[c0 * pixels + b0..], pixels);
                     continue;
                 }
                 for (i, acc) in acc.iter().enumerate().take(rows) {
@@ -438,8 +438,8 @@ impl QConvKernel {
     /// Requantizes output channel `o`'s accumulators (bias not yet added).
     fn requantize(&self, o: usize, acc: &[i32], out: &mut [i8]) {
         match &self.requant {
-            Requant::PerChannel(scales) => micro::requant_row(self.isa, acc, self.bias[o], scales[o], self.y_zero_point, out),
-            Requant::Uniform(uniform) => micro::requant_uniform_row(self.isa, uniform, acc, self.bias[o], self.y_zero_point, out),
+            Requant::PerChannel(scales) => micro::requant_row(self.isa, acc, self.bias[o], scales[o], self.y_zero_point.into(), out),
+            Requant::Uniform(uniform) => micro::requant_uniform_row(self.isa, uniform, acc, self.bias[o], self.y_zero_point.into(), out),
         }
     }
 

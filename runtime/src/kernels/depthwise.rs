@@ -27,12 +27,29 @@ pub struct Depthwise {
     /// Per channel, then [`LANES`] spare values.
     bias: Vec<i32>,
     scales: Vec<f32>,
+    /// 3x3 kernels, for the SDOT kernel (`dot::run3x3`): `[kx][channel][ky]`, each channel's column
+    /// of three weights and a zero, then [`LANES`] spare channels.
+    #[cfg(target_arch = "aarch64")]
+    columns: Option<Vec<i8>>,
 }
 
 impl Depthwise {
-    /// From OIHW weights of a depthwise kernel (`[channel][kh * kw]`), the bias with the input zero
-    /// point folded in, and the combined scale per channel (empty for a uniform [`Requant`]).
-    pub fn new(channels: usize, taps: usize, kernel: &[i8], bias: &[i32], scales: &[f32]) -> Depthwise {
+    /// From OIHW weights of a depthwise kernel (`[channel][kh * kw]`, `shape` being `[kh, kw]`), the
+    /// bias with the input zero point folded in, and the combined scale per channel (empty for a
+    /// uniform [`Requant`]).
+    pub fn new(channels: usize, shape: [usize; 2], kernel: &[i8], bias: &[i32], scales: &[f32]) -> Depthwise {
+        let taps = shape[0] * shape[1];
+        #[cfg(target_arch = "aarch64")]
+        let columns = (shape == [3, 3]).then(|| {
+            let stride = 4 * (channels + LANES);
+            let mut columns = vec![0i8; 3 * stride];
+            for (ch, row) in kernel.chunks_exact(taps).enumerate() {
+                for (t, &w) in row.iter().enumerate() {
+                    columns[t % 3 * stride + 4 * ch + t / 3] = w;
+                }
+            }
+            columns
+        });
         let mut weights = vec![0i8; taps * channels + LANES];
         for (ch, row) in kernel.chunks_exact(taps).enumerate() {
             for (t, &w) in row.iter().enumerate() {
@@ -43,13 +60,20 @@ impl Depthwise {
         bias.resize(channels + LANES, 0);
         let mut scales = scales.to_vec();
         scales.resize(channels + LANES, 0.0);
-        Depthwise { channels, weights, bias, scales }
+        Depthwise {
+            channels,
+            weights,
+            bias,
+            scales,
+            #[cfg(target_arch = "aarch64")]
+            columns,
+        }
     }
 
     /// Channels `first..` of one image (`y` holds whole output planes) from `padded`, the
     /// zero-point-padded channels-last input (`[h][w][c]`) followed by at least [`LANES`] bytes.
     #[allow(clippy::too_many_arguments)]
-    pub fn run(&self, isa: Isa, g: &Geometry, padded: &[i8], requant: &Requant, y_zero_point: i32, first: usize, y: &mut [i8]) {
+    pub fn run(&self, isa: Isa, g: &Geometry, padded: &[i8], requant: &Requant, y_zero_point: i8, first: usize, y: &mut [i8]) {
         let wp = g.input[1] + g.pad_before[1] + g.pad_after[1];
         let c = self.channels;
         let taps: Vec<usize> = (0..g.kernel[0]).flat_map(|ky| (0..g.kernel[1]).map(move |kx| (ky * g.dilation[0] * wp + kx * g.dilation[1]) * c)).collect();
@@ -59,7 +83,9 @@ impl Depthwise {
             // SAFETY: these ISAs are only chosen where the CPU has AVX2 (`Isa::available`).
             Isa::Avx2 | Isa::Avx512Vnni => unsafe { job.run_avx2(first, y) },
             #[cfg(target_arch = "aarch64")]
-            Isa::Neon | Isa::NeonDot => job.run::<NEON>(first, y),
+            Isa::Neon => job.run::<NEON>(first, y),
+            #[cfg(target_arch = "aarch64")]
+            Isa::NeonDot => job.run::<DOT>(first, y),
             _ => job.run::<PORTABLE>(first, y),
         }
     }
@@ -68,6 +94,9 @@ impl Depthwise {
 const PORTABLE: u8 = 0;
 #[cfg(target_arch = "aarch64")]
 const NEON: u8 = 1;
+/// NEON with the dot product (SDOT): [`NEON`]'s kernels, and [`dot::run3x3`] for 3x3 kernels.
+#[cfg(target_arch = "aarch64")]
+const DOT: u8 = 3;
 #[cfg(target_arch = "x86_64")]
 const AVX2: u8 = 2;
 
@@ -79,7 +108,7 @@ struct Job<'a> {
     wp: usize,
     padded: &'a [i8],
     requant: &'a Requant,
-    y_zero_point: i32,
+    y_zero_point: i8,
 }
 
 impl Job<'_> {
@@ -89,7 +118,7 @@ impl Job<'_> {
         self.run::<AVX2>(first, y)
     }
 
-    /// With `ISA` one of [`PORTABLE`], `NEON`, `AVX2`: a loop for each kind of requantization.
+    /// With `ISA` one of [`PORTABLE`], `NEON`, `DOT`, `AVX2`: a loop for each kind of requantization.
     /// 3x3 kernels get their own copy of the loop, where the tap count is a constant: the taps
     /// unroll, and their offsets and weights stay in registers across a channel group's pixels.
     #[inline(always)]
@@ -119,10 +148,22 @@ impl Job<'_> {
             for b0 in (0..pixels).step_by(BLOCK) {
                 let valid = BLOCK.min(pixels - b0);
                 let (mut oy, mut ox) = (b0 / ow, b0 % ow);
+                // 3x3 with per-channel scales on NEON: runs of pixels along an output row
+                // (`neon::run9`, or `dot::run3x3` where it applies); everything else pixel by pixel
+                // below.
                 #[cfg(target_arch = "aarch64")]
-                if ISA == NEON && TAPS == 9 && uniform.is_none() {
-                    // Runs of pixels along an output row, the nine weight vectors in registers.
+                let runs = (ISA == NEON || ISA == DOT) && TAPS == 9 && uniform.is_none();
+                #[cfg(not(target_arch = "aarch64"))]
+                let runs = false;
+                #[cfg(target_arch = "aarch64")]
+                if runs {
+                    // The nine weight vectors stay in registers for a whole run.
                     let taps: &[usize; 9] = taps.try_into().expect("nine taps");
+                    // SDOT over interleaved columns: a 3x3 kernel, stride 1 or 2 along the row.
+                    let columns = match (ISA, &self.dw.columns) {
+                        (DOT, Some(columns)) if g.kernel == [3, 3] && g.dilation == [1, 1] && g.stride[1] <= 2 => Some(&columns[4 * c0..]),
+                        _ => None,
+                    };
                     let mut j = 0;
                     while j < valid {
                         let n = (valid - j).min(ow - ox);
@@ -131,17 +172,32 @@ impl Job<'_> {
                         // Every tap of every pixel of the run reads LANES bytes inside `padded` (the
                         // last pixel's last tap is the farthest), every tap's weights lie in `w`.
                         assert!(at + (n - 1) * step + taps[8] + LANES <= self.padded.len(), "depthwise run out of bounds");
-                        // SAFETY: asserted above; `tile[j..j + n]` holds the n outputs (j + n <= valid <= BLOCK).
-                        unsafe { neon::run9(self.padded.as_ptr().add(at), step, n, taps, w, c, bias, scales, self.y_zero_point, tile[j..j + n].as_mut_ptr()) };
+                        let (x, out) = (self.padded.as_ptr(), tile[j..j + n].as_mut_ptr());
+                        match columns {
+                            Some(columns) => {
+                                // Each column's three rows of 16 channels lie in `columns` (its
+                                // [`LANES`] spare channels cover the last group).
+                                let wstride = 4 * (c + LANES);
+                                assert!(2 * wstride + 4 * LANES <= columns.len(), "depthwise columns out of bounds");
+                                // SAFETY: the input reads are those of `run9` (dilation 1: the
+                                // columns are `c` bytes apart, the rows `taps[3]`), asserted
+                                // above; the weights asserted here; the outputs as below.
+                                unsafe {
+                                    if g.stride[1] == 1 {
+                                        dot::run3x3::<1>(x.add(at), n, c, taps[3], columns.as_ptr(), wstride, bias, scales, self.y_zero_point, out)
+                                    } else {
+                                        dot::run3x3::<2>(x.add(at), n, c, taps[3], columns.as_ptr(), wstride, bias, scales, self.y_zero_point, out)
+                                    }
+                                }
+                            }
+                            // SAFETY: asserted above; `tile[j..j + n]` holds the n outputs (j + n <= valid <= BLOCK).
+                            None => unsafe { neon::run9(x.add(at), step, n, taps, w, c, bias, scales, self.y_zero_point, out) },
+                        }
                         j += n;
                         (oy, ox) = if ox + n == ow { (oy + 1, 0) } else { (oy, ox + n) };
                     }
                 }
-                #[cfg(target_arch = "aarch64")]
-                let valid_here = if ISA == NEON && TAPS == 9 && uniform.is_none() { 0 } else { valid };
-                #[cfg(not(target_arch = "aarch64"))]
-                let valid_here = valid;
-                for out in tile.iter_mut().take(valid_here) {
+                for out in tile.iter_mut().take(if runs { 0 } else { valid }) {
                     let at = (oy * g.stride[0] * self.wp + ox * g.stride[1]) * c + c0;
                     let x = &self.padded[at..*taps.last().expect("a kernel has taps") + at + LANES];
                     let zp = self.y_zero_point;
@@ -150,20 +206,20 @@ impl Job<'_> {
                     // `run_avx2` is only called where the CPU has AVX2.
                     *out = match (ISA, uniform) {
                         #[cfg(target_arch = "aarch64")]
-                        (NEON, None) => unsafe { neon::pixel(x, taps, w, c, bias, scales, zp) },
+                        (NEON | DOT, None) => unsafe { neon::pixel(x, taps, w, c, bias, scales, zp) },
                         #[cfg(target_arch = "x86_64")]
-                        (AVX2, None) => unsafe { avx2::pixel(x, taps, w, c, bias, scales, zp) },
-                        (_, None) => requant(&pixel(x, taps, w, c, bias), scales, zp),
+                        (AVX2, None) => unsafe { avx2::pixel(x, taps, w, c, bias, scales, zp.into()) },
+                        (_, None) => requant(&pixel(x, taps, w, c, bias), scales, zp.into()),
                         (_, Some(uniform)) => {
                             let acc = match ISA {
                                 #[cfg(target_arch = "aarch64")]
-                                NEON => unsafe { neon::pixel_sums(x, taps, w, c, bias) },
+                                NEON | DOT => unsafe { neon::pixel_sums(x, taps, w, c, bias) },
                                 #[cfg(target_arch = "x86_64")]
                                 AVX2 => unsafe { avx2::pixel_sums(x, taps, w, c, bias) },
                                 _ => pixel(x, taps, w, c, bias),
                             };
                             let mut out = [0i8; LANES];
-                            uniform.row(&acc, 0, zp, &mut out);
+                            uniform.row(&acc, 0, zp.into(), &mut out);
                             out
                         }
                     };
@@ -176,7 +232,7 @@ impl Job<'_> {
                 let planes: [[i8; BLOCK]; LANES] = match ISA {
                     // SAFETY: NEON is architectural on aarch64.
                     #[cfg(target_arch = "aarch64")]
-                    NEON => unsafe { neon::transpose(&tile) },
+                    NEON | DOT => unsafe { neon::transpose(&tile) },
                     _ => {
                         let mut planes = [[0i8; BLOCK]; LANES];
                         for (j, pixel) in tile.iter().enumerate() {
@@ -192,7 +248,7 @@ impl Job<'_> {
                     if valid == BLOCK {
                         out.copy_from_slice(plane);
                     } else {
-                        out.copy_from_slice(&plane[..valid]);
+                        super::layout::copy_short(out, plane);
                     }
                 }
             }
@@ -243,7 +299,9 @@ mod neon {
     #[inline(always)]
     pub unsafe fn transpose(tile: &[[i8; LANES]; BLOCK]) -> [[i8; BLOCK]; LANES] {
         unsafe {
-            let mut out = [[0i8; BLOCK]; LANES];
+            // Every byte is stored below: no zeroing first.
+            let mut out = std::mem::MaybeUninit::<[[i8; BLOCK]; LANES]>::uninit();
+            let rows = out.as_mut_ptr().cast::<[i8; BLOCK]>();
             for half in 0..BLOCK / LANES {
                 let r: [int8x16_t; LANES] = std::array::from_fn(|j| vld1q_s8(tile[half * LANES + j].as_ptr()));
                 let mut t = r;
@@ -260,11 +318,11 @@ mod neon {
                 round!(2, vreinterpretq_s16_s8, vreinterpretq_s8_s16, vtrn1q_s16, vtrn2q_s16);
                 round!(4, vreinterpretq_s32_s8, vreinterpretq_s8_s32, vtrn1q_s32, vtrn2q_s32);
                 round!(8, vreinterpretq_s64_s8, vreinterpretq_s8_s64, vtrn1q_s64, vtrn2q_s64);
-                for (l, row) in out.iter_mut().enumerate() {
-                    vst1q_s8(row.as_mut_ptr().add(half * LANES), t[l]);
+                for (l, &t) in t.iter().enumerate() {
+                    vst1q_s8(rows.add(l).cast::<i8>().add(half * LANES), t);
                 }
             }
-            out
+            out.assume_init()
         }
     }
 
@@ -280,15 +338,22 @@ mod neon {
         }
     }
 
-    /// [`super::requant`] of sixteen sums (bias included): FCVTNS (round to nearest even,
-    /// saturating), SQADD of the zero point `z`, SQXTN twice.
+    /// [`super::requant`] of sixteen sums (bias included): [`micro::requant8`] twice (FCVTNS, SQXTN,
+    /// SQADD of the zero point `z` in int16), then SQXTN to int8.
+    ///
+    /// [`micro::requant8`]: super::super::micro::requant8
     #[inline(always)]
-    fn requant(acc: [int32x4_t; 4], scales: &[f32; LANES], z: int32x4_t) -> int8x16_t {
+    pub fn requant(acc: [int32x4_t; 4], s: [float32x4_t; 4], z: int16x8_t) -> int8x16_t {
+        use super::super::micro::requant8;
+        // SAFETY: NEON is architectural on aarch64.
+        unsafe { vqmovn_high_s16(vqmovn_s16(requant8([acc[0], acc[1]], [s[0], s[1]], z)), requant8([acc[2], acc[3]], [s[2], s[3]], z)) }
+    }
+
+    /// The sixteen scales at `scales`.
+    #[inline(always)]
+    pub fn scales(scales: &[f32; LANES]) -> [float32x4_t; 4] {
         // SAFETY: NEON is architectural on aarch64; `scales` holds LANES values.
-        unsafe {
-            let q = |i: usize| vqmovn_s32(vqaddq_s32(vcvtnq_s32_f32(vmulq_f32(vcvtq_f32_s32(acc[i]), vld1q_f32(scales.as_ptr().add(4 * i)))), z));
-            vcombine_s8(vqmovn_s16(vcombine_s16(q(0), q(1))), vqmovn_s16(vcombine_s16(q(2), q(3))))
-        }
+        std::array::from_fn(|i| unsafe { vld1q_f32(scales.as_ptr().add(4 * i)) })
     }
 
     /// SMULL2 and SMLAL2 as instructions: with the intrinsics, LLVM hoists the high halves of
@@ -320,10 +385,10 @@ mod neon {
     /// t * stride` for every tap; `out` is writable for n outputs.
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
-    pub unsafe fn run9(x: *const i8, step: usize, n: usize, taps: &[usize; 9], w: &[i8], stride: usize, bias: &[i32; LANES], scales: &[f32; LANES], zero_point: i32, out: *mut [i8; LANES]) {
+    pub unsafe fn run9(x: *const i8, step: usize, n: usize, taps: &[usize; 9], w: &[i8], stride: usize, bias: &[i32; LANES], scales: &[f32; LANES], zero_point: i8, out: *mut [i8; LANES]) {
         unsafe {
             let w: [int8x16_t; 9] = std::array::from_fn(|t| vld1q_s8(w.as_ptr().add(t * stride)));
-            let z = vdupq_n_s32(zero_point);
+            let z = vdupq_n_s16(zero_point.into());
             for p in 0..n {
                 let at = x.add(p * step);
                 let x: [int8x16_t; 9] = std::array::from_fn(|t| vld1q_s8(at.add(taps[t])));
@@ -336,7 +401,7 @@ mod neon {
                     add(lo, hi);
                 }
                 add(vmull_s8(vget_low_s8(x[8]), vget_low_s8(w[8])), smull2(x[8], w[8]));
-                vst1q_s8(out.add(p) as *mut i8, requant(acc, scales, z));
+                vst1q_s8(out.add(p) as *mut i8, requant(acc, self::scales(scales), z));
             }
         }
     }
@@ -348,11 +413,11 @@ mod neon {
     /// `x[taps[t]..][..LANES]` and `w[t * stride..][..LANES]` lie inside `x` and `w` for every tap.
     /// (NEON is architectural on aarch64: no `target_feature`, so that it inlines into the loop.)
     #[inline(always)]
-    pub unsafe fn pixel(x: &[i8], taps: &[usize], w: &[i8], stride: usize, bias: &[i32; LANES], scales: &[f32; LANES], zero_point: i32) -> [i8; LANES] {
+    pub unsafe fn pixel(x: &[i8], taps: &[usize], w: &[i8], stride: usize, bias: &[i32; LANES], scales: &[f32; LANES], zero_point: i8) -> [i8; LANES] {
         unsafe {
             let acc = sums(x, taps, w, stride, bias);
             let mut out = [0i8; LANES];
-            vst1q_s8(out.as_mut_ptr(), requant(acc, scales, vdupq_n_s32(zero_point)));
+            vst1q_s8(out.as_mut_ptr(), requant(acc, self::scales(scales), vdupq_n_s16(zero_point.into())));
             out
         }
     }
@@ -397,6 +462,119 @@ mod neon {
                 add(vmull_s8(vget_low_s8(x0), vget_low_s8(w0)), vmull_high_s8(x0, w0));
             }
             acc
+        }
+    }
+}
+
+/// The SDOT depthwise kernel for 3x3: each input column's three rows of sixteen channels are
+/// interleaved once (ZIP1/ZIP2: per channel, its rows 0, 1, 2 and 2 again, which meets a zero weight),
+/// so that one SDOT does three taps of four channels; a pixel is then 12 SDOTs over three columns, and
+/// along the row each column serves the next pixels too (one new column per pixel at stride 1, two at
+/// stride 2). Against [`neon::run9`]'s 18 multiplies and 20 widening adds: 8 ZIPs and 12 SDOTs.
+#[cfg(target_arch = "aarch64")]
+mod dot {
+    use super::LANES;
+    use std::arch::aarch64::*;
+
+    /// `acc.4s += a.16b . b.16b`: each lane the dot product of four byte pairs.
+    #[inline(always)]
+    unsafe fn sdot(mut acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
+        unsafe {
+            std::arch::asm!(
+                ".arch_extension dotprod",
+                "sdot {acc:v}.4s, {a:v}.16b, {b:v}.16b",
+                acc = inout(vreg) acc, a = in(vreg) a, b = in(vreg) b,
+                options(pure, nomem, nostack, preserves_flags)
+            );
+        }
+        acc
+    }
+
+    /// The column at `p` (rows `row` bytes apart), interleaved: vector `q` holds channels `4q..4q + 4`,
+    /// each as its bytes of rows 0, 1, 2, 2.
+    #[inline(always)]
+    unsafe fn column(p: *const i8, row: usize) -> [int8x16_t; 4] {
+        unsafe {
+            let (r0, r1, r2) = (vld1q_s8(p), vld1q_s8(p.add(row)), vld1q_s8(p.add(2 * row)));
+            let (a, b) = (vreinterpretq_s16_s8(vzip1q_s8(r0, r1)), vreinterpretq_s16_s8(vzip2q_s8(r0, r1)));
+            let (c, d) = (vreinterpretq_s16_s8(vzip1q_s8(r2, r2)), vreinterpretq_s16_s8(vzip2q_s8(r2, r2)));
+            [vzip1q_s16(a, c), vzip2q_s16(a, c), vzip1q_s16(b, d), vzip2q_s16(b, d)].map(|v| vreinterpretq_s8_s16(v))
+        }
+    }
+
+    /// Sixty-four bytes at `p` with two LDPs, which the compiler may neither hoist out of a loop nor
+    /// merge (not `pure`): hoisted, the bias and scales took registers the loop needs, and it spilled.
+    #[inline(always)]
+    unsafe fn load64(p: *const u8) -> [int32x4_t; 4] {
+        let (a, b, c, d);
+        unsafe {
+            std::arch::asm!(
+                "ldp {a:q}, {b:q}, [{p}]",
+                "ldp {c:q}, {d:q}, [{p}, #32]",
+                p = in(reg) p, a = out(vreg) a, b = out(vreg) b, c = out(vreg) c, d = out(vreg) d,
+                options(readonly, nostack, preserves_flags)
+            );
+        }
+        [a, b, c, d]
+    }
+
+    /// One output pixel from its three interleaved columns: the bias, 12 SDOTs, then
+    /// [`super::neon::requant`].
+    #[inline(always)]
+    unsafe fn pixel(z: [&[int8x16_t; 4]; 3], w: &[[int8x16_t; 4]; 3], bias: &[i32; LANES], scales: &[f32; LANES], zero_point: int16x8_t) -> int8x16_t {
+        unsafe {
+            let mut acc = load64(bias.as_ptr() as *const u8);
+            for (z, w) in z.iter().zip(w) {
+                for q in 0..4 {
+                    acc[q] = sdot(acc[q], z[q], w[q]);
+                }
+            }
+            super::neon::requant(acc, load64(scales.as_ptr() as *const u8).map(|v| vreinterpretq_f32_s32(v)), zero_point)
+        }
+    }
+
+    /// Sixteen channels of `n` output pixels of a 3x3 kernel with dilation 1 and `STRIDE` (1 or 2)
+    /// along the row: the first pixel's receptive field at `x` (channels `c` bytes apart, rows `row`
+    /// bytes apart), the weights as [`super::Depthwise`]'s `columns` from `w` (`wstride` bytes between
+    /// kx), outputs into `out[0..n]`: the sums of [`super::pixel`], requantized as [`super::requant`].
+    ///
+    /// # Safety
+    /// `x + p * STRIDE * c + kx * c + ky * row` is readable for LANES bytes for p < n and kx, ky < 3;
+    /// `w + kx * wstride` for 64 bytes; `out` is writable for n outputs; the CPU has `dotprod`.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    pub unsafe fn run3x3<const STRIDE: usize>(x: *const i8, n: usize, c: usize, row: usize, w: *const i8, wstride: usize, bias: &[i32; LANES], scales: &[f32; LANES], zero_point: i8, out: *mut [i8; LANES]) {
+        unsafe {
+            let w: [[int8x16_t; 4]; 3] = std::array::from_fn(|kx| std::array::from_fn(|q| vld1q_s8(w.add(kx * wstride + 16 * q))));
+            let zp = vdupq_n_s16(zero_point.into());
+            let px = |z0: &[int8x16_t; 4], z1: &[int8x16_t; 4], z2: &[int8x16_t; 4]| pixel([z0, z1, z2], &w, bias, scales, zp);
+            let mut z0 = column(x, row);
+            let mut p = 0;
+            if STRIDE == 1 {
+                // Two pixels per step: the two columns carried over swap registers with the new
+                // ones instead of being moved.
+                let mut z1 = column(x.add(c), row);
+                while p < n {
+                    let at = x.add(p * c);
+                    let z2 = column(at.add(2 * c), row);
+                    vst1q_s8(out.add(p) as *mut i8, px(&z0, &z1, &z2));
+                    if p + 1 == n {
+                        break;
+                    }
+                    let z3 = column(at.add(3 * c), row);
+                    vst1q_s8(out.add(p + 1) as *mut i8, px(&z1, &z2, &z3));
+                    (z0, z1) = (z2, z3);
+                    p += 2;
+                }
+            } else {
+                while p < n {
+                    let at = x.add(p * STRIDE * c);
+                    let (z1, z2) = (column(at.add(c), row), column(at.add(2 * c), row));
+                    vst1q_s8(out.add(p) as *mut i8, px(&z0, &z1, &z2));
+                    z0 = z2;
+                    p += 1;
+                }
+            }
         }
     }
 }

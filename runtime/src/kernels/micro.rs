@@ -146,10 +146,14 @@ impl LanePlan {
         LanePlan { tiles, columns: (tiles * NR_LANES).min(pixels) }
     }
 
-    /// Where tile `t`'s pixel `j` reads: the row's last pixel past its end.
+    /// Where tile `t`'s pixels read, from `src`: the row's last pixel past its end.
     #[inline(always)]
-    fn start(starts: &[usize], t: usize, j: usize) -> usize {
-        starts[(t * NR_LANES + j).min(starts.len() - 1)]
+    fn tile(src: *const i8, starts: &[usize], t: usize) -> [*const i8; NR_LANES] {
+        match starts.get(t * NR_LANES..(t + 1) * NR_LANES) {
+            // A whole tile: one bounds check, no clamping per pixel.
+            Some(tile) => std::array::from_fn(|j| src.wrapping_add(tile[j])),
+            None => std::array::from_fn(|j| src.wrapping_add(starts[(t * NR_LANES + j).min(starts.len() - 1)])),
+        }
     }
 }
 
@@ -182,13 +186,13 @@ pub fn pack_lanes(dense: &[i8], channels: usize, kp: usize) -> Vec<i8> {
 /// the `mr` channels. Input bytes are read as [`lanes_read_unsigned`] says.
 ///
 /// # Safety
-/// `row.len % KU == 0`; `row.w` is readable for `mr` channels of every group of `row.taps.len() *
+/// `row.len` is a non-zero multiple of KU and `row.taps` is not empty; `row.w` is readable for `mr` channels of every group of `row.taps.len() *
 /// row.len` bytes in that layout; for every tap and pixel, the run is readable for `row.len` bytes;
 /// `out` is writable at every `i * stride + j` of `mr` rows and `row.starts.len()` columns rounded
 /// up to `nr`; `isa` is one of [`Isa::available`] and has a lane kernel.
 #[inline]
 pub unsafe fn lane_tiles(isa: Isa, row: Row, channels: usize, out: *mut i32, stride: usize) {
-    debug_assert!(lane_tile(isa).is_some() && !row.starts.is_empty() && row.len.is_multiple_of(KU));
+    debug_assert!(lane_tile(isa).is_some() && !row.starts.is_empty() && !row.taps.is_empty() && row.len >= KU && row.len.is_multiple_of(KU));
     let group_stride = (channels + MR_LANES) * 4;
     match isa {
         #[cfg(target_arch = "aarch64")]
@@ -216,8 +220,8 @@ pub fn lanes_requantize(isa: Isa) -> bool {
 /// [`lanes_requantize`] for `isa`.
 #[inline]
 #[allow(clippy::too_many_arguments)]
-pub unsafe fn lane_tiles_requant(isa: Isa, row: Row, channels: usize, bias: *const i32, scales: *const f32, zero_point: i32, out: *mut i8, stride: usize) {
-    debug_assert!(lanes_requantize(isa) && !row.starts.is_empty() && row.len.is_multiple_of(KU));
+pub unsafe fn lane_tiles_requant(isa: Isa, row: Row, channels: usize, bias: *const i32, scales: *const f32, zero_point: i8, out: *mut i8, stride: usize) {
+    debug_assert!(lanes_requantize(isa) && !row.starts.is_empty() && !row.taps.is_empty() && row.len >= KU && row.len.is_multiple_of(KU));
     let group_stride = (channels + MR_LANES) * 4;
     match isa {
         #[cfg(target_arch = "aarch64")]
@@ -364,9 +368,38 @@ pub fn requant_one(acc: i32, bias: i32, scale: f32, zero_point: i32) -> i8 {
 }
 
 #[cfg(target_arch = "aarch64")]
+pub(super) use aarch64::requant8;
+
+#[cfg(target_arch = "aarch64")]
 mod aarch64 {
     use super::{KU, LanePlan, MR, NR, NR_LANES, Operands};
     use std::arch::aarch64::*;
+
+    /// Four sums (bias included) requantized as [`super::requant_one`] does them, still int32 (the
+    /// callers narrow with SQXTN): f32 conversion, multiplication by `scale`, FCVTNS (round to
+    /// nearest even, saturating), SQADD of the zero point.
+    #[inline(always)]
+    pub fn requant4(acc: int32x4_t, scale: float32x4_t, zero_point: int32x4_t) -> int32x4_t {
+        // SAFETY: NEON is architectural on aarch64.
+        unsafe { vqaddq_s32(scaled(acc, scale), zero_point) }
+    }
+
+    /// FCVTNS of the scaled sums: round to nearest even, saturating.
+    #[inline(always)]
+    fn scaled(acc: int32x4_t, scale: float32x4_t) -> int32x4_t {
+        // SAFETY: NEON is architectural on aarch64.
+        unsafe { vcvtnq_s32_f32(vmulq_f32(vcvtq_f32_s32(acc), scale)) }
+    }
+
+    /// Eight sums (bias included) requantized as [`super::requant_one`] does them, still int16 (the
+    /// callers narrow with SQXTN): the scaled sums narrowed to int16 (SQXTN), then the int8 zero
+    /// point added there (SQADD), one instruction per eight sums instead of per four. The bytes are
+    /// [`requant4`]'s: a sum past int16 is past int8 either way, on the same side.
+    #[inline(always)]
+    pub fn requant8([lo, hi]: [int32x4_t; 2], [slo, shi]: [float32x4_t; 2], zero_point: int16x8_t) -> int16x8_t {
+        // SAFETY: NEON is architectural on aarch64.
+        unsafe { vqaddq_s16(vqmovn_high_s32(vqmovn_s32(scaled(lo, slo)), scaled(hi, shi)), zero_point) }
+    }
 
     /// Runs `$step(acc, w_i, x_j)` over the 4x4 tile for each 16-byte block of each run, then folds
     /// each accumulator's lanes and stores the tile.
@@ -449,6 +482,30 @@ mod aarch64 {
         acc
     }
 
+    /// The weights of 8 channels for 16 bytes of reduction: the four groups of four bytes (`ks` bytes
+    /// apart), each as the low and high four channels.
+    #[inline(always)]
+    unsafe fn weight_groups(w: *const i8, ks: usize) -> [[int8x16_t; 2]; 4] {
+        unsafe { std::array::from_fn(|g| [vld1q_s8(w.add(g * ks)), vld1q_s8(w.add(g * ks + 16))]) }
+    }
+
+    /// One pixel's 16 input bytes (`xv`) against [`weight_groups`]: 8 SDOTs by element, lane `g` of
+    /// `xv` meeting group `g`, into the low and high four channels' sums.
+    #[inline(always)]
+    unsafe fn sdot_groups([mut lo, mut hi]: [int32x4_t; 2], w: &[[int8x16_t; 2]; 4], xv: int8x16_t) -> [int32x4_t; 2] {
+        unsafe {
+            lo = sdot_lane::<0>(lo, w[0][0], xv);
+            hi = sdot_lane::<0>(hi, w[0][1], xv);
+            lo = sdot_lane::<1>(lo, w[1][0], xv);
+            hi = sdot_lane::<1>(hi, w[1][1], xv);
+            lo = sdot_lane::<2>(lo, w[2][0], xv);
+            hi = sdot_lane::<2>(hi, w[2][1], xv);
+            lo = sdot_lane::<3>(lo, w[3][0], xv);
+            hi = sdot_lane::<3>(hi, w[3][1], xv);
+        }
+        [lo, hi]
+    }
+
     /// The four pixels' vectors of four channels each, transposed into four channels' vectors of four
     /// pixels each.
     #[inline(always)]
@@ -476,33 +533,35 @@ mod aarch64 {
             let mut lo = [init[0]; NR_LANES];
             let mut hi = [init[1]; NR_LANES];
             let mut w = row.w;
-            for &tap in row.taps {
+            // Loops that test at their end (there is a tap, and a run is at least KU bytes): with
+            // tests at the start, LLVM copied `init` into the accumulators twice per tile, once
+            // for a row with nothing to sum.
+            debug_assert!(!row.taps.is_empty() && row.len >= KU);
+            let mut t = 0;
+            loop {
+                let tap = *row.taps.get_unchecked(t);
                 let mut k = tap;
                 let end = tap + row.len;
-                while k < end {
-                    let w0 = [vld1q_s8(w), vld1q_s8(w.add(16))];
-                    let w1 = [vld1q_s8(w.add(ks)), vld1q_s8(w.add(ks + 16))];
-                    let w2 = [vld1q_s8(w.add(2 * ks)), vld1q_s8(w.add(2 * ks + 16))];
-                    let w3 = [vld1q_s8(w.add(3 * ks)), vld1q_s8(w.add(3 * ks + 16))];
+                loop {
+                    let wv = weight_groups(w, ks);
                     // Unrolled by hand: LLVM keeps a loop over the asm blocks, with the
                     // accumulators spilled to the stack and reloaded per pixel.
                     macro_rules! pixel {
                         ($($j:literal)*) => {$(
-                            let xv = vld1q_s8(x[$j].add(k));
-                            lo[$j] = sdot_lane::<0>(lo[$j], w0[0], xv);
-                            hi[$j] = sdot_lane::<0>(hi[$j], w0[1], xv);
-                            lo[$j] = sdot_lane::<1>(lo[$j], w1[0], xv);
-                            hi[$j] = sdot_lane::<1>(hi[$j], w1[1], xv);
-                            lo[$j] = sdot_lane::<2>(lo[$j], w2[0], xv);
-                            hi[$j] = sdot_lane::<2>(hi[$j], w2[1], xv);
-                            lo[$j] = sdot_lane::<3>(lo[$j], w3[0], xv);
-                            hi[$j] = sdot_lane::<3>(hi[$j], w3[1], xv);
+                            [lo[$j], hi[$j]] = sdot_groups([lo[$j], hi[$j]], &wv, vld1q_s8(x[$j].add(k)));
                         )*};
                     }
                     const _: () = assert!(NR_LANES == 8);
                     pixel!(0 1 2 3 4 5 6 7);
                     w = w.add(4 * ks);
                     k += KU;
+                    if k >= end {
+                        break;
+                    }
+                }
+                t += 1;
+                if t == row.taps.len() {
+                    break;
                 }
             }
             [lo, hi]
@@ -521,7 +580,7 @@ mod aarch64 {
             let z = vdupq_n_s32(0);
             let plan = LanePlan::new(row.starts.len());
             for t in 0..plan.tiles {
-                let x: [*const i8; NR_LANES] = std::array::from_fn(|j| row.src.add(LanePlan::start(row.starts, t, j)));
+                let x = LanePlan::tile(row.src, row.starts, t);
                 let acc = sdot_lane_tile(&row, ks, x, [z, z]);
                 let o = out.add(t * NR_LANES);
                 for (half, acc) in acc.iter().enumerate() {
@@ -558,15 +617,7 @@ mod aarch64 {
             for &tap in row.taps {
                 let mut k = tap;
                 while k < tap + row.len {
-                    let xv = vld1q_s8(x.add(k));
-                    lo = sdot_lane::<0>(lo, vld1q_s8(w), xv);
-                    hi = sdot_lane::<0>(hi, vld1q_s8(w.add(16)), xv);
-                    lo = sdot_lane::<1>(lo, vld1q_s8(w.add(ks)), xv);
-                    hi = sdot_lane::<1>(hi, vld1q_s8(w.add(ks + 16)), xv);
-                    lo = sdot_lane::<2>(lo, vld1q_s8(w.add(2 * ks)), xv);
-                    hi = sdot_lane::<2>(hi, vld1q_s8(w.add(2 * ks + 16)), xv);
-                    lo = sdot_lane::<3>(lo, vld1q_s8(w.add(3 * ks)), xv);
-                    hi = sdot_lane::<3>(hi, vld1q_s8(w.add(3 * ks + 16)), xv);
+                    [lo, hi] = sdot_groups([lo, hi], &weight_groups(w, ks), vld1q_s8(x.add(k)));
                     w = w.add(4 * ks);
                     k += KU;
                 }
@@ -582,17 +633,17 @@ mod aarch64 {
     /// # Safety
     /// [`super::lane_tiles_requant`]'s contract; the CPU has the `dotprod` feature.
     #[target_feature(enable = "neon,dotprod")]
-    pub unsafe fn sdot_lane_tiles_requant(row: super::Row, ks: usize, bias: *const i32, scales: *const f32, zero_point: i32, out: *mut i8, stride: usize) {
+    pub unsafe fn sdot_lane_tiles_requant(row: super::Row, ks: usize, bias: *const i32, scales: *const f32, zero_point: i8, out: *mut i8, stride: usize) {
         unsafe {
             let init = [vld1q_s32(bias), vld1q_s32(bias.add(4))];
             let scale = [vld1q_f32(scales), vld1q_f32(scales.add(4))];
-            let z = vdupq_n_s32(zero_point);
-            let q = |a: int32x4_t, s: float32x4_t| vqmovn_s32(vqaddq_s32(vcvtnq_s32_f32(vmulq_f32(vcvtq_f32_s32(a), s)), z));
+            let z = vdupq_n_s16(zero_point.into());
+            let q = |lo: int32x4_t, hi: int32x4_t| vqmovn_s16(requant8([lo, hi], scale, z));
             let plan = LanePlan::new(row.starts.len());
             for t in 0..plan.tiles {
-                let x: [*const i8; NR_LANES] = std::array::from_fn(|j| row.src.add(LanePlan::start(row.starts, t, j)));
+                let x = LanePlan::tile(row.src, row.starts, t);
                 let [lo, hi] = sdot_lane_tile(&row, ks, x, init);
-                let pixels: [int8x8_t; NR_LANES] = std::array::from_fn(|j| vqmovn_s16(vcombine_s16(q(lo[j], scale[0]), q(hi[j], scale[1]))));
+                let pixels: [int8x8_t; NR_LANES] = std::array::from_fn(|j| q(lo[j], hi[j]));
                 let o = out.add(t * NR_LANES);
                 for (c, r) in super::super::layout::transpose_8x8(pixels).into_iter().enumerate() {
                     vst1_s8(o.add(c * stride), r);
@@ -601,7 +652,7 @@ mod aarch64 {
             for j in plan.columns..row.starts.len() {
                 let [lo, hi] = sdot_lane_column(&row, ks, row.src.add(row.starts[j]), init);
                 let mut bytes = [0i8; 8];
-                vst1_s8(bytes.as_mut_ptr(), vqmovn_s16(vcombine_s16(q(lo, scale[0]), q(hi, scale[1]))));
+                vst1_s8(bytes.as_mut_ptr(), q(lo, hi));
                 for (c, v) in bytes.into_iter().enumerate() {
                     *out.add(c * stride + j) = v;
                 }
@@ -619,7 +670,8 @@ mod aarch64 {
             let z = vdupq_n_s32(zero_point);
             for (i, row) in acc.iter().enumerate() {
                 let (b, scale) = (vdupq_n_s32(*bias.get_unchecked(i)), *scales.get_unchecked(i));
-                let step = |p: *const i32| vqaddq_s32(vcvtnq_s32_f32(vmulq_n_f32(vcvtq_f32_s32(vaddq_s32(vld1q_s32(p), b)), scale)), z);
+                let s = vdupq_n_f32(scale);
+                let step = |p: *const i32| requant4(vaddq_s32(vld1q_s32(p), b), s, z);
                 let (a, o) = (row.as_ptr(), out.as_mut_ptr().add(i * stride));
                 let mut k = 0;
                 while k + 8 <= valid {
@@ -648,13 +700,9 @@ mod aarch64 {
     #[target_feature(enable = "neon")]
     pub unsafe fn requant_row(acc: &[i32], bias: i32, scale: f32, zero_point: i32, out: &mut [i8]) -> usize {
         unsafe {
-            let (b, z) = (vdupq_n_s32(bias), vdupq_n_s32(zero_point));
-            let step = |p: *const i32| {
-                // Wrapping add, f32 convert, multiply, round to nearest even (FCVTNS, saturating),
-                // saturating add of the zero point.
-                let v = vcvtq_f32_s32(vaddq_s32(vld1q_s32(p), b));
-                vqaddq_s32(vcvtnq_s32_f32(vmulq_n_f32(v, scale)), z)
-            };
+            let (b, s, z) = (vdupq_n_s32(bias), vdupq_n_f32(scale), vdupq_n_s32(zero_point));
+            // Wrapping add of the bias, then `requant4`.
+            let step = |p: *const i32| requant4(vaddq_s32(vld1q_s32(p), b), s, z);
             let mut i = 0;
             while i + 8 <= acc.len() {
                 let lo = vqmovn_s32(step(acc.as_ptr().add(i)));
@@ -809,7 +857,7 @@ mod x86 {
         unsafe {
             let plan = LanePlan::new(row.starts.len());
             for t in 0..plan.tiles {
-                let x: [*const i8; NR_LANES] = std::array::from_fn(|j| row.src.add(LanePlan::start(row.starts, t, j)));
+                let x = LanePlan::tile(row.src, row.starts, t);
                 let z = _mm256_setzero_si256();
                 let mut lo = [z; NR_LANES];
                 let mut hi = [z; NR_LANES];
@@ -1061,7 +1109,7 @@ mod tests {
             blocks in 1usize..4,
             taps in 1usize..4,
             seed in any::<u64>(),
-            zero_point in -128i32..128,
+            zero_point in any::<i8>(),
         ) {
             let (len, channels) = (blocks * KU, MR_LANES);
             let kp = taps * len;
@@ -1072,8 +1120,8 @@ mod tests {
             let span = offsets.last().unwrap() + len;
             let x: Vec<i8> = (0..pixels * span).map(|_| next(256) as u8 as i8).collect();
             let bias: Vec<i32> = (0..channels).map(|_| next(200_001) as i32 - 100_000).collect();
-            // Scales from tiny to ones that saturate.
-            let scales: Vec<f32> = (0..channels).map(|_| 1e-5 + next(1000) as f32 * 2e-5).collect();
+            // Scales from tiny to ones that saturate int8, and int16 (sums up to about 2.4 million).
+            let scales: Vec<f32> = (0..channels).map(|_| 1e-5 * (1 << next(15)) as f32 * (1.0 + next(1000) as f32 / 1000.0)).collect();
             let lanes = pack_lanes(&w, channels, kp);
             for isa in Isa::available().into_iter().filter(|&isa| lanes_requantize(isa)) {
                 let Some((mr, nr)) = lane_tile(isa) else { continue };
@@ -1087,7 +1135,7 @@ mod tests {
                     lane_tiles_requant(isa, row, channels, bias.as_ptr(), scales.as_ptr(), zero_point, out.as_mut_ptr(), stride);
                 }
                 for i in 0..mr {
-                    let expected: Vec<i8> = sums[i * stride..][..pixels].iter().map(|&a| requant_one(a, bias[i], scales[i], zero_point)).collect();
+                    let expected: Vec<i8> = sums[i * stride..][..pixels].iter().map(|&a| requant_one(a, bias[i], scales[i], zero_point.into())).collect();
                     prop_assert_eq!(&out[i * stride..][..pixels], &expected[..], "{:?} channel {}", isa, i);
                 }
             }

@@ -113,7 +113,7 @@ impl Case {
             &self.bias,
             &scales,
             self.x_zero_point,
-            self.y_zero_point as i32,
+            self.y_zero_point,
             isa,
         )
         .unwrap();
@@ -185,6 +185,43 @@ proptest! {
         let (got, perch) = case.run_model(Engine::Perch);
         prop_assert!(perch, "Perch's kernel was not chosen");
         prop_assert_eq!(got, expected);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// 3x3 depthwise convolutions with channels enough for the channels-last kernels (NEON's row
+    /// runs, the SDOT column kernel, AVX2): rows longer than a block of pixels, strides 1 and 2,
+    /// dilations, a last partial group of channels, per-channel and uniform scales.
+    #[test]
+    fn depthwise_3x3_kernels_match_tract(
+        base in case(),
+        channels in 16usize..40,
+        input in (1usize..6, 1usize..45),
+        stride in [1usize..3, 1usize..3],
+        dilation in prop_oneof![3 => Just([1usize, 1]), 1 => [1usize..3, 1usize..3]],
+        seed in any::<u64>(),
+    ) {
+        let mut case = base;
+        (case.depthwise, case.in_channels, case.out_channels, case.kernel, case.stride, case.dilation) = (true, channels, channels, [3, 3], stride, dilation);
+        // Inputs big enough for one output with the case's paddings.
+        case.input = [0, 1].map(|a| (2 * dilation[a] + 1).saturating_sub(case.pad_before[a] + case.pad_after[a]).max(1) + [input.0, input.1][a]);
+        let mut s = seed;
+        let mut next = move |n: u64| {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (s >> 33) % n
+        };
+        case.weights = (0..channels * 9).map(|_| (next(255) as i32 - 127) as i8).collect();
+        case.bias = (0..channels).map(|_| next(20001) as i32 - 10000).collect();
+        if case.k_scales.len() > 1 {
+            case.k_scales = (0..channels).map(|_| 0.001 + next(1000) as f32 * 0.00005).collect();
+        }
+        case.x = (0..case.batch * channels * case.input[0] * case.input[1]).map(|_| next(256) as u8 as i8).collect();
+        let (expected, _) = case.run_model(Engine::Tract);
+        for isa in Isa::available() {
+            prop_assert_eq!(&case.run_kernel(isa), &expected, "{:?}", isa);
+        }
     }
 }
 

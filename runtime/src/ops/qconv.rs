@@ -211,7 +211,7 @@ impl QConv {
         let kernel = kernel.try_as_plain_ram()?;
         let Ok(weights) = kernel.as_slice::<i8>() else { return Ok(None) };
         let (y_zp, _) = self.output_qparams()?;
-        let Ok(x_zp) = i8::try_from(self.x_zero_point) else { return Ok(None) };
+        let (Ok(x_zp), Ok(y_zp)) = (i8::try_from(self.x_zero_point), i8::try_from(y_zp)) else { return Ok(None) };
         let channels = spec.input_channels;
         Ok(QConvKernel::new(geometry, channels, self.conv.group, weights, &bias, &scales, x_zp, y_zp, Isa::best()).ok())
     }
