@@ -208,7 +208,7 @@ pub unsafe fn lane_tiles(isa: Isa, row: Row, channels: usize, out: *mut i32, str
 
 /// Whether `isa`'s lane kernel also requantizes ([`lane_tiles_requant`]).
 pub fn lanes_requantize(isa: Isa) -> bool {
-    matches!(isa, Isa::NeonDot)
+    matches!(isa, Isa::NeonDot | Isa::Avx512Vnni)
 }
 
 /// [`lane_tiles`] with the per-channel requantization fused in: the sums start from the channels'
@@ -226,6 +226,8 @@ pub unsafe fn lane_tiles_requant(isa: Isa, row: Row, channels: usize, bias: *con
     match isa {
         #[cfg(target_arch = "aarch64")]
         Isa::NeonDot => unsafe { aarch64::sdot_lane_tiles_requant(row, group_stride, bias, scales, zero_point, out, stride) },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512Vnni => unsafe { x86::vnni_lane_tiles_requant(row, group_stride, bias, scales, zero_point, out, stride) },
         _ => {
             let _ = (row, group_stride, bias, scales, zero_point, out, stride);
             unreachable!("{isa:?} has no requantizing lane kernel")
@@ -843,10 +845,64 @@ mod x86 {
         }
     }
 
-    /// The VPDPBUSD lane kernel ([`super::lane_tiles`]): 16 channels (two vectors of eight) by 8
-    /// pixels, 16 accumulators. For every four bytes of reduction, two weight loads, then per pixel
-    /// one broadcast of its four (unsigned) input bytes and two VPDPBUSD: 256 MACs per 26
-    /// instructions, no horizontal reduction; the tile is transposed to channel rows at the end.
+    /// One tile of the VPDPBUSD lane kernel: 16 channels (two vectors of eight) by the 8 pixels `x`,
+    /// 16 accumulators starting from `init` (low and high eight channels). For every four bytes of
+    /// reduction, two weight loads, then per pixel one broadcast of its four (unsigned) input bytes
+    /// and two VPDPBUSD: 256 MACs per 26 instructions, no horizontal reduction. Returns, per pixel,
+    /// the low and high eight channels' sums.
+    ///
+    /// # Safety
+    /// [`super::lane_tiles`]'s contract for the tile, with `ks` the byte stride between weight
+    /// groups; the CPU has AVX2, AVX512F, AVX512VL and AVX512-VNNI.
+    #[inline(always)]
+    unsafe fn vnni_lane_tile(row: &super::Row, ks: usize, x: [*const i8; super::NR_LANES], init: [__m256i; 2]) -> [[__m256i; super::NR_LANES]; 2] {
+        use super::NR_LANES;
+        unsafe {
+            let mut lo = [init[0]; NR_LANES];
+            let mut hi = [init[1]; NR_LANES];
+            let mut w = row.w;
+            for &tap in row.taps {
+                let mut k = tap;
+                let end = tap + row.len;
+                while k < end {
+                    let w0 = _mm256_loadu_si256(w as *const __m256i);
+                    let w1 = _mm256_loadu_si256(w.add(32) as *const __m256i);
+                    for j in 0..NR_LANES {
+                        let xv = _mm256_set1_epi32(std::ptr::read_unaligned(x[j].add(k) as *const i32));
+                        lo[j] = _mm256_dpbusd_epi32(lo[j], xv, w0);
+                        hi[j] = _mm256_dpbusd_epi32(hi[j], xv, w1);
+                    }
+                    w = w.add(ks);
+                    k += 4;
+                }
+            }
+            [lo, hi]
+        }
+    }
+
+    /// One pixel against 16 channels ([`vnni_lane_tile`]'s column): two weight loads, a broadcast
+    /// and two VPDPBUSD per four bytes.
+    ///
+    /// # Safety
+    /// As [`vnni_lane_tile`]'s, for the one pixel at `x`.
+    #[inline(always)]
+    unsafe fn vnni_lane_column(row: &super::Row, ks: usize, x: *const i8, [mut lo, mut hi]: [__m256i; 2]) -> [__m256i; 2] {
+        unsafe {
+            let mut w = row.w;
+            for &tap in row.taps {
+                for k in (tap..tap + row.len).step_by(4) {
+                    let xv = _mm256_set1_epi32(std::ptr::read_unaligned(x.add(k) as *const i32));
+                    lo = _mm256_dpbusd_epi32(lo, xv, _mm256_loadu_si256(w as *const __m256i));
+                    hi = _mm256_dpbusd_epi32(hi, xv, _mm256_loadu_si256(w.add(32) as *const __m256i));
+                    w = w.add(ks);
+                }
+            }
+            [lo, hi]
+        }
+    }
+
+    /// The VPDPBUSD lane kernel ([`super::lane_tiles`]): [`vnni_lane_tile`] over the row, each tile
+    /// transposed to channel rows at the end; the rest pixel by pixel ([`vnni_lane_column`]).
     ///
     /// # Safety
     /// [`super::lane_tiles`]'s contract, with `ks` the byte stride between weight groups; the CPU has
@@ -855,53 +911,79 @@ mod x86 {
     pub unsafe fn vnni_lane_tiles(row: super::Row, ks: usize, out: *mut i32, stride: usize) {
         use super::{LanePlan, NR_LANES};
         unsafe {
+            let z = _mm256_setzero_si256();
             let plan = LanePlan::new(row.starts.len());
             for t in 0..plan.tiles {
-                let x = LanePlan::tile(row.src, row.starts, t);
-                let z = _mm256_setzero_si256();
-                let mut lo = [z; NR_LANES];
-                let mut hi = [z; NR_LANES];
-                let mut w = row.w;
-                for &tap in row.taps {
-                    let mut k = tap;
-                    let end = tap + row.len;
-                    while k < end {
-                        let w0 = _mm256_loadu_si256(w as *const __m256i);
-                        let w1 = _mm256_loadu_si256(w.add(32) as *const __m256i);
-                        for j in 0..NR_LANES {
-                            let xv = _mm256_set1_epi32(std::ptr::read_unaligned(x[j].add(k) as *const i32));
-                            lo[j] = _mm256_dpbusd_epi32(lo[j], xv, w0);
-                            hi[j] = _mm256_dpbusd_epi32(hi[j], xv, w1);
-                        }
-                        w = w.add(ks);
-                        k += 4;
-                    }
-                }
+                let acc = vnni_lane_tile(&row, ks, LanePlan::tile(row.src, row.starts, t), [z, z]);
                 // Each accumulator holds 8 channels of one pixel: 8x8 transposes into channel rows.
                 let o = out.add(t * NR_LANES);
-                for (half, acc) in [lo, hi].iter().enumerate() {
+                for (half, acc) in acc.iter().enumerate() {
                     for (c, r) in transpose_8x8(*acc).into_iter().enumerate() {
                         _mm256_storeu_si256(o.add((8 * half + c) * stride) as *mut __m256i, r);
                     }
                 }
             }
-            // The rest pixel by pixel: two weight loads, a broadcast and two VPDPBUSD per four bytes.
             for j in plan.columns..row.starts.len() {
-                let x = row.src.add(row.starts[j]);
-                let (mut lo, mut hi) = (_mm256_setzero_si256(), _mm256_setzero_si256());
-                let mut w = row.w;
-                for &tap in row.taps {
-                    for k in (tap..tap + row.len).step_by(4) {
-                        let xv = _mm256_set1_epi32(std::ptr::read_unaligned(x.add(k) as *const i32));
-                        lo = _mm256_dpbusd_epi32(lo, xv, _mm256_loadu_si256(w as *const __m256i));
-                        hi = _mm256_dpbusd_epi32(hi, xv, _mm256_loadu_si256(w.add(32) as *const __m256i));
-                        w = w.add(ks);
-                    }
-                }
+                let [lo, hi] = vnni_lane_column(&row, ks, row.src.add(row.starts[j]), [z, z]);
                 let mut sums = [0i32; 16];
                 _mm256_storeu_si256(sums.as_mut_ptr() as *mut __m256i, lo);
                 _mm256_storeu_si256(sums.as_mut_ptr().add(8) as *mut __m256i, hi);
                 for (c, v) in sums.into_iter().enumerate() {
+                    *out.add(c * stride + j) = v;
+                }
+            }
+        }
+    }
+
+    /// Eight sums (bias included) requantized as [`super::requant_one`] does them, into the low 8
+    /// bytes: scaled in f32, clamped (CVTPS2DQ gives i32::MIN out of range, as [`requant_row`]
+    /// explains), rounded to nearest even, narrowed to int16 with saturation (VPMOVSDW), the zero
+    /// point added there with saturation, narrowed to int8 (a sum past int16 is past int8 either way,
+    /// on the same side).
+    ///
+    /// # Safety
+    /// The CPU has AVX2, AVX512F and AVX512VL.
+    #[inline(always)]
+    unsafe fn requant8(acc: __m256i, scale: __m256, zero_point: __m128i) -> __m128i {
+        unsafe {
+            let (lo, hi) = (_mm256_set1_ps(-2147483520.0), _mm256_set1_ps(2147483520.0));
+            let v = _mm256_min_ps(_mm256_max_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(acc), scale), lo), hi);
+            let v = _mm_adds_epi16(_mm256_cvtsepi32_epi16(_mm256_cvtps_epi32(v)), zero_point);
+            _mm_packs_epi16(v, v)
+        }
+    }
+
+    /// [`super::lane_tiles_requant`] on VPDPBUSD: [`vnni_lane_tile`] from the bias, each tile
+    /// transposed to channel rows and each row of eight pixels requantized by its channel's scale
+    /// ([`requant8`]): no int32 tile is stored.
+    ///
+    /// # Safety
+    /// [`super::lane_tiles_requant`]'s contract, with `ks` the byte stride between weight groups; the
+    /// CPU has AVX2, AVX512F, AVX512VL and AVX512-VNNI.
+    #[target_feature(enable = "avx2,avx512f,avx512vl,avx512vnni")]
+    pub unsafe fn vnni_lane_tiles_requant(row: super::Row, ks: usize, bias: *const i32, scales: *const f32, zero_point: i8, out: *mut i8, stride: usize) {
+        use super::{LanePlan, NR_LANES};
+        unsafe {
+            let init = [_mm256_loadu_si256(bias as *const __m256i), _mm256_loadu_si256(bias.add(8) as *const __m256i)];
+            let z = _mm_set1_epi16(zero_point.into());
+            let plan = LanePlan::new(row.starts.len());
+            for t in 0..plan.tiles {
+                let acc = vnni_lane_tile(&row, ks, LanePlan::tile(row.src, row.starts, t), init);
+                let o = out.add(t * NR_LANES);
+                for (half, acc) in acc.iter().enumerate() {
+                    for (c, r) in transpose_8x8(*acc).into_iter().enumerate() {
+                        let ch = 8 * half + c;
+                        _mm_storel_epi64(o.add(ch * stride) as *mut __m128i, requant8(r, _mm256_set1_ps(*scales.add(ch)), z));
+                    }
+                }
+            }
+            let scale = [_mm256_loadu_ps(scales), _mm256_loadu_ps(scales.add(8))];
+            for j in plan.columns..row.starts.len() {
+                let [lo, hi] = vnni_lane_column(&row, ks, row.src.add(row.starts[j]), init);
+                let mut bytes = [0i8; 16];
+                _mm_storel_epi64(bytes.as_mut_ptr() as *mut __m128i, requant8(lo, scale[0], z));
+                _mm_storel_epi64(bytes.as_mut_ptr().add(8) as *mut __m128i, requant8(hi, scale[1], z));
+                for (c, v) in bytes.into_iter().enumerate() {
                     *out.add(c * stride + j) = v;
                 }
             }
