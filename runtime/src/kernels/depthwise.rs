@@ -233,6 +233,9 @@ impl Job<'_> {
                     // SAFETY: NEON is architectural on aarch64.
                     #[cfg(target_arch = "aarch64")]
                     NEON | DOT => unsafe { neon::transpose(&tile) },
+                    // SAFETY: SSE2 is architectural on x86-64.
+                    #[cfg(target_arch = "x86_64")]
+                    AVX2 => unsafe { avx2::transpose(&tile) },
                     _ => {
                         let mut planes = [[0i8; BLOCK]; LANES];
                         for (j, pixel) in tile.iter().enumerate() {
@@ -581,8 +584,32 @@ mod dot {
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::LANES;
+    use super::{BLOCK, LANES};
     use std::arch::x86_64::*;
+
+    /// `tile[j][l]` as `[l][j]`: two 16x16 byte transposes, each four rounds of PUNPCKLBW/PUNPCKHBW
+    /// pairing rows `i` and `i + 8` into rows `2i` and `2i + 1`.
+    ///
+    /// # Safety
+    /// None beyond SSE2, which is architectural on x86-64.
+    #[inline(always)]
+    pub unsafe fn transpose(tile: &[[i8; LANES]; BLOCK]) -> [[i8; BLOCK]; LANES] {
+        unsafe {
+            // Every byte is stored below: no zeroing first.
+            let mut out = std::mem::MaybeUninit::<[[i8; BLOCK]; LANES]>::uninit();
+            let rows = out.as_mut_ptr().cast::<[i8; BLOCK]>();
+            for half in 0..BLOCK / LANES {
+                let mut r: [__m128i; LANES] = std::array::from_fn(|j| _mm_loadu_si128(tile[half * LANES + j].as_ptr() as *const __m128i));
+                for _ in 0..4 {
+                    r = std::array::from_fn(|k| if k % 2 == 0 { _mm_unpacklo_epi8(r[k / 2], r[k / 2 + 8]) } else { _mm_unpackhi_epi8(r[k / 2], r[k / 2 + 8]) });
+                }
+                for (l, &v) in r.iter().enumerate() {
+                    _mm_storeu_si128(rows.add(l).cast::<i8>().add(half * LANES) as *mut __m128i, v);
+                }
+            }
+            out.assume_init()
+        }
+    }
 
     /// [`super::pixel`] then [`super::requant`]: int8 widened to int16, VPMULLW of two taps added in
     /// int16, widened to int32 and added; requantized as `micro`'s AVX2 row (clamped before
