@@ -27,10 +27,15 @@ pub struct Depthwise {
     /// Per channel, then [`LANES`] spare values.
     bias: Vec<i32>,
     scales: Vec<f32>,
-    /// 3x3 kernels, for the SDOT kernel (`dot::run3x3`): `[kx][channel][ky]`, each channel's column
-    /// of three weights and a zero, then [`LANES`] spare channels.
-    #[cfg(target_arch = "aarch64")]
+    /// 3x3 kernels, for the SDOT and VPDPBUSD kernels (`dot::run3x3`, `vnni::run3x3`):
+    /// `[kx][channel][ky]`, each channel's column of three weights and a zero, then [`LANES`] spare
+    /// channels.
+    #[cfg(any(target_arch = "aarch64", target_arch = "x86_64"))]
     columns: Option<Vec<i8>>,
+    /// For VPDPBUSD, which multiplies unsigned bytes by signed ones and so reads each input `x` as
+    /// `x ^ 0x80` (`x + 128`): the bias less `128 * sum(w)`, per channel, then [`LANES`] spare values.
+    #[cfg(target_arch = "x86_64")]
+    unsigned_bias: Vec<i32>,
 }
 
 impl Depthwise {
@@ -39,7 +44,7 @@ impl Depthwise {
     /// uniform [`Requant`]).
     pub fn new(channels: usize, shape: [usize; 2], kernel: &[i8], bias: &[i32], scales: &[f32]) -> Depthwise {
         let taps = shape[0] * shape[1];
-        #[cfg(target_arch = "aarch64")]
+        #[cfg(any(target_arch = "aarch64", target_arch = "x86_64"))]
         let columns = (shape == [3, 3]).then(|| {
             let stride = 4 * (channels + LANES);
             let mut columns = vec![0i8; 3 * stride];
@@ -58,6 +63,11 @@ impl Depthwise {
         }
         let mut bias = bias.to_vec();
         bias.resize(channels + LANES, 0);
+        #[cfg(target_arch = "x86_64")]
+        let unsigned_bias = bias.iter().enumerate().map(|(ch, &b)| {
+            let sum: i32 = kernel.chunks_exact(taps).nth(ch).map_or(0, |row| row.iter().map(|&w| i32::from(w)).sum());
+            b.wrapping_sub(128 * sum)
+        }).collect();
         let mut scales = scales.to_vec();
         scales.resize(channels + LANES, 0.0);
         Depthwise {
@@ -65,8 +75,10 @@ impl Depthwise {
             weights,
             bias,
             scales,
-            #[cfg(target_arch = "aarch64")]
+            #[cfg(any(target_arch = "aarch64", target_arch = "x86_64"))]
             columns,
+            #[cfg(target_arch = "x86_64")]
+            unsigned_bias,
         }
     }
 
@@ -80,8 +92,11 @@ impl Depthwise {
         let job = Job { dw: self, g, taps: &taps, wp, padded, requant, y_zero_point };
         match isa {
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: these ISAs are only chosen where the CPU has AVX2 (`Isa::available`).
-            Isa::Avx2 | Isa::Avx512Vnni => unsafe { job.run_avx2(first, y) },
+            // SAFETY: these ISAs are only chosen where the CPU has them (`Isa::available`).
+            Isa::Avx2 => unsafe { job.run_avx2(first, y) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as above.
+            Isa::Avx512Vnni => unsafe { job.run_vnni(first, y) },
             #[cfg(target_arch = "aarch64")]
             Isa::Neon => job.run::<NEON>(first, y),
             #[cfg(target_arch = "aarch64")]
@@ -99,6 +114,9 @@ const NEON: u8 = 1;
 const DOT: u8 = 3;
 #[cfg(target_arch = "x86_64")]
 const AVX2: u8 = 2;
+/// AVX2 with AVX512-VNNI: [`AVX2`]'s kernels, and [`vnni::run3x3`] for 3x3 kernels.
+#[cfg(target_arch = "x86_64")]
+const VNNI: u8 = 4;
 
 struct Job<'a> {
     dw: &'a Depthwise,
@@ -118,7 +136,13 @@ impl Job<'_> {
         self.run::<AVX2>(first, y)
     }
 
-    /// With `ISA` one of [`PORTABLE`], `NEON`, `DOT`, `AVX2`: a loop for each kind of requantization.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,avx512f,avx512vl,avx512vnni")]
+    unsafe fn run_vnni(&self, first: usize, y: &mut [i8]) {
+        self.run::<VNNI>(first, y)
+    }
+
+    /// With `ISA` one of [`PORTABLE`], `NEON`, `DOT`, `AVX2`, `VNNI`: a loop for each kind of requantization.
     /// 3x3 kernels get their own copy of the loop, where the tap count is a constant: the taps
     /// unroll, and their offsets and weights stay in registers across a channel group's pixels.
     #[inline(always)]
@@ -145,25 +169,31 @@ impl Job<'_> {
             let bias: &[i32; LANES] = self.dw.bias[c0..c0 + LANES].try_into().expect("bias has LANES spare values");
             let scales: &[f32; LANES] = self.dw.scales[c0..c0 + LANES].try_into().expect("scales have LANES spare values");
             let w = &self.dw.weights[c0..(taps.len() - 1) * c + c0 + LANES];
+            // The column kernels (SDOT, VPDPBUSD): a 3x3 kernel with per-channel scales, dilation 1,
+            // stride 1 or 2 along the row.
+            #[cfg(target_arch = "aarch64")]
+            let column_isa = ISA == DOT;
+            #[cfg(target_arch = "x86_64")]
+            let column_isa = ISA == VNNI;
+            #[cfg(any(target_arch = "aarch64", target_arch = "x86_64"))]
+            let columns = match &self.dw.columns {
+                Some(columns) if column_isa && TAPS == 9 && uniform.is_none() && g.kernel == [3, 3] && g.dilation == [1, 1] && g.stride[1] <= 2 => Some(&columns[4 * c0..]),
+                _ => None,
+            };
             for b0 in (0..pixels).step_by(BLOCK) {
                 let valid = BLOCK.min(pixels - b0);
                 let (mut oy, mut ox) = (b0 / ow, b0 % ow);
-                // 3x3 with per-channel scales on NEON: runs of pixels along an output row
-                // (`neon::run9`, or `dot::run3x3` where it applies); everything else pixel by pixel
-                // below.
+                // Runs of pixels along an output row: the column kernels, or on NEON any 3x3 with
+                // per-channel scales (`neon::run9`); everything else pixel by pixel below.
                 #[cfg(target_arch = "aarch64")]
                 let runs = (ISA == NEON || ISA == DOT) && TAPS == 9 && uniform.is_none();
-                #[cfg(not(target_arch = "aarch64"))]
+                #[cfg(target_arch = "x86_64")]
+                let runs = columns.is_some();
+                #[cfg(not(any(target_arch = "aarch64", target_arch = "x86_64")))]
                 let runs = false;
-                #[cfg(target_arch = "aarch64")]
+                #[cfg(any(target_arch = "aarch64", target_arch = "x86_64"))]
                 if runs {
-                    // The nine weight vectors stay in registers for a whole run.
                     let taps: &[usize; 9] = taps.try_into().expect("nine taps");
-                    // SDOT over interleaved columns: a 3x3 kernel, stride 1 or 2 along the row.
-                    let columns = match (ISA, &self.dw.columns) {
-                        (DOT, Some(columns)) if g.kernel == [3, 3] && g.dilation == [1, 1] && g.stride[1] <= 2 => Some(&columns[4 * c0..]),
-                        _ => None,
-                    };
                     let mut j = 0;
                     while j < valid {
                         let n = (valid - j).min(ow - ox);
@@ -182,6 +212,7 @@ impl Job<'_> {
                                 // SAFETY: the input reads are those of `run9` (dilation 1: the
                                 // columns are `c` bytes apart, the rows `taps[3]`), asserted
                                 // above; the weights asserted here; the outputs as below.
+                                #[cfg(target_arch = "aarch64")]
                                 unsafe {
                                     if g.stride[1] == 1 {
                                         dot::run3x3::<1>(x.add(at), n, c, taps[3], columns.as_ptr(), wstride, bias, scales, self.y_zero_point, out)
@@ -189,9 +220,24 @@ impl Job<'_> {
                                         dot::run3x3::<2>(x.add(at), n, c, taps[3], columns.as_ptr(), wstride, bias, scales, self.y_zero_point, out)
                                     }
                                 }
+                                #[cfg(target_arch = "x86_64")]
+                                {
+                                    let bias: &[i32; LANES] = self.dw.unsigned_bias[c0..c0 + LANES].try_into().expect("bias has LANES spare values");
+                                    // (And `run_vnni` is only called where the CPU has AVX512-VNNI.)
+                                    unsafe {
+                                        if g.stride[1] == 1 {
+                                            vnni::run3x3::<1>(x.add(at), n, c, taps[3], columns.as_ptr(), wstride, bias, scales, self.y_zero_point, out)
+                                        } else {
+                                            vnni::run3x3::<2>(x.add(at), n, c, taps[3], columns.as_ptr(), wstride, bias, scales, self.y_zero_point, out)
+                                        }
+                                    }
+                                }
                             }
                             // SAFETY: asserted above; `tile[j..j + n]` holds the n outputs (j + n <= valid <= BLOCK).
+                            #[cfg(target_arch = "aarch64")]
                             None => unsafe { neon::run9(x.add(at), step, n, taps, w, c, bias, scales, self.y_zero_point, out) },
+                            #[cfg(target_arch = "x86_64")]
+                            None => unreachable!("x86-64 runs only on the column kernel"),
                         }
                         j += n;
                         (oy, ox) = if ox + n == ow { (oy + 1, 0) } else { (oy, ox + n) };
@@ -208,14 +254,14 @@ impl Job<'_> {
                         #[cfg(target_arch = "aarch64")]
                         (NEON | DOT, None) => unsafe { neon::pixel(x, taps, w, c, bias, scales, zp) },
                         #[cfg(target_arch = "x86_64")]
-                        (AVX2, None) => unsafe { avx2::pixel(x, taps, w, c, bias, scales, zp.into()) },
+                        (AVX2 | VNNI, None) => unsafe { avx2::pixel(x, taps, w, c, bias, scales, zp.into()) },
                         (_, None) => requant(&pixel(x, taps, w, c, bias), scales, zp.into()),
                         (_, Some(uniform)) => {
                             let acc = match ISA {
                                 #[cfg(target_arch = "aarch64")]
                                 NEON | DOT => unsafe { neon::pixel_sums(x, taps, w, c, bias) },
                                 #[cfg(target_arch = "x86_64")]
-                                AVX2 => unsafe { avx2::pixel_sums(x, taps, w, c, bias) },
+                                AVX2 | VNNI => unsafe { avx2::pixel_sums(x, taps, w, c, bias) },
                                 _ => pixel(x, taps, w, c, bias),
                             };
                             let mut out = [0i8; LANES];
@@ -235,7 +281,7 @@ impl Job<'_> {
                     NEON | DOT => unsafe { neon::transpose(&tile) },
                     // SAFETY: SSE2 is architectural on x86-64.
                     #[cfg(target_arch = "x86_64")]
-                    AVX2 => unsafe { avx2::transpose(&tile) },
+                    AVX2 | VNNI => unsafe { avx2::transpose(&tile) },
                     _ => {
                         let mut planes = [[0i8; BLOCK]; LANES];
                         for (j, pixel) in tile.iter().enumerate() {
@@ -582,6 +628,72 @@ mod dot {
     }
 }
 
+/// [`dot`]'s column kernel on AVX512-VNNI: each input column's three rows of sixteen channels,
+/// read as `x ^ 0x80` (VPDPBUSD multiplies unsigned bytes by signed ones; the bias is less `128 *
+/// sum(w)`), interleaved once with PUNPCKLBW/PUNPCKHBW and PUNPCKLWD/PUNPCKHWD, so that one
+/// VPDPBUSD does three taps of eight channels: 6 per pixel, and a column serves the next pixels too.
+#[cfg(target_arch = "x86_64")]
+mod vnni {
+    use super::LANES;
+    use std::arch::x86_64::*;
+
+    /// The column at `p` (rows `row` bytes apart), interleaved: the low and the high eight channels,
+    /// each channel as its unsigned bytes of rows 0, 1, 2, 2.
+    #[inline(always)]
+    unsafe fn column(p: *const i8, row: usize, flip: __m128i) -> [__m256i; 2] {
+        unsafe {
+            let load = |p: *const i8| _mm_xor_si128(_mm_loadu_si128(p as *const __m128i), flip);
+            let (r0, r1, r2) = (load(p), load(p.add(row)), load(p.add(2 * row)));
+            let (a, b) = (_mm_unpacklo_epi8(r0, r1), _mm_unpackhi_epi8(r0, r1));
+            let (c, d) = (_mm_unpacklo_epi8(r2, r2), _mm_unpackhi_epi8(r2, r2));
+            [_mm256_set_m128i(_mm_unpackhi_epi16(a, c), _mm_unpacklo_epi16(a, c)), _mm256_set_m128i(_mm_unpackhi_epi16(b, d), _mm_unpacklo_epi16(b, d))]
+        }
+    }
+
+    /// [`super::dot::run3x3`] on VPDPBUSD: the same reads, weights and outputs; `bias` is
+    /// [`super::Depthwise`]'s `unsigned_bias`. Requantized as `micro`'s VNNI lane kernel does.
+    ///
+    /// # Safety
+    /// As [`super::dot::run3x3`]'s; the CPU has AVX2, AVX512F, AVX512VL and AVX512-VNNI.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    pub unsafe fn run3x3<const STRIDE: usize>(x: *const i8, n: usize, c: usize, row: usize, w: *const i8, wstride: usize, bias: &[i32; LANES], scales: &[f32; LANES], zero_point: i8, out: *mut [i8; LANES]) {
+        unsafe {
+            let w: [[__m256i; 2]; 3] = std::array::from_fn(|kx| std::array::from_fn(|h| _mm256_loadu_si256(w.add(kx * wstride + 32 * h) as *const __m256i)));
+            let init = [_mm256_loadu_si256(bias.as_ptr() as *const __m256i), _mm256_loadu_si256(bias.as_ptr().add(8) as *const __m256i)];
+            let scale = [_mm256_loadu_ps(scales.as_ptr()), _mm256_loadu_ps(scales.as_ptr().add(8))];
+            let (flip, zp) = (_mm_set1_epi8(i8::MIN), _mm_set1_epi16(zero_point.into()));
+            let pixel = |z: [&[__m256i; 2]; 3]| -> __m128i {
+                let acc: [__m256i; 2] = std::array::from_fn(|h| {
+                    let acc = _mm256_dpbusd_epi32(init[h], z[0][h], w[0][h]);
+                    _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(acc, z[1][h], w[1][h]), z[2][h], w[2][h])
+                });
+                let [lo, hi] = [0, 1].map(|h| super::super::micro::requant8_x86(acc[h], scale[h], zp));
+                _mm_unpacklo_epi64(lo, hi)
+            };
+            let mut z0 = column(x, row, flip);
+            let mut p = 0;
+            if STRIDE == 1 {
+                let mut z1 = column(x.add(c), row, flip);
+                while p < n {
+                    let z2 = column(x.add((p + 2) * c), row, flip);
+                    _mm_storeu_si128(out.add(p) as *mut __m128i, pixel([&z0, &z1, &z2]));
+                    (z0, z1) = (z1, z2);
+                    p += 1;
+                }
+            } else {
+                while p < n {
+                    let at = x.add(p * STRIDE * c);
+                    let (z1, z2) = (column(at.add(c), row, flip), column(at.add(2 * c), row, flip));
+                    _mm_storeu_si128(out.add(p) as *mut __m128i, pixel([&z0, &z1, &z2]));
+                    z0 = z2;
+                    p += 1;
+                }
+            }
+        }
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use super::{BLOCK, LANES};
@@ -600,8 +712,14 @@ mod avx2 {
             let rows = out.as_mut_ptr().cast::<[i8; BLOCK]>();
             for half in 0..BLOCK / LANES {
                 let mut r: [__m128i; LANES] = std::array::from_fn(|j| _mm_loadu_si128(tile[half * LANES + j].as_ptr() as *const __m128i));
+                // Written out: with `array::from_fn` LLVM kept a loop over the array in memory.
+                macro_rules! round {
+                    ($($i:literal)*) => {
+                        r = [$(_mm_unpacklo_epi8(r[$i], r[$i + 8]), _mm_unpackhi_epi8(r[$i], r[$i + 8])),*]
+                    };
+                }
                 for _ in 0..4 {
-                    r = std::array::from_fn(|k| if k % 2 == 0 { _mm_unpacklo_epi8(r[k / 2], r[k / 2 + 8]) } else { _mm_unpackhi_epi8(r[k / 2], r[k / 2 + 8]) });
+                    round!(0 1 2 3 4 5 6 7);
                 }
                 for (l, &v) in r.iter().enumerate() {
                     _mm_storeu_si128(rows.add(l).cast::<i8>().add(half * LANES) as *mut __m128i, v);

@@ -371,6 +371,8 @@ pub fn requant_one(acc: i32, bias: i32, scale: f32, zero_point: i32) -> i8 {
 
 #[cfg(target_arch = "aarch64")]
 pub(super) use aarch64::requant8;
+#[cfg(target_arch = "x86_64")]
+pub(super) use x86::requant8 as requant8_x86;
 
 #[cfg(target_arch = "aarch64")]
 mod aarch64 {
@@ -944,7 +946,7 @@ mod x86 {
     /// # Safety
     /// The CPU has AVX2, AVX512F and AVX512VL.
     #[inline(always)]
-    unsafe fn requant8(acc: __m256i, scale: __m256, zero_point: __m128i) -> __m128i {
+    pub unsafe fn requant8(acc: __m256i, scale: __m256, zero_point: __m128i) -> __m128i {
         unsafe {
             let (lo, hi) = (_mm256_set1_ps(-2147483520.0), _mm256_set1_ps(2147483520.0));
             let v = _mm256_min_ps(_mm256_max_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(acc), scale), lo), hi);
