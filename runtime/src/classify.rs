@@ -100,11 +100,12 @@ impl Classifier {
         if per_image.checked_mul(batch).is_none_or(|n| n as u64 > crate::plan::MAX_TENSOR_ELEMENTS) {
             return Err(RunError::Batch { asked: batch, why: format!("{batch} images of {per_image} values is too large") });
         }
-        // tract's `into_optimized`, with Perch's int8 max pooling taking tract's place between its
-        // declutter and its codegen.
+        // tract's `into_optimized`, with Perch's int8 max pooling and input quantization taking
+        // tract's place between its declutter and its codegen.
         let runnable = graph
             .into_decluttered()
             .and_then(|mut m| crate::ops::maxpool::substitute(&mut m).map(|_| m))
+            .and_then(|mut m| crate::ops::quantize::substitute(&mut m).map(|_| m))
             .and_then(|mut m| m.optimize().map(|_| m))
             .and_then(|m| m.into_runnable_with_options(&options))
             .map_err(|e| RunError::Optimize(format!("{e:#}")))?;

@@ -17,6 +17,7 @@ pub mod depthwise;
 pub mod layout;
 pub mod micro;
 pub mod pool;
+pub mod quantize;
 #[cfg(test)]
 mod tests;
 

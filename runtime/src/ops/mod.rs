@@ -12,6 +12,7 @@ pub mod lut;
 pub mod maxpool;
 pub mod qadd;
 pub mod qconv;
+pub mod quantize;
 
 use tract_nnef::internal::*;
 
