@@ -1,7 +1,8 @@
 //! Channels-first to channels-last: the copy that lets the dense convolution read each pixel's
-//! channels as one run. Eight pixels by sixteen channels (then eight) at a time with NEON on aarch64,
-//! by eight channels with SSE2 on x86-64 (8x8 byte transposes in registers), element by element
-//! elsewhere.
+//! channels as one run. Eight pixels by sixteen channels (then eight) at a time with NEON on aarch64;
+//! on x86-64, 32 or 16 pixels by sixteen channels with AVX2, eight by eight with SSE2 (byte
+//! transposes in registers); three channels (an RGB input) by interleaving stores (NEON's ST3) or
+//! byte shuffles (PSHUFB); element by element elsewhere.
 
 /// Copies `src` into `dst` (at most 32 bytes, `src` at least as long) with two overlapping fixed-size
 /// copies, where `copy_from_slice` would call the C library's `memcpy`: the kernels copy a block's
@@ -37,16 +38,52 @@ pub fn row_to_channels_last(x: &[i8], c: usize, h: usize, w: usize, row: usize, 
     assert!(x.len() >= c * h * w && row < h && (w == 0 || out.len() >= at + w * c), "transpose out of bounds");
     // SAFETY: bounds asserted above; NEON is architectural on aarch64, SSE2 on x86-64.
     #[cfg(any(target_arch = "aarch64", target_arch = "x86_64"))]
-    let done = if c != 0 && c.is_multiple_of(8) { unsafe { simd_row(x, c, h, w, row, out, at) } } else { 0 };
+    let done = match c {
+        _ if c != 0 && c.is_multiple_of(8) => unsafe { simd_row(x, c, h, w, row, out, at) },
+        3 => unsafe { rgb_row(x, h, w, row, out, at) },
+        _ => 0,
+    };
     #[cfg(not(any(target_arch = "aarch64", target_arch = "x86_64")))]
     let done = 0;
     let plane = h * w;
-    for col in done..w {
-        let pixel = &mut out[at + col * c..at + (col + 1) * c];
-        for (ci, o) in pixel.iter_mut().enumerate() {
-            *o = x[ci * plane + row * w + col];
+    if c == 0 || done == w {
+        return;
+    }
+    // One channel at a time along the row, into every pixel's slot.
+    for ci in 0..c {
+        let src = &x[ci * plane + row * w + done..][..w - done];
+        for (pixel, &v) in out[at + done * c..at + w * c].chunks_exact_mut(c).zip(src) {
+            pixel[ci] = v;
         }
     }
+}
+
+/// Three channels: 16 pixels at a time; returns how many pixels.
+///
+/// # Safety
+/// [`row_to_channels_last`]'s bounds with `c == 3`.
+#[cfg(any(target_arch = "aarch64", target_arch = "x86_64"))]
+unsafe fn rgb_row(x: &[i8], h: usize, w: usize, row: usize, out: &mut [i8], at: usize) -> usize {
+    let plane = h * w;
+    let (src, dst) = (x.as_ptr().wrapping_add(row * w), out.as_mut_ptr().wrapping_add(at));
+    let mut col = 0;
+    #[cfg(target_arch = "aarch64")]
+    // SAFETY: 16 bytes of each plane's row from `col` (col + 16 <= w), 48 bytes of `out` from pixel
+    // `col`; NEON is architectural on aarch64.
+    unsafe {
+        use std::arch::aarch64::*;
+        while col + 16 <= w {
+            let rgb = int8x16x3_t(vld1q_s8(src.add(col)), vld1q_s8(src.add(plane + col)), vld1q_s8(src.add(2 * plane + col)));
+            vst3q_s8(dst.add(3 * col), rgb);
+            col += 16;
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("ssse3") {
+        // SAFETY: as above; SSSE3 detected.
+        col = unsafe { x86::rgb(src, plane, w, dst) };
+    }
+    col
 }
 
 /// The row's pixels (all of them, or none when a narrow row's 8-byte reads would leave `x`) by 8x8
@@ -61,8 +98,13 @@ unsafe fn simd_row(x: &[i8], c: usize, h: usize, w: usize, row: usize, out: &mut
     #[cfg(target_arch = "x86_64")]
     use x86::block;
     unsafe {
+        // x86-64 with AVX2: 32 pixels by 16 channels at a time first.
+        #[cfg(target_arch = "x86_64")]
+        let start = x86::wide(x, c, h, w, row, out, at);
+        #[cfg(not(target_arch = "x86_64"))]
+        let start = 0;
         if w >= 8 {
-            let mut col = 0;
+            let mut col = start;
             while col + 8 <= w {
                 block(x, c, h, w, row, out, at, col, 8);
                 col += 8;
@@ -180,6 +222,41 @@ mod aarch64 {
 mod x86 {
     use std::arch::x86_64::*;
 
+    /// PSHUFB masks: output vector `k` (bytes `16k..16k + 16` of 16 interleaved pixels) takes from
+    /// channel `ch` the bytes of the pixels whose channel `ch` falls there (-128: zero).
+    const RGB: [[[i8; 16]; 3]; 3] = {
+        let mut masks = [[[-128i8; 16]; 3]; 3];
+        let mut g = 0;
+        while g < 48 {
+            masks[g / 16][g % 3][g % 16] = (g / 3) as i8;
+            g += 1;
+        }
+        masks
+    };
+
+    /// Three planes' rows (`plane` bytes apart from `src`) interleaved into pixels at `dst`, 16
+    /// pixels at a time (9 PSHUFB); returns how many pixels.
+    ///
+    /// # Safety
+    /// `src + ch * plane` readable for `w` bytes for ch < 3, `dst` writable for `3 * w`; the CPU has
+    /// SSSE3.
+    #[target_feature(enable = "ssse3")]
+    pub unsafe fn rgb(src: *const i8, plane: usize, w: usize, dst: *mut i8) -> usize {
+        unsafe {
+            let masks = RGB.map(|k| k.map(|m| _mm_loadu_si128(m.as_ptr() as *const __m128i)));
+            let mut col = 0;
+            while col + 16 <= w {
+                let v = [0, 1, 2].map(|ch| _mm_loadu_si128(src.add(ch * plane + col) as *const __m128i));
+                for (k, m) in masks.iter().enumerate() {
+                    let o = _mm_or_si128(_mm_or_si128(_mm_shuffle_epi8(v[0], m[0]), _mm_shuffle_epi8(v[1], m[1])), _mm_shuffle_epi8(v[2], m[2]));
+                    _mm_storeu_si128(dst.add(3 * col + 16 * k) as *mut __m128i, o);
+                }
+                col += 16;
+            }
+            col
+        }
+    }
+
     /// As the NEON block: bytes, then 16-bit pairs, then 32-bit quads interleaved (SSE2, which every
     /// x86-64 CPU has), two pixels per register.
     ///
@@ -188,9 +265,19 @@ mod x86 {
     #[allow(clippy::too_many_arguments)]
     #[inline]
     pub unsafe fn block(x: &[i8], c: usize, h: usize, w: usize, row: usize, out: &mut [i8], at: usize, col: usize, count: usize) {
+        unsafe { block_from(x, c, h, w, row, out, at, col, count, 0) }
+    }
+
+    /// [`block`] from channel `from` (a multiple of 8).
+    ///
+    /// # Safety
+    /// As [`block`]'s.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    unsafe fn block_from(x: &[i8], c: usize, h: usize, w: usize, row: usize, out: &mut [i8], at: usize, col: usize, count: usize, from: usize) {
         unsafe {
             let (src, dst) = (x.as_ptr(), out.as_mut_ptr().add(at));
-            for c0 in (0..c).step_by(8) {
+            for c0 in (from..c).step_by(8) {
                 let r: [__m128i; 8] = std::array::from_fn(|i| _mm_loadl_epi64(src.add(((c0 + i) * h + row) * w + col) as *const __m128i));
                 let a = [0, 2, 4, 6].map(|i| _mm_unpacklo_epi8(r[i], r[i + 1]));
                 let b = [_mm_unpacklo_epi16(a[0], a[1]), _mm_unpackhi_epi16(a[0], a[1]), _mm_unpacklo_epi16(a[2], a[3]), _mm_unpackhi_epi16(a[2], a[3])];
@@ -204,6 +291,78 @@ mod x86 {
             }
         }
     }
+
+    /// The whole row, where the CPU has AVX2 and the row has 16 pixels or more, sixteen channels at
+    /// a time: 32 pixels as two 16x16 byte transposes side by side in the 128-bit halves (four
+    /// rounds of VPUNPCKLBW/VPUNPCKHBW pairing rows `i` and `i + 8` into `2i` and `2i + 1`), the rest
+    /// by 16 pixels (the same in one half; the last block overlapping the previous one, writing the
+    /// same bytes); a last 8 channels by [`block_from`]. Returns how many pixels it did: `w`, or 0.
+    ///
+    /// # Safety
+    /// `c % 8 == 0` and [`super::row_to_channels_last`]'s bounds.
+    pub unsafe fn wide(x: &[i8], c: usize, h: usize, w: usize, row: usize, out: &mut [i8], at: usize) -> usize {
+        if c < 16 || w < 16 || !std::arch::is_x86_feature_detected!("avx2") {
+            return 0;
+        }
+        // SAFETY: the caller's bounds; AVX2 detected above.
+        unsafe { wide_avx2(x, c, h, w, row, out, at) }
+    }
+
+    #[target_feature(enable = "avx2")]
+    unsafe fn wide_avx2(x: &[i8], c: usize, h: usize, w: usize, row: usize, out: &mut [i8], at: usize) -> usize {
+        unsafe {
+            let (src, dst, plane) = (x.as_ptr(), out.as_mut_ptr().add(at), h * w);
+            let wide = w / 32 * 32;
+            // Written out: with `array::from_fn` LLVM keeps a loop over the array in memory.
+            macro_rules! transpose {
+                ($r:ident, $lo:ident, $hi:ident) => {
+                    for _ in 0..4 {
+                        $r = [
+                            $lo($r[0], $r[8]), $hi($r[0], $r[8]), $lo($r[1], $r[9]), $hi($r[1], $r[9]),
+                            $lo($r[2], $r[10]), $hi($r[2], $r[10]), $lo($r[3], $r[11]), $hi($r[3], $r[11]),
+                            $lo($r[4], $r[12]), $hi($r[4], $r[12]), $lo($r[5], $r[13]), $hi($r[5], $r[13]),
+                            $lo($r[6], $r[14]), $hi($r[6], $r[14]), $lo($r[7], $r[15]), $hi($r[7], $r[15]),
+                        ];
+                    }
+                };
+            }
+            // Channel groups outside, pixels inside: 16 planes read as 16 sequential streams (with
+            // the pixels outside, a row of 96 channels was 96 streams, beyond what the hardware
+            // prefetches); the row's output is small enough to stay in cache across the groups.
+            let mut c0 = 0;
+            while c0 + 16 <= c {
+                let from = src.add((c0 * h + row) * w);
+                for col in (0..wide).step_by(32) {
+                    let mut r: [__m256i; 16] = std::array::from_fn(|i| _mm256_loadu_si256(from.add(i * plane + col) as *const __m256i));
+                    transpose!(r, _mm256_unpacklo_epi8, _mm256_unpackhi_epi8);
+                    for (m, v) in r.iter().enumerate() {
+                        _mm_storeu_si128(dst.add((col + m) * c + c0) as *mut __m128i, _mm256_castsi256_si128(*v));
+                        _mm_storeu_si128(dst.add((col + 16 + m) * c + c0) as *mut __m128i, _mm256_extracti128_si256::<1>(*v));
+                    }
+                }
+                let mut col = wide;
+                while col < w {
+                    // The last block ends at the row's end.
+                    let at = col.min(w - 16);
+                    let mut r: [__m128i; 16] = std::array::from_fn(|i| _mm_loadu_si128(from.add(i * plane + at) as *const __m128i));
+                    transpose!(r, _mm_unpacklo_epi8, _mm_unpackhi_epi8);
+                    for (m, v) in r.iter().enumerate() {
+                        _mm_storeu_si128(dst.add((at + m) * c + c0) as *mut __m128i, *v);
+                    }
+                    col += 16;
+                }
+                c0 += 16;
+            }
+            if c0 < c {
+                let mut col = 0;
+                while col < w {
+                    block_from(x, c, h, w, row, out, at, col.min(w - 8), 8, c0);
+                    col += 8;
+                }
+            }
+            w
+        }
+    }
 }
 
 #[cfg(test)]
@@ -213,7 +372,7 @@ mod tests {
 
     proptest! {
         #[test]
-        fn every_layout_matches_element_by_element(c in 1usize..40, h in 1usize..5, w in 0usize..30, seed in any::<u8>()) {
+        fn every_layout_matches_element_by_element(c in 1usize..50, h in 1usize..5, w in 0usize..80, seed in any::<u8>()) {
             let x: Vec<i8> = (0..c * h * w).map(|i| (i as u8).wrapping_mul(seed | 1) as i8).collect();
             for row in 0..h {
                 let mut out = vec![0i8; 3 + w * c];

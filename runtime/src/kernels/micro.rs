@@ -147,6 +147,7 @@ impl LanePlan {
     }
 
     /// Where tile `t`'s pixels read, from `src`: the row's last pixel past its end.
+    #[cfg(any(target_arch = "aarch64", target_arch = "x86_64"))]
     #[inline(always)]
     fn tile(src: *const i8, starts: &[usize], t: usize) -> [*const i8; NR_LANES] {
         match starts.get(t * NR_LANES..(t + 1) * NR_LANES) {
