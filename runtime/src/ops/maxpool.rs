@@ -5,7 +5,6 @@
 
 use crate::kernels::Geometry;
 use crate::kernels::pool;
-use crate::ops::qconv::{Engine, QConv};
 use tract_core::ops::cnn::MaxPool;
 use tract_core::ops::nn::DataFormat;
 use tract_nnef::internal::*;
@@ -97,20 +96,13 @@ fn perch_pool(op: &MaxPool, fact: &TypedFact) -> Option<QMaxPool> {
 /// Replaces tract's int8 max pools by [`QMaxPool`] in a decluttered model whose convolutions run on
 /// Perch's kernels; returns how many it replaced.
 pub fn substitute(model: &mut TypedModel) -> TractResult<usize> {
-    let perch = model.nodes().iter().any(|n| n.op_as::<QConv>().is_some_and(|c| c.engine == Engine::Perch));
-    if !perch {
+    if !super::on_perch_kernels(model) {
         return Ok(0);
     }
-    let mut replaced = 0;
-    for id in 0..model.nodes().len() {
-        let node = model.node(id);
-        let Some(op) = node.op_as::<MaxPool>() else { continue };
-        let Some(pool) = perch_pool(op, model.outlet_fact(node.inputs[0])?) else { continue };
-        let patch = TypedModelPatch::replace_single_op(model, node, &node.inputs, pool)?;
-        patch.apply(model)?;
-        replaced += 1;
-    }
-    Ok(replaced)
+    super::replace_ops(model, |model, node| match node.op_as::<MaxPool>() {
+        Some(op) => Ok(perch_pool(op, model.outlet_fact(node.inputs[0])?)),
+        None => Ok(None),
+    })
 }
 
 #[cfg(test)]

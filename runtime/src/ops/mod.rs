@@ -68,6 +68,26 @@ pub(crate) fn declutter_as_graph(
     Ok(Some(patch))
 }
 
+/// Whether a decluttered model's convolutions run on Perch's kernels (the `perch` engine): the
+/// load-time substitutions ([`maxpool::substitute`], [`quantize::substitute`]) apply only there.
+pub(crate) fn on_perch_kernels(model: &TypedModel) -> bool {
+    model.nodes().iter().any(|n| n.op_as::<qconv::QConv>().is_some_and(|c| c.engine == qconv::Engine::Perch))
+}
+
+/// Replaces, node by node, each op for which `perch` gives Perch's own (same inputs and outputs);
+/// returns how many it replaced.
+pub(crate) fn replace_ops<O: TypedOp>(model: &mut TypedModel, perch: impl Fn(&TypedModel, &TypedNode) -> TractResult<Option<O>>) -> TractResult<usize> {
+    let mut replaced = 0;
+    for id in 0..model.nodes().len() {
+        let node = model.node(id);
+        let Some(op) = perch(model, node)? else { continue };
+        let patch = TypedModelPatch::replace_single_op(model, node, &node.inputs, op)?;
+        patch.apply(model)?;
+        replaced += 1;
+    }
+    Ok(replaced)
+}
+
 /// The nine input facts of tract's quantized `Conv` (input, kernel, bias, then zero point and scale
 /// of input, kernel and output) for an op that takes the first three and the kernel scales, the
 /// other quantization parameters being scalar constants: `f` gets them.

@@ -5,7 +5,6 @@
 
 use crate::kernels::Isa;
 use crate::kernels::quantize::quantize;
-use crate::ops::qconv::{Engine, QConv};
 use tract_core::ops::cast::Cast;
 use tract_nnef::internal::*;
 
@@ -72,8 +71,7 @@ impl TypedOp for QQuantize {
 /// Replaces tract's casts from f32 to a quantized int8 type by [`QQuantize`] in a decluttered model
 /// whose convolutions run on Perch's kernels; returns how many it replaced.
 pub fn substitute(model: &mut TypedModel) -> TractResult<usize> {
-    let perch = model.nodes().iter().any(|n| n.op_as::<QConv>().is_some_and(|c| c.engine == Engine::Perch));
-    if !perch {
+    if !super::on_perch_kernels(model) {
         return Ok(0);
     }
     substitute_casts(model)
@@ -81,19 +79,11 @@ pub fn substitute(model: &mut TypedModel) -> TractResult<usize> {
 
 /// [`substitute`] in any model.
 fn substitute_casts(model: &mut TypedModel) -> TractResult<usize> {
-    let mut replaced = 0;
-    for id in 0..model.nodes().len() {
-        let node = model.node(id);
-        let Some(Cast { to: DatumType::QI8(QParams::ZpScale { zero_point, scale }) }) = node.op_as::<Cast>() else { continue };
-        if model.outlet_fact(node.inputs[0])?.datum_type != DatumType::F32 {
-            continue;
-        }
-        let op = QQuantize { zero_point: *zero_point, scale: *scale };
-        let patch = TypedModelPatch::replace_single_op(model, node, &node.inputs, op)?;
-        patch.apply(model)?;
-        replaced += 1;
-    }
-    Ok(replaced)
+    super::replace_ops(model, |model, node| {
+        let Some(Cast { to: DatumType::QI8(QParams::ZpScale { zero_point, scale }) }) = node.op_as::<Cast>() else { return Ok(None) };
+        let from_f32 = model.outlet_fact(node.inputs[0])?.datum_type == DatumType::F32;
+        Ok(from_f32.then_some(QQuantize { zero_point: *zero_point, scale: *scale }))
+    })
 }
 
 #[cfg(test)]
