@@ -101,12 +101,14 @@ impl Classifier {
             return Err(RunError::Batch { asked: batch, why: format!("{batch} images of {per_image} values is too large") });
         }
         // tract's `into_optimized`, with Perch's int8 max pooling and input quantization taking
-        // tract's place between its declutter and its codegen.
+        // tract's place between its declutter and its codegen; then, on one thread, channels-last
+        // tensors between Perch's convolutions.
         let runnable = graph
             .into_decluttered()
             .and_then(|mut m| crate::ops::maxpool::substitute(&mut m).map(|_| m))
             .and_then(|mut m| crate::ops::quantize::substitute(&mut m).map(|_| m))
             .and_then(|mut m| m.optimize().map(|_| m))
+            .and_then(|mut m| if threads == 1 { crate::ops::layout::channels_last(&mut m).map(|_| m) } else { Ok(m) })
             .and_then(|m| m.into_runnable_with_options(&options))
             .map_err(|e| RunError::Optimize(format!("{e:#}")))?;
         let input_shape = std::iter::once(batch).chain(image_shape).collect();

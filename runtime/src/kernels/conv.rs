@@ -50,6 +50,16 @@ fn pack(padded: &[i8], at: &[usize], c: usize, rows: &[usize], span: usize, kp: 
     }
 }
 
+/// How a convolution's input or output tensor lies in memory: channel planes (tract's NCHW), or
+/// channels-last (NHWC), which Perch's kernels work in. Between two of Perch's convolutions a
+/// channels-last tensor saves the transposes on both sides ([`QConvKernel::with_layouts`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Layout {
+    #[default]
+    Nchw,
+    Nhwc,
+}
+
 /// Why a convolution cannot run on these kernels (the plan then keeps tract's own).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConvKernelError {
@@ -129,6 +139,8 @@ pub struct QConvKernel {
     x_zero_point: i8,
     y_zero_point: i8,
     isa: Isa,
+    input_layout: Layout,
+    output_layout: Layout,
 }
 
 impl QConvKernel {
@@ -217,7 +229,39 @@ impl QConvKernel {
             x_zero_point,
             y_zero_point,
             isa,
+            input_layout: Layout::Nchw,
+            output_layout: Layout::Nchw,
         })
+    }
+
+    /// Whether the input may be channels-last: everything but the per-plane depthwise loop, which
+    /// reads channel planes.
+    pub fn reads_channels_last(&self) -> bool {
+        !(self.depthwise && self.channels_last.is_none())
+    }
+
+    /// Whether the output may be channels-last: the channels-last depthwise kernel, and the
+    /// requantizing VPDPBUSD lane kernel, which then stores each pixel's channels as they leave its
+    /// registers ([`micro::lane_tiles_requant_pixels`]).
+    pub fn writes_channels_last(&self) -> bool {
+        self.channels_last.is_some()
+            || (self.lanes && micro::lanes_requantize_pixels(self.isa) && matches!(self.requant, Requant::PerChannel(_)))
+    }
+
+    /// This convolution reading and writing tensors in these layouts, where it can
+    /// ([`QConvKernel::reads_channels_last`], [`QConvKernel::writes_channels_last`]). A channels-last
+    /// output runs on one thread (threads split output channel planes).
+    pub fn with_layouts(&self, input: Layout, output: Layout) -> Option<QConvKernel> {
+        let ok = (input == Layout::Nchw || self.reads_channels_last()) && (output == Layout::Nchw || self.writes_channels_last());
+        ok.then(|| QConvKernel { input_layout: input, output_layout: output, ..self.clone() })
+    }
+
+    pub fn input_layout(&self) -> Layout {
+        self.input_layout
+    }
+
+    pub fn output_layout(&self) -> Layout {
+        self.output_layout
     }
 
     pub fn geometry(&self) -> &Geometry {
@@ -238,8 +282,18 @@ impl QConvKernel {
         [batch, self.out_channels, self.geometry.output[0], self.geometry.output[1]]
     }
 
-    /// Convolves `x`, NCHW of `batch` images, into `y` (NCHW), splitting output channels across the
-    /// threads of tract's executor when the plan runs with several.
+    /// The output tensor's dimensions in its layout: (N, C, H, W), or (N, H, W, C) channels-last.
+    pub fn output_dims(&self, batch: usize) -> [usize; 4] {
+        let [n, c, h, w] = self.output_shape(batch);
+        match self.output_layout {
+            Layout::Nchw => [n, c, h, w],
+            Layout::Nhwc => [n, h, w, c],
+        }
+    }
+
+    /// Convolves `x`, `batch` images in the input layout (NCHW unless [`QConvKernel::with_layouts`]
+    /// said otherwise), into `y` in the output layout, splitting output channels across the threads
+    /// of tract's executor when the plan runs with several and the output is NCHW.
     pub fn run(&self, x: &[i8], batch: usize, y: &mut [i8]) -> Result<(), ConvKernelError> {
         let [h, w] = self.geometry.input;
         let expected = [batch, self.in_channels, h, w];
@@ -258,9 +312,10 @@ impl QConvKernel {
         for (x, y) in x.chunks_exact(image_in.max(1)).zip(y.chunks_exact_mut(self.out_channels * pixels)) {
             let padded = self.pad(x);
             let work = self.macs();
+            let nhwc = self.output_layout == Layout::Nhwc;
             let chunk = |first: usize, y: &mut [i8]| -> tract_nnef::internal::TractResult<()> {
                 if let Some(dw) = &self.channels_last {
-                    dw.run(self.isa, &self.geometry, &padded, &self.requant, self.y_zero_point, first, y);
+                    dw.run(self.isa, &self.geometry, &padded, &self.requant, self.y_zero_point, first, y, nhwc);
                 } else if self.depthwise {
                     self.depthwise_channels(&padded, first, y);
                 } else {
@@ -268,8 +323,13 @@ impl QConvKernel {
                 }
                 Ok(())
             };
-            tract_nnef::internal::tract_linalg::multithread::par_chunks_mut(y, pixels, work, chunk)
-                .expect("the kernels do not fail");
+            if nhwc {
+                // Every channel of each pixel is written together: one chunk.
+                chunk(0, y).expect("the kernels do not fail");
+            } else {
+                tract_nnef::internal::tract_linalg::multithread::par_chunks_mut(y, pixels, work, chunk)
+                    .expect("the kernels do not fail");
+            }
         }
         Ok(())
     }
@@ -293,6 +353,22 @@ impl QConvKernel {
             return out;
         }
         let c = self.in_channels;
+        if self.input_layout == Layout::Nhwc {
+            // Already channels-last: row copies, flipped to unsigned on the way for VPDPBUSD.
+            let flip = if self.lanes && micro::lanes_read_unsigned(self.isa) { i8::MIN } else { 0 };
+            let (zp, len) = (self.x_zero_point ^ flip, w * c);
+            if [hp, wp] == [h, w] {
+                let mut out = Vec::with_capacity(h * len + depthwise::LANES);
+                out.extend(x.iter().map(|&v| v ^ flip));
+                out.resize(h * len + depthwise::LANES, zp);
+                return out;
+            }
+            let mut out = vec![zp; hp * wp * c + depthwise::LANES];
+            for (row, src) in x.chunks_exact(len.max(1)).enumerate() {
+                out[((row + pt) * wp + pl) * c..][..len].iter_mut().zip(src).for_each(|(d, &v)| *d = v ^ flip);
+            }
+            return out;
+        }
         let mut out = vec![self.x_zero_point; hp * wp * c + depthwise::LANES];
         if self.depthwise && self.channels_last.is_none() {
             for (plane, src) in out.chunks_exact_mut(hp * wp).zip(x.chunks_exact(h * w)) {
@@ -339,6 +415,9 @@ impl QConvKernel {
         let mut acc = [[0i32; BLOCK]; MR_LANES];
         // Requantizing lane kernels: a block's partial tiles, and a last channel group's bias and scales.
         let mut block = [[0i8; BLOCK]; MR_LANES];
+        // Channels-last output: `y` is `[pixels][channels]`, a block's partial tiles go through `pixels_block`.
+        let nhwc = self.output_layout == Layout::Nhwc;
+        let mut pixels_block = [[0i8; MR_LANES]; BLOCK];
         let (mut tail_bias, mut tail_scales) = ([0i32; MR_LANES], [0f32; MR_LANES]);
         let span = kw * c;
         // Where each kernel row starts from a pixel's top-left input (in bytes), when packed.
@@ -399,8 +478,22 @@ impl QConvKernel {
                         tail_scales[..rows].copy_from_slice(&scales[o0..o0 + rows]);
                         (tail_bias.as_ptr(), tail_scales.as_ptr())
                     };
-                    let (out, stride) = if full { (y[c0 * pixels + b0..].as_mut_ptr(), pixels) } else { (block.as_mut_ptr().cast::<i8>(), BLOCK) };
                     let row = micro::Row { w: self.weights[o0 * 4..].as_ptr(), src, starts, taps: &taps, len };
+                    if nhwc {
+                        // SAFETY: as below, the outputs pixel by pixel: a full tile group writes mr
+                        // channels from c0 of each of its BLOCK pixels (c0 + mr <= channels), the
+                        // others `pixels_block`'s BLOCK rows of MR_LANES >= mr.
+                        let (out, stride) =
+                            if full { (y[b0 * channels + c0..].as_mut_ptr(), channels) } else { (pixels_block.as_mut_ptr().cast::<i8>(), MR_LANES) };
+                        unsafe { micro::lane_tiles_requant_pixels(self.isa, row, self.out_channels, bias, scales, self.y_zero_point, out, stride) };
+                        if !full {
+                            for (j, px) in pixels_block.iter().enumerate().take(valid) {
+                                y[(b0 + j) * channels + c0..][..rows].copy_from_slice(&px[..rows]);
+                            }
+                        }
+                        continue;
+                    }
+                    let (out, stride) = if full { (y[c0 * pixels + b0..].as_mut_ptr(), pixels) } else { (block.as_mut_ptr().cast::<i8>(), BLOCK) };
                     // SAFETY: as below for the tiles; `bias` and `scales` hold mr channels (the
                     // tail's zero-padded copies); a full tile group writes mr rows of BLOCK bytes
                     // at channel c0 + i's plane from b0 (c0 + mr <= channels, b0 + BLOCK <= pixels),

@@ -16,6 +16,7 @@ use super::{Isa, Requant};
 pub const LANES: usize = 16;
 /// Output pixels requantized before being scattered to their channel planes.
 const BLOCK: usize = 2 * LANES;
+const _: () = assert!(LANES == 16);
 
 /// A packed depthwise convolution (channel multiplier 1; or a dense one of a single input channel,
 /// run on that channel replicated across the output channels).
@@ -82,14 +83,16 @@ impl Depthwise {
         }
     }
 
-    /// Channels `first..` of one image (`y` holds whole output planes) from `padded`, the
-    /// zero-point-padded channels-last input (`[h][w][c]`) followed by at least [`LANES`] bytes.
+    /// Channels `first..` of one image (`y` holds whole output planes, or with `nhwc` is the whole
+    /// channels-last output, `first` being 0) from `padded`, the zero-point-padded channels-last input
+    /// (`[h][w][c]`) followed by at least [`LANES`] bytes.
     #[allow(clippy::too_many_arguments)]
-    pub fn run(&self, isa: Isa, g: &Geometry, padded: &[i8], requant: &Requant, y_zero_point: i8, first: usize, y: &mut [i8]) {
+    pub fn run(&self, isa: Isa, g: &Geometry, padded: &[i8], requant: &Requant, y_zero_point: i8, first: usize, y: &mut [i8], nhwc: bool) {
+        debug_assert!(!nhwc || first == 0);
         let wp = g.input[1] + g.pad_before[1] + g.pad_after[1];
         let c = self.channels;
         let taps: Vec<usize> = (0..g.kernel[0]).flat_map(|ky| (0..g.kernel[1]).map(move |kx| (ky * g.dilation[0] * wp + kx * g.dilation[1]) * c)).collect();
-        let job = Job { dw: self, g, taps: &taps, wp, padded, requant, y_zero_point };
+        let job = Job { dw: self, g, taps: &taps, wp, padded, requant, y_zero_point, nhwc };
         match isa {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: these ISAs are only chosen where the CPU has them (`Isa::available`).
@@ -127,6 +130,8 @@ struct Job<'a> {
     padded: &'a [i8],
     requant: &'a Requant,
     y_zero_point: i8,
+    /// The output is channels-last (`[pixels][channels]`), not channel planes.
+    nhwc: bool,
 }
 
 impl Job<'_> {
@@ -273,6 +278,22 @@ impl Job<'_> {
                     if ox == ow {
                         (oy, ox) = (oy + 1, 0);
                     }
+                }
+                if self.nhwc {
+                    // Already pixel-major: each pixel's channels of the group in place.
+                    for (j, px) in tile.iter().enumerate().take(valid) {
+                        let out = &mut y[(b0 + j) * channels + g0..];
+                        if lanes == LANES {
+                            // One 16-byte store (copy_from_slice, even of a fixed length, called memcpy).
+                            let v = u128::from_ne_bytes(px.map(|b| b as u8));
+                            let out = &mut out[..LANES];
+                            // SAFETY: `out` holds LANES = 16 bytes.
+                            unsafe { std::ptr::write_unaligned(out.as_mut_ptr().cast::<u128>(), v) };
+                        } else {
+                            out[..lanes].copy_from_slice(&px[..lanes]);
+                        }
+                    }
+                    continue;
                 }
                 // Pixel-major to channel-major, then each channel's run into its plane.
                 let planes: [[i8; BLOCK]; LANES] = match ISA {

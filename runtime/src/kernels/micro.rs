@@ -236,6 +236,32 @@ pub unsafe fn lane_tiles_requant(isa: Isa, row: Row, channels: usize, bias: *con
     }
 }
 
+/// Whether `isa` has [`lane_tiles_requant_pixels`].
+pub fn lanes_requantize_pixels(isa: Isa) -> bool {
+    matches!(isa, Isa::Avx512Vnni)
+}
+
+/// [`lane_tiles_requant`] storing channels-last: pixel `j`'s `mr` int8 outputs at `out[j * stride..]`,
+/// one store per pixel, no transpose.
+///
+/// # Safety
+/// [`lane_tiles_requant`]'s contract, `out` being writable for `mr` bytes at every `j * stride` of
+/// `row.starts.len()` pixels rounded up to `nr`; [`lanes_requantize_pixels`] for `isa`.
+#[inline]
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn lane_tiles_requant_pixels(isa: Isa, row: Row, channels: usize, bias: *const i32, scales: *const f32, zero_point: i8, out: *mut i8, stride: usize) {
+    debug_assert!(lanes_requantize_pixels(isa) && !row.starts.is_empty() && !row.taps.is_empty() && row.len >= KU && row.len.is_multiple_of(KU));
+    let group_stride = (channels + MR_LANES) * 4;
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512Vnni => unsafe { x86::vnni_lane_tiles_requant_pixels(row, group_stride, bias, scales, zero_point, out, stride) },
+        _ => {
+            let _ = (row, group_stride, bias, scales, zero_point, out, stride);
+            unreachable!("{isa:?} has no channels-last requantizing lane kernel")
+        }
+    }
+}
+
 /// The reference kernel.
 ///
 /// # Safety
@@ -989,6 +1015,52 @@ mod x86 {
                 for (c, v) in bytes.into_iter().enumerate() {
                     *out.add(c * stride + j) = v;
                 }
+            }
+        }
+    }
+
+    /// Sixteen channels' sums of one pixel (bias included; low and high eight) requantized by their
+    /// scales into 16 int8 values, as [`requant8`] does each eight: the two halves narrowed together.
+    /// Only the upper clamp: CVTPS2DQ's i32::MIN for a sum past the low end saturates to -128 anyway.
+    ///
+    /// # Safety
+    /// The CPU has AVX2, AVX512F and AVX512VL.
+    #[inline(always)]
+    unsafe fn requant16(lo: __m256i, hi: __m256i, scale: [__m256; 2], zero_point: __m256i) -> __m128i {
+        unsafe {
+            let top = _mm256_set1_ps(2147483520.0);
+            let lo = _mm256_cvtps_epi32(_mm256_min_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(lo), scale[0]), top));
+            let hi = _mm256_cvtps_epi32(_mm256_min_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(hi), scale[1]), top));
+            // PACKSSDW works within 128-bit lanes: lo 0-3, hi 0-3 | lo 4-7, hi 4-7; put them in order.
+            let v = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packs_epi32(lo, hi));
+            let v = _mm256_adds_epi16(v, zero_point);
+            _mm_packs_epi16(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v))
+        }
+    }
+
+    /// [`super::lane_tiles_requant_pixels`] on VPDPBUSD: [`vnni_lane_tile`] from the bias, each
+    /// pixel's sixteen channels requantized ([`requant16`]) and stored as they are.
+    ///
+    /// # Safety
+    /// [`super::lane_tiles_requant_pixels`]'s contract, with `ks` the byte stride between weight
+    /// groups; the CPU has AVX2, AVX512F, AVX512VL and AVX512-VNNI.
+    #[target_feature(enable = "avx2,avx512f,avx512vl,avx512vnni")]
+    pub unsafe fn vnni_lane_tiles_requant_pixels(row: super::Row, ks: usize, bias: *const i32, scales: *const f32, zero_point: i8, out: *mut i8, stride: usize) {
+        use super::{LanePlan, NR_LANES};
+        unsafe {
+            let init = [_mm256_loadu_si256(bias as *const __m256i), _mm256_loadu_si256(bias.add(8) as *const __m256i)];
+            let z = _mm256_set1_epi16(zero_point.into());
+            let scale = [_mm256_loadu_ps(scales), _mm256_loadu_ps(scales.add(8))];
+            let plan = LanePlan::new(row.starts.len());
+            for t in 0..plan.tiles {
+                let [lo, hi] = vnni_lane_tile(&row, ks, LanePlan::tile(row.src, row.starts, t), init);
+                for j in 0..NR_LANES {
+                    _mm_storeu_si128(out.add((t * NR_LANES + j) * stride) as *mut __m128i, requant16(lo[j], hi[j], scale, z));
+                }
+            }
+            for j in plan.columns..row.starts.len() {
+                let [lo, hi] = vnni_lane_column(&row, ks, row.src.add(row.starts[j]), init);
+                _mm_storeu_si128(out.add(j * stride) as *mut __m128i, requant16(lo, hi, scale, z));
             }
         }
     }

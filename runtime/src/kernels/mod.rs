@@ -21,7 +21,7 @@ pub mod quantize;
 #[cfg(test)]
 mod tests;
 
-pub use conv::{ConvKernelError, Geometry, QConvKernel};
+pub use conv::{ConvKernelError, Geometry, Layout, QConvKernel};
 
 use tract_nnef::internal::tract_linalg::Scaler;
 

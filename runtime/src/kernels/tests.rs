@@ -1,7 +1,7 @@
 //! Perch's int8 convolution against tract's own quantized `Conv`, on random shapes, strides,
 //! dilations, paddings, zero points and scales: identical int8 outputs, for every kernel this CPU runs.
 
-use super::{Geometry, Isa, QConvKernel};
+use super::{Geometry, Isa, Layout, QConvKernel};
 use crate::ops::qconv::{Engine, QConv};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
@@ -94,6 +94,12 @@ impl Case {
     }
 
     fn run_kernel(&self, isa: Isa) -> Vec<i8> {
+        self.run_kernel_in(isa, Layout::Nchw, Layout::Nchw).expect("NCHW always runs")
+    }
+
+    /// The kernel reading and writing these layouts, its output turned back into NCHW; None where
+    /// it cannot ([`QConvKernel::with_layouts`]).
+    fn run_kernel_in(&self, isa: Isa, input: Layout, output: Layout) -> Option<Vec<i8>> {
         let geometry = Geometry {
             input: self.input,
             kernel: self.kernel,
@@ -116,11 +122,29 @@ impl Case {
             self.y_zero_point,
             isa,
         )
-        .unwrap();
+        .unwrap()
+        .with_layouts(input, output)?;
+        let [h, w] = self.input;
+        let x = if input == Layout::Nhwc { nchw_to_nhwc(&self.x, self.in_channels, h * w) } else { self.x.clone() };
         let mut y = vec![0i8; kernel.output_shape(self.batch).iter().product()];
-        kernel.run(&self.x, self.batch, &mut y).unwrap();
-        y
+        kernel.run(&x, self.batch, &mut y).unwrap();
+        let [_, c, oh, ow] = kernel.output_shape(self.batch);
+        Some(if output == Layout::Nhwc { nchw_to_nhwc(&y, oh * ow, c) } else { y })
     }
+}
+
+/// Images of `c` planes of `hw` values each, made channels-last (and the other way with the
+/// arguments swapped).
+fn nchw_to_nhwc(x: &[i8], c: usize, hw: usize) -> Vec<i8> {
+    let mut out = vec![0i8; x.len()];
+    for (image, out) in x.chunks_exact(c * hw).zip(out.chunks_exact_mut(c * hw)) {
+        for ch in 0..c {
+            for p in 0..hw {
+                out[p * c + ch] = image[ch * hw + p];
+            }
+        }
+    }
+    out
 }
 
 fn case() -> impl Strategy<Value = Case> {
@@ -231,6 +255,40 @@ proptest! {
         let off: Vec<usize> = reference.iter().zip(&expected).enumerate().filter(|(_, (a, b))| a != b).map(|(i, _)| i).collect();
         prop_assert!(off.iter().all(|&i| (reference[i] as i32 - expected[i] as i32).abs() <= 1), "differs from tract at {:?}", off);
         prop_assert!(off.len() * 100 <= reference.len().max(100), "{} of {} outputs differ from tract", off.len(), reference.len());
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+    /// Channels-last inputs and outputs, where a kernel takes them, give the NCHW outputs laid out
+    /// channels-last, on every kernel this CPU runs: dense and depthwise convolutions with channels
+    /// enough for the channels-last depthwise kernel and the lane kernels' tiles.
+    #[test]
+    fn channels_last_layouts_give_the_same_outputs(base in case(), wide in any::<bool>(), channels in 16usize..40) {
+        let mut case = base;
+        if wide {
+            let per_out = |c: &Case| if c.depthwise { c.kernel[0] * c.kernel[1] } else { c.in_channels * c.kernel[0] * c.kernel[1] };
+            case.out_channels = channels;
+            if case.depthwise {
+                case.in_channels = channels;
+            }
+            let n = case.out_channels * per_out(&case);
+            case.weights = (0..n).map(|i| case.weights[i % case.weights.len()]).collect();
+            case.bias = (0..channels).map(|i| case.bias[i % case.bias.len()] + i as i32).collect();
+            if case.k_scales.len() > 1 {
+                case.k_scales = (0..channels).map(|i| 0.001 + (i * 7 % 50) as f32 * 0.0003).collect();
+            }
+            case.x = (0..case.batch * case.in_channels * case.input[0] * case.input[1]).map(|i| case.x[i % case.x.len()].wrapping_add((i / case.x.len()) as i8)).collect();
+        }
+        for isa in Isa::available() {
+            let planes = case.run_kernel(isa);
+            for (input, output) in [(Layout::Nhwc, Layout::Nchw), (Layout::Nchw, Layout::Nhwc), (Layout::Nhwc, Layout::Nhwc)] {
+                if let Some(got) = case.run_kernel_in(isa, input, output) {
+                    prop_assert_eq!(&got, &planes, "{:?} {:?} -> {:?}", isa, input, output);
+                }
+            }
+        }
     }
 }
 

@@ -15,7 +15,7 @@ use tract_nnef::ops::nnef::deser::read_conv_parameters;
 use tract_nnef::ops::nnef::ser::make_conv_named_args;
 use tract_nnef::ser::{invocation, numeric, string};
 
-use crate::kernels::{Geometry, Isa, QConvKernel};
+use crate::kernels::{Geometry, Isa, Layout, QConvKernel};
 
 /// Which kernels run a [`QConv`] once the plan is optimized.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -231,7 +231,12 @@ impl Op for QConvExec {
     }
 
     fn info(&self) -> TractResult<Vec<String>> {
-        Ok(vec![format!("{:?}, {} kernel", self.kernel.geometry(), self.kernel.isa().name())])
+        let layout = |l: Layout| match l {
+            Layout::Nchw => "NCHW",
+            Layout::Nhwc => "NHWC",
+        };
+        let (i, o) = (layout(self.kernel.input_layout()), layout(self.kernel.output_layout()));
+        Ok(vec![format!("{:?}, {} kernel, {i} in, {o} out", self.kernel.geometry(), self.kernel.isa().name())])
     }
 
     op_as_typed_op!();
@@ -251,7 +256,7 @@ impl EvalOp for QConvExec {
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let x = &inputs[0];
         let batch = x.shape()[0];
-        let mut y = unsafe { Tensor::uninitialized_dt(self.output, &self.kernel.output_shape(batch))? };
+        let mut y = unsafe { Tensor::uninitialized_dt(self.output, &self.kernel.output_dims(batch))? };
         {
             let x = x.try_as_plain_ram()?;
             let x = unsafe { x.as_slice_unchecked::<i8>() };
@@ -266,8 +271,8 @@ impl EvalOp for QConvExec {
 impl TypedOp for QConvExec {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
         ensure!(inputs[0].datum_type.unquantized() == DatumType::I8, "PerchQConv#kernels takes int8");
-        let [_, c, h, w] = self.kernel.output_shape(0);
-        let shape: TVec<TDim> = tvec!(inputs[0].shape[0].clone(), c.into(), h.into(), w.into());
+        let [_, a, b, c] = self.kernel.output_dims(0);
+        let shape: TVec<TDim> = tvec!(inputs[0].shape[0].clone(), a.into(), b.into(), c.into());
         Ok(tvec!(self.output.fact(shape)))
     }
 
