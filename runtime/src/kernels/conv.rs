@@ -139,6 +139,9 @@ pub struct QConvKernel {
     x_zero_point: i8,
     y_zero_point: i8,
     isa: Isa,
+    /// XORed into every byte of the padded input: 0x80 where the kernel reads unsigned bytes
+    /// (VPDPBUSD: the lane kernel, and the depthwise column kernel), else 0.
+    flip: i8,
     input_layout: Layout,
     output_layout: Layout,
 }
@@ -206,6 +209,7 @@ impl QConvKernel {
             Depthwise::new(out_channels, [kh, kw], kernel, &bias, scales)
         });
         let lanes = !depthwise && channels_last.is_none() && micro::lane_tile(isa).is_some();
+        let unsigned = (lanes && micro::lanes_read_unsigned(isa)) || channels_last.as_ref().is_some_and(|dw| dw.reads_unsigned(isa, &geometry, &requant));
         let weights = if lanes { micro::pack_lanes(&weights, out_channels, kp) } else { weights };
         let mut bias = bias;
         if lanes && micro::lanes_read_unsigned(isa) {
@@ -229,6 +233,7 @@ impl QConvKernel {
             x_zero_point,
             y_zero_point,
             isa,
+            flip: if unsigned { i8::MIN } else { 0 },
             input_layout: Layout::Nchw,
             output_layout: Layout::Nchw,
         })
@@ -344,10 +349,10 @@ impl QConvKernel {
         if self.in_channels == 1 && self.channels_last.is_some() {
             // One channel, replicated across the output channels.
             let c = self.out_channels;
-            let mut out = vec![self.x_zero_point; hp * wp * c + depthwise::LANES];
+            let mut out = vec![self.x_zero_point ^ self.flip; hp * wp * c + depthwise::LANES];
             for (row, src) in x.chunks_exact(w.max(1)).enumerate() {
                 for (col, &v) in src.iter().enumerate() {
-                    out[((row + pt) * wp + pl + col) * c..][..c].fill(v);
+                    out[((row + pt) * wp + pl + col) * c..][..c].fill(v ^ self.flip);
                 }
             }
             return out;
@@ -355,7 +360,7 @@ impl QConvKernel {
         let c = self.in_channels;
         if self.input_layout == Layout::Nhwc {
             // Already channels-last: row copies, flipped to unsigned on the way for VPDPBUSD.
-            let flip = if self.lanes && micro::lanes_read_unsigned(self.isa) { i8::MIN } else { 0 };
+            let flip = self.flip;
             let (zp, len) = (self.x_zero_point ^ flip, w * c);
             if [hp, wp] == [h, w] {
                 let mut out = Vec::with_capacity(h * len + depthwise::LANES);
@@ -380,8 +385,8 @@ impl QConvKernel {
             for row in 0..h {
                 layout::row_to_channels_last(x, c, h, w, row, &mut out, ((row + pt) * wp + pl) * c);
             }
-            if self.lanes && micro::lanes_read_unsigned(self.isa) {
-                out.iter_mut().for_each(|v| *v ^= i8::MIN);
+            if self.flip != 0 {
+                out.iter_mut().for_each(|v| *v ^= self.flip);
             }
         }
         out

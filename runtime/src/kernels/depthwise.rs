@@ -83,6 +83,27 @@ impl Depthwise {
         }
     }
 
+    /// Whether [`Depthwise::run`] reads its input as `x ^ 0x80` (`x + 128` unsigned: VPDPBUSD's column
+    /// kernel, [`vnni::run3x3`]), as the caller must then store it, padding included.
+    pub fn reads_unsigned(&self, isa: Isa, g: &Geometry, requant: &Requant) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            isa == Isa::Avx512Vnni && self.columns.is_some() && Self::columns_apply(g, requant)
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = (isa, g, requant);
+            false
+        }
+    }
+
+    /// Where the column kernels (SDOT, VPDPBUSD) run: a 3x3 kernel with per-channel scales, dilation
+    /// 1, stride 1 or 2 along the row.
+    #[cfg(any(target_arch = "aarch64", target_arch = "x86_64"))]
+    fn columns_apply(g: &Geometry, requant: &Requant) -> bool {
+        matches!(requant, Requant::PerChannel(_)) && g.kernel == [3, 3] && g.dilation == [1, 1] && g.stride[1] <= 2
+    }
+
     /// Channels `first..` of one image (`y` holds whole output planes, or with `nhwc` is the whole
     /// channels-last output, `first` being 0) from `padded`, the zero-point-padded channels-last input
     /// (`[h][w][c]`) followed by at least [`LANES`] bytes.
@@ -159,16 +180,40 @@ impl Job<'_> {
         }
     }
 
-    /// With `TAPS` the kernel's tap count, or 0 for any.
+    /// With `TAPS` the kernel's tap count, or 0 for any: channel groups outside for channel planes
+    /// (each plane written a run at a time), pixel blocks outside channels-last (each pixel's
+    /// channels written while its cache line is at hand).
     #[inline(always)]
     fn blocks<const ISA: u8, const TAPS: usize>(&self, first: usize, y: &mut [i8], uniform: Option<&Uniform>) {
+        let pixels = self.g.output[0] * self.g.output[1];
+        let channels = y.len() / pixels;
+        let mut tile = [[0i8; LANES]; BLOCK];
+        let (groups, blocks) = ((0..channels).step_by(LANES), (0..pixels).step_by(BLOCK));
+        if self.nhwc {
+            for b0 in blocks {
+                for g0 in groups.clone() {
+                    self.block::<ISA, TAPS>(first, g0, b0, y, uniform, &mut tile);
+                }
+            }
+        } else {
+            for g0 in groups {
+                for b0 in blocks.clone() {
+                    self.block::<ISA, TAPS>(first, g0, b0, y, uniform, &mut tile);
+                }
+            }
+        }
+    }
+
+    /// Channels `first + g0..` (a group of up to [`LANES`]) of pixels `b0..` (a block of up to
+    /// [`BLOCK`]), through `tile`.
+    #[inline(always)]
+    fn block<const ISA: u8, const TAPS: usize>(&self, first: usize, g0: usize, b0: usize, y: &mut [i8], uniform: Option<&Uniform>, tile: &mut [[i8; LANES]; BLOCK]) {
         let taps = if TAPS == 0 { self.taps } else { &self.taps[..TAPS] };
         let g = self.g;
         let (c, ow) = (self.dw.channels, g.output[1]);
         let pixels = g.output[0] * ow;
         let channels = y.len() / pixels;
-        let mut tile = [[0i8; LANES]; BLOCK];
-        for g0 in (0..channels).step_by(LANES) {
+        {
             let c0 = first + g0;
             let lanes = LANES.min(channels - g0);
             let bias: &[i32; LANES] = self.dw.bias[c0..c0 + LANES].try_into().expect("bias has LANES spare values");
@@ -182,144 +227,142 @@ impl Job<'_> {
             let column_isa = ISA == VNNI;
             #[cfg(any(target_arch = "aarch64", target_arch = "x86_64"))]
             let columns = match &self.dw.columns {
-                Some(columns) if column_isa && TAPS == 9 && uniform.is_none() && g.kernel == [3, 3] && g.dilation == [1, 1] && g.stride[1] <= 2 => Some(&columns[4 * c0..]),
+                Some(columns) if column_isa && TAPS == 9 && Depthwise::columns_apply(g, self.requant) => Some(&columns[4 * c0..]),
                 _ => None,
             };
-            for b0 in (0..pixels).step_by(BLOCK) {
-                let valid = BLOCK.min(pixels - b0);
-                let (mut oy, mut ox) = (b0 / ow, b0 % ow);
-                // Runs of pixels along an output row: the column kernels, or on NEON any 3x3 with
-                // per-channel scales (`neon::run9`); everything else pixel by pixel below.
-                #[cfg(target_arch = "aarch64")]
-                let runs = (ISA == NEON || ISA == DOT) && TAPS == 9 && uniform.is_none();
-                #[cfg(target_arch = "x86_64")]
-                let runs = columns.is_some();
-                #[cfg(not(any(target_arch = "aarch64", target_arch = "x86_64")))]
-                let runs = false;
-                #[cfg(any(target_arch = "aarch64", target_arch = "x86_64"))]
-                if runs {
-                    let taps: &[usize; 9] = taps.try_into().expect("nine taps");
-                    let mut j = 0;
-                    while j < valid {
-                        let n = (valid - j).min(ow - ox);
-                        let at = (oy * g.stride[0] * self.wp + ox * g.stride[1]) * c + c0;
-                        let step = g.stride[1] * c;
-                        // Every tap of every pixel of the run reads LANES bytes inside `padded` (the
-                        // last pixel's last tap is the farthest), every tap's weights lie in `w`.
-                        assert!(at + (n - 1) * step + taps[8] + LANES <= self.padded.len(), "depthwise run out of bounds");
-                        let (x, out) = (self.padded.as_ptr(), tile[j..j + n].as_mut_ptr());
-                        match columns {
-                            Some(columns) => {
-                                // Each column's three rows of 16 channels lie in `columns` (its
-                                // [`LANES`] spare channels cover the last group).
-                                let wstride = 4 * (c + LANES);
-                                assert!(2 * wstride + 4 * LANES <= columns.len(), "depthwise columns out of bounds");
-                                // SAFETY: the input reads are those of `run9` (dilation 1: the
-                                // columns are `c` bytes apart, the rows `taps[3]`), asserted
-                                // above; the weights asserted here; the outputs as below.
-                                #[cfg(target_arch = "aarch64")]
+            let valid = BLOCK.min(pixels - b0);
+            let (mut oy, mut ox) = (b0 / ow, b0 % ow);
+            // Runs of pixels along an output row: the column kernels, or on NEON any 3x3 with
+            // per-channel scales (`neon::run9`); everything else pixel by pixel below.
+            #[cfg(target_arch = "aarch64")]
+            let runs = (ISA == NEON || ISA == DOT) && TAPS == 9 && uniform.is_none();
+            #[cfg(target_arch = "x86_64")]
+            let runs = columns.is_some();
+            #[cfg(not(any(target_arch = "aarch64", target_arch = "x86_64")))]
+            let runs = false;
+            #[cfg(any(target_arch = "aarch64", target_arch = "x86_64"))]
+            if runs {
+                let taps: &[usize; 9] = taps.try_into().expect("nine taps");
+                let mut j = 0;
+                while j < valid {
+                    let n = (valid - j).min(ow - ox);
+                    let at = (oy * g.stride[0] * self.wp + ox * g.stride[1]) * c + c0;
+                    let step = g.stride[1] * c;
+                    // Every tap of every pixel of the run reads LANES bytes inside `padded` (the
+                    // last pixel's last tap is the farthest), every tap's weights lie in `w`.
+                    assert!(at + (n - 1) * step + taps[8] + LANES <= self.padded.len(), "depthwise run out of bounds");
+                    let (x, out) = (self.padded.as_ptr(), tile[j..j + n].as_mut_ptr());
+                    match columns {
+                        Some(columns) => {
+                            // Each column's three rows of 16 channels lie in `columns` (its
+                            // [`LANES`] spare channels cover the last group).
+                            let wstride = 4 * (c + LANES);
+                            assert!(2 * wstride + 4 * LANES <= columns.len(), "depthwise columns out of bounds");
+                            // SAFETY: the input reads are those of `run9` (dilation 1: the
+                            // columns are `c` bytes apart, the rows `taps[3]`), asserted
+                            // above; the weights asserted here; the outputs as below.
+                            #[cfg(target_arch = "aarch64")]
+                            unsafe {
+                                if g.stride[1] == 1 {
+                                    dot::run3x3::<1>(x.add(at), n, c, taps[3], columns.as_ptr(), wstride, bias, scales, self.y_zero_point, out)
+                                } else {
+                                    dot::run3x3::<2>(x.add(at), n, c, taps[3], columns.as_ptr(), wstride, bias, scales, self.y_zero_point, out)
+                                }
+                            }
+                            #[cfg(target_arch = "x86_64")]
+                            {
+                                let bias: &[i32; LANES] = self.dw.unsigned_bias[c0..c0 + LANES].try_into().expect("bias has LANES spare values");
+                                // (And `run_vnni` is only called where the CPU has AVX512-VNNI.)
                                 unsafe {
                                     if g.stride[1] == 1 {
-                                        dot::run3x3::<1>(x.add(at), n, c, taps[3], columns.as_ptr(), wstride, bias, scales, self.y_zero_point, out)
+                                        vnni::run3x3::<1>(x.add(at), n, c, taps[3], columns.as_ptr(), wstride, bias, scales, self.y_zero_point, out)
                                     } else {
-                                        dot::run3x3::<2>(x.add(at), n, c, taps[3], columns.as_ptr(), wstride, bias, scales, self.y_zero_point, out)
-                                    }
-                                }
-                                #[cfg(target_arch = "x86_64")]
-                                {
-                                    let bias: &[i32; LANES] = self.dw.unsigned_bias[c0..c0 + LANES].try_into().expect("bias has LANES spare values");
-                                    // (And `run_vnni` is only called where the CPU has AVX512-VNNI.)
-                                    unsafe {
-                                        if g.stride[1] == 1 {
-                                            vnni::run3x3::<1>(x.add(at), n, c, taps[3], columns.as_ptr(), wstride, bias, scales, self.y_zero_point, out)
-                                        } else {
-                                            vnni::run3x3::<2>(x.add(at), n, c, taps[3], columns.as_ptr(), wstride, bias, scales, self.y_zero_point, out)
-                                        }
+                                        vnni::run3x3::<2>(x.add(at), n, c, taps[3], columns.as_ptr(), wstride, bias, scales, self.y_zero_point, out)
                                     }
                                 }
                             }
-                            // SAFETY: asserted above; `tile[j..j + n]` holds the n outputs (j + n <= valid <= BLOCK).
-                            #[cfg(target_arch = "aarch64")]
-                            None => unsafe { neon::run9(x.add(at), step, n, taps, w, c, bias, scales, self.y_zero_point, out) },
-                            #[cfg(target_arch = "x86_64")]
-                            None => unreachable!("x86-64 runs only on the column kernel"),
                         }
-                        j += n;
-                        (oy, ox) = if ox + n == ow { (oy + 1, 0) } else { (oy, ox + n) };
-                    }
-                }
-                for out in tile.iter_mut().take(if runs { 0 } else { valid }) {
-                    let at = (oy * g.stride[0] * self.wp + ox * g.stride[1]) * c + c0;
-                    let x = &self.padded[at..*taps.last().expect("a kernel has taps") + at + LANES];
-                    let zp = self.y_zero_point;
-                    // SAFETY (NEON, AVX2): every tap's LANES bytes lie in `x` (the last tap is the
-                    // farthest), every tap's weights in `w`; NEON is architectural on aarch64, and
-                    // `run_avx2` is only called where the CPU has AVX2.
-                    *out = match (ISA, uniform) {
+                        // SAFETY: asserted above; `tile[j..j + n]` holds the n outputs (j + n <= valid <= BLOCK).
                         #[cfg(target_arch = "aarch64")]
-                        (NEON | DOT, None) => unsafe { neon::pixel(x, taps, w, c, bias, scales, zp) },
+                        None => unsafe { neon::run9(x.add(at), step, n, taps, w, c, bias, scales, self.y_zero_point, out) },
                         #[cfg(target_arch = "x86_64")]
-                        (AVX2 | VNNI, None) => unsafe { avx2::pixel(x, taps, w, c, bias, scales, zp.into()) },
-                        (_, None) => requant(&pixel(x, taps, w, c, bias), scales, zp.into()),
-                        (_, Some(uniform)) => {
-                            let acc = match ISA {
-                                #[cfg(target_arch = "aarch64")]
-                                NEON | DOT => unsafe { neon::pixel_sums(x, taps, w, c, bias) },
-                                #[cfg(target_arch = "x86_64")]
-                                AVX2 | VNNI => unsafe { avx2::pixel_sums(x, taps, w, c, bias) },
-                                _ => pixel(x, taps, w, c, bias),
-                            };
-                            let mut out = [0i8; LANES];
-                            uniform.row(&acc, 0, zp.into(), &mut out);
-                            out
-                        }
-                    };
-                    ox += 1;
-                    if ox == ow {
-                        (oy, ox) = (oy + 1, 0);
+                        None => unreachable!("x86-64 runs only on the column kernel"),
                     }
+                    j += n;
+                    (oy, ox) = if ox + n == ow { (oy + 1, 0) } else { (oy, ox + n) };
                 }
-                if self.nhwc {
-                    // Already pixel-major: each pixel's channels of the group in place.
-                    for (j, px) in tile.iter().enumerate().take(valid) {
-                        let out = &mut y[(b0 + j) * channels + g0..];
-                        if lanes == LANES {
-                            // One 16-byte store (copy_from_slice, even of a fixed length, called memcpy).
-                            let v = u128::from_ne_bytes(px.map(|b| b as u8));
-                            let out = &mut out[..LANES];
-                            // SAFETY: `out` holds LANES = 16 bytes.
-                            unsafe { std::ptr::write_unaligned(out.as_mut_ptr().cast::<u128>(), v) };
-                        } else {
-                            out[..lanes].copy_from_slice(&px[..lanes]);
-                        }
-                    }
-                    continue;
-                }
-                // Pixel-major to channel-major, then each channel's run into its plane.
-                let planes: [[i8; BLOCK]; LANES] = match ISA {
-                    // SAFETY: NEON is architectural on aarch64.
+            }
+            for out in tile.iter_mut().take(if runs { 0 } else { valid }) {
+                let at = (oy * g.stride[0] * self.wp + ox * g.stride[1]) * c + c0;
+                let x = &self.padded[at..*taps.last().expect("a kernel has taps") + at + LANES];
+                let zp = self.y_zero_point;
+                // SAFETY (NEON, AVX2): every tap's LANES bytes lie in `x` (the last tap is the
+                // farthest), every tap's weights in `w`; NEON is architectural on aarch64, and
+                // `run_avx2` is only called where the CPU has AVX2.
+                *out = match (ISA, uniform) {
                     #[cfg(target_arch = "aarch64")]
-                    NEON | DOT => unsafe { neon::transpose(&tile) },
-                    // SAFETY: SSE2 is architectural on x86-64.
+                    (NEON | DOT, None) => unsafe { neon::pixel(x, taps, w, c, bias, scales, zp) },
                     #[cfg(target_arch = "x86_64")]
-                    AVX2 | VNNI => unsafe { avx2::transpose(&tile) },
-                    _ => {
-                        let mut planes = [[0i8; BLOCK]; LANES];
-                        for (j, pixel) in tile.iter().enumerate() {
-                            for (plane, &v) in planes.iter_mut().zip(pixel) {
-                                plane[j] = v;
-                            }
-                        }
-                        planes
+                    (AVX2 | VNNI, None) => unsafe { avx2::pixel(x, taps, w, c, bias, scales, zp.into()) },
+                    (_, None) => requant(&pixel(x, taps, w, c, bias), scales, zp.into()),
+                    (_, Some(uniform)) => {
+                        let acc = match ISA {
+                            #[cfg(target_arch = "aarch64")]
+                            NEON | DOT => unsafe { neon::pixel_sums(x, taps, w, c, bias) },
+                            #[cfg(target_arch = "x86_64")]
+                            AVX2 | VNNI => unsafe { avx2::pixel_sums(x, taps, w, c, bias) },
+                            _ => pixel(x, taps, w, c, bias),
+                        };
+                        let mut out = [0i8; LANES];
+                        uniform.row(&acc, 0, zp.into(), &mut out);
+                        out
                     }
                 };
-                for (l, plane) in planes.iter().enumerate().take(lanes) {
-                    let out = &mut y[(g0 + l) * pixels + b0..][..valid];
-                    if valid == BLOCK {
-                        out.copy_from_slice(plane);
+                ox += 1;
+                if ox == ow {
+                    (oy, ox) = (oy + 1, 0);
+                }
+            }
+            if self.nhwc {
+                // Already pixel-major: each pixel's channels of the group in place.
+                for (j, px) in tile.iter().enumerate().take(valid) {
+                    let out = &mut y[(b0 + j) * channels + g0..];
+                    if lanes == LANES {
+                        // One 16-byte load and store (copy_from_slice, even of a fixed length,
+                        // called memcpy; building a u128 from the bytes went byte by byte).
+                        let out = &mut out[..LANES];
+                        // SAFETY: `px` and `out` hold LANES = 16 bytes.
+                        unsafe { std::ptr::write_unaligned(out.as_mut_ptr().cast::<u128>(), std::ptr::read_unaligned(px.as_ptr().cast::<u128>())) };
                     } else {
-                        super::layout::copy_short(out, plane);
+                        out[..lanes].copy_from_slice(&px[..lanes]);
                     }
+                }
+                return;
+            }
+            // Pixel-major to channel-major, then each channel's run into its plane.
+            let planes: [[i8; BLOCK]; LANES] = match ISA {
+                // SAFETY: NEON is architectural on aarch64.
+                #[cfg(target_arch = "aarch64")]
+                NEON | DOT => unsafe { neon::transpose(&tile) },
+                // SAFETY: SSE2 is architectural on x86-64.
+                #[cfg(target_arch = "x86_64")]
+                AVX2 | VNNI => unsafe { avx2::transpose(&tile) },
+                _ => {
+                    let mut planes = [[0i8; BLOCK]; LANES];
+                    for (j, pixel) in tile.iter().enumerate() {
+                        for (plane, &v) in planes.iter_mut().zip(pixel) {
+                            plane[j] = v;
+                        }
+                    }
+                    planes
+                }
+            };
+            for (l, plane) in planes.iter().enumerate().take(lanes) {
+                let out = &mut y[(g0 + l) * pixels + b0..][..valid];
+                if valid == BLOCK {
+                    out.copy_from_slice(plane);
+                } else {
+                    super::layout::copy_short(out, plane);
                 }
             }
         }
@@ -658,12 +701,13 @@ mod vnni {
     use super::LANES;
     use std::arch::x86_64::*;
 
-    /// The column at `p` (rows `row` bytes apart), interleaved: the low and the high eight channels,
-    /// each channel as its unsigned bytes of rows 0, 1, 2, 2.
+    /// The column at `p` (rows `row` bytes apart, stored `x ^ 0x80`: [`super::Depthwise::reads_unsigned`]),
+    /// interleaved: the low and the high eight channels, each channel as its unsigned bytes of rows 0,
+    /// 1, 2, 2.
     #[inline(always)]
-    unsafe fn column(p: *const i8, row: usize, flip: __m128i) -> [__m256i; 2] {
+    unsafe fn column(p: *const i8, row: usize) -> [__m256i; 2] {
         unsafe {
-            let load = |p: *const i8| _mm_xor_si128(_mm_loadu_si128(p as *const __m128i), flip);
+            let load = |p: *const i8| _mm_loadu_si128(p as *const __m128i);
             let (r0, r1, r2) = (load(p), load(p.add(row)), load(p.add(2 * row)));
             let (a, b) = (_mm_unpacklo_epi8(r0, r1), _mm_unpackhi_epi8(r0, r1));
             let (c, d) = (_mm_unpacklo_epi8(r2, r2), _mm_unpackhi_epi8(r2, r2));
@@ -683,21 +727,20 @@ mod vnni {
             let w: [[__m256i; 2]; 3] = std::array::from_fn(|kx| std::array::from_fn(|h| _mm256_loadu_si256(w.add(kx * wstride + 32 * h) as *const __m256i)));
             let init = [_mm256_loadu_si256(bias.as_ptr() as *const __m256i), _mm256_loadu_si256(bias.as_ptr().add(8) as *const __m256i)];
             let scale = [_mm256_loadu_ps(scales.as_ptr()), _mm256_loadu_ps(scales.as_ptr().add(8))];
-            let (flip, zp) = (_mm_set1_epi8(i8::MIN), _mm_set1_epi16(zero_point.into()));
+            let zp = _mm256_set1_epi16(zero_point.into());
             let pixel = |z: [&[__m256i; 2]; 3]| -> __m128i {
                 let acc: [__m256i; 2] = std::array::from_fn(|h| {
                     let acc = _mm256_dpbusd_epi32(init[h], z[0][h], w[0][h]);
                     _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(acc, z[1][h], w[1][h]), z[2][h], w[2][h])
                 });
-                let [lo, hi] = [0, 1].map(|h| super::super::micro::requant8_x86(acc[h], scale[h], zp));
-                _mm_unpacklo_epi64(lo, hi)
+                super::super::micro::requant16_x86(acc[0], acc[1], scale, zp)
             };
-            let mut z0 = column(x, row, flip);
+            let mut z0 = column(x, row);
             let mut p = 0;
             if STRIDE == 1 {
-                let mut z1 = column(x.add(c), row, flip);
+                let mut z1 = column(x.add(c), row);
                 while p < n {
-                    let z2 = column(x.add((p + 2) * c), row, flip);
+                    let z2 = column(x.add((p + 2) * c), row);
                     _mm_storeu_si128(out.add(p) as *mut __m128i, pixel([&z0, &z1, &z2]));
                     (z0, z1) = (z1, z2);
                     p += 1;
@@ -705,7 +748,7 @@ mod vnni {
             } else {
                 while p < n {
                     let at = x.add(p * STRIDE * c);
-                    let (z1, z2) = (column(at.add(c), row, flip), column(at.add(2 * c), row, flip));
+                    let (z1, z2) = (column(at.add(c), row), column(at.add(2 * c), row));
                     _mm_storeu_si128(out.add(p) as *mut __m128i, pixel([&z0, &z1, &z2]));
                     z0 = z2;
                     p += 1;

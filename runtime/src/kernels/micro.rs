@@ -399,7 +399,7 @@ pub fn requant_one(acc: i32, bias: i32, scale: f32, zero_point: i32) -> i8 {
 #[cfg(target_arch = "aarch64")]
 pub(super) use aarch64::requant8;
 #[cfg(target_arch = "x86_64")]
-pub(super) use x86::requant8 as requant8_x86;
+pub(super) use x86::requant16 as requant16_x86;
 
 #[cfg(target_arch = "aarch64")]
 mod aarch64 {
@@ -1026,7 +1026,7 @@ mod x86 {
     /// # Safety
     /// The CPU has AVX2, AVX512F and AVX512VL.
     #[inline(always)]
-    unsafe fn requant16(lo: __m256i, hi: __m256i, scale: [__m256; 2], zero_point: __m256i) -> __m128i {
+    pub unsafe fn requant16(lo: __m256i, hi: __m256i, scale: [__m256; 2], zero_point: __m256i) -> __m128i {
         unsafe {
             let top = _mm256_set1_ps(2147483520.0);
             let lo = _mm256_cvtps_epi32(_mm256_min_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(lo), scale[0]), top));
