@@ -36,8 +36,8 @@ pub enum Isa {
     NeonDot,
     /// x86-64 with AVX2.
     Avx2,
-    /// x86-64 with AVX-512 VNNI (VPDPBUSD) on 256-bit registers (Ice Lake and later, Zen 4); AVX2
-    /// elsewhere.
+    /// x86-64 with AVX-512 VNNI (VPDPBUSD), AVX512VL and AVX512BW (Ice Lake and later, Zen 4): 256-bit
+    /// registers, 512-bit ones for the channels-last lane kernel; AVX2 elsewhere.
     Avx512Vnni,
     /// 32-bit ARM with NEON (Raspberry Pi 2/3 and Zero 2 running a 32-bit OS).
     Armv7Neon,
@@ -59,6 +59,7 @@ impl Isa {
             isas.push(Isa::Avx2);
             if std::arch::is_x86_feature_detected!("avx512f")
                 && std::arch::is_x86_feature_detected!("avx512vl")
+                && std::arch::is_x86_feature_detected!("avx512bw")
                 && std::arch::is_x86_feature_detected!("avx512vnni")
             {
                 isas.push(Isa::Avx512Vnni);
