@@ -163,7 +163,7 @@ impl Job<'_> {
     }
 
     #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,avx512f,avx512vl,avx512vnni")]
+    #[target_feature(enable = "avx2,avx512f,avx512vl,avx512bw,avx512vnni")]
     unsafe fn run_vnni(&self, first: usize, y: &mut [i8]) {
         self.run::<VNNI>(first, y)
     }
@@ -702,39 +702,44 @@ mod vnni {
     use std::arch::x86_64::*;
 
     /// The column at `p` (rows `row` bytes apart, stored `x ^ 0x80`: [`super::Depthwise::reads_unsigned`]),
-    /// interleaved: the low and the high eight channels, each channel as its unsigned bytes of rows 0,
-    /// 1, 2, 2.
+    /// interleaved: sixteen channels, each as its unsigned bytes of rows 0, 1, 2, 2.
     #[inline(always)]
-    unsafe fn column(p: *const i8, row: usize) -> [__m256i; 2] {
+    unsafe fn column(p: *const i8, row: usize) -> __m512i {
         unsafe {
             let load = |p: *const i8| _mm_loadu_si128(p as *const __m128i);
             let (r0, r1, r2) = (load(p), load(p.add(row)), load(p.add(2 * row)));
             let (a, b) = (_mm_unpacklo_epi8(r0, r1), _mm_unpackhi_epi8(r0, r1));
             let (c, d) = (_mm_unpacklo_epi8(r2, r2), _mm_unpackhi_epi8(r2, r2));
-            [_mm256_set_m128i(_mm_unpackhi_epi16(a, c), _mm_unpacklo_epi16(a, c)), _mm256_set_m128i(_mm_unpackhi_epi16(b, d), _mm_unpacklo_epi16(b, d))]
+            let lo = _mm256_set_m128i(_mm_unpackhi_epi16(a, c), _mm_unpacklo_epi16(a, c));
+            let hi = _mm256_set_m128i(_mm_unpackhi_epi16(b, d), _mm_unpacklo_epi16(b, d));
+            _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi)
         }
     }
 
-    /// [`super::dot::run3x3`] on VPDPBUSD: the same reads, weights and outputs; `bias` is
-    /// [`super::Depthwise`]'s `unsigned_bias`. Requantized as `micro`'s VNNI lane kernel does.
+    /// [`super::dot::run3x3`] on VPDPBUSD, sixteen channels in a 512-bit register: the same reads,
+    /// weights and outputs; `bias` is [`super::Depthwise`]'s `unsigned_bias`. Requantized as `micro`'s
+    /// channels-last VNNI lane kernel does.
     ///
     /// # Safety
-    /// As [`super::dot::run3x3`]'s; the CPU has AVX2, AVX512F, AVX512VL and AVX512-VNNI.
+    /// As [`super::dot::run3x3`]'s; the CPU has AVX2, AVX512F, AVX512VL, AVX512BW and AVX512-VNNI.
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     pub unsafe fn run3x3<const STRIDE: usize>(x: *const i8, n: usize, c: usize, row: usize, w: *const i8, wstride: usize, bias: &[i32; LANES], scales: &[f32; LANES], zero_point: i8, out: *mut [i8; LANES]) {
         unsafe {
-            let w: [[__m256i; 2]; 3] = std::array::from_fn(|kx| std::array::from_fn(|h| _mm256_loadu_si256(w.add(kx * wstride + 32 * h) as *const __m256i)));
-            let init = [_mm256_loadu_si256(bias.as_ptr() as *const __m256i), _mm256_loadu_si256(bias.as_ptr().add(8) as *const __m256i)];
-            let scale = [_mm256_loadu_ps(scales.as_ptr()), _mm256_loadu_ps(scales.as_ptr().add(8))];
+            let w: [__m512i; 3] = std::array::from_fn(|kx| _mm512_loadu_si512(w.add(kx * wstride) as *const __m512i));
+            let init = _mm512_loadu_si512(bias.as_ptr() as *const __m512i);
+            let scale = _mm512_loadu_ps(scales.as_ptr());
             let zp = _mm256_set1_epi16(zero_point.into());
-            let pixel = |z: [&[__m256i; 2]; 3]| -> __m128i {
-                let acc: [__m256i; 2] = std::array::from_fn(|h| {
-                    let acc = _mm256_dpbusd_epi32(init[h], z[0][h], w[0][h]);
-                    _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(acc, z[1][h], w[1][h]), z[2][h], w[2][h])
-                });
-                super::super::micro::requant16_x86(acc[0], acc[1], scale, zp)
-            };
+            // (A function, not a closure: a closure does not inherit the caller's target features,
+            // and its intrinsics then stay calls.)
+            #[inline(always)]
+            unsafe fn px(z: [&__m512i; 3], w: &[__m512i; 3], init: __m512i, scale: __m512, zp: __m256i) -> __m128i {
+                unsafe {
+                    let acc = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_dpbusd_epi32(init, *z[0], w[0]), *z[1], w[1]), *z[2], w[2]);
+                    super::super::micro::requant16_512(acc, scale, zp)
+                }
+            }
+            let pixel = |z: [&__m512i; 3]| px(z, &w, init, scale, zp);
             let mut z0 = column(x, row);
             let mut p = 0;
             if STRIDE == 1 {

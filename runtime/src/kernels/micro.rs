@@ -399,7 +399,7 @@ pub fn requant_one(acc: i32, bias: i32, scale: f32, zero_point: i32) -> i8 {
 #[cfg(target_arch = "aarch64")]
 pub(super) use aarch64::requant8;
 #[cfg(target_arch = "x86_64")]
-pub(super) use x86::requant16 as requant16_x86;
+pub(super) use x86::requant16_512;
 
 #[cfg(target_arch = "aarch64")]
 mod aarch64 {
@@ -1019,32 +1019,15 @@ mod x86 {
         }
     }
 
-    /// Sixteen channels' sums of one pixel (bias included; low and high eight) requantized by their
-    /// scales into 16 int8 values, as [`requant8`] does each eight: the two halves narrowed together.
-    /// Only the upper clamp: CVTPS2DQ's i32::MIN for a sum past the low end saturates to -128 anyway.
-    ///
-    /// # Safety
-    /// The CPU has AVX2, AVX512F and AVX512VL.
-    #[inline(always)]
-    pub unsafe fn requant16(lo: __m256i, hi: __m256i, scale: [__m256; 2], zero_point: __m256i) -> __m128i {
-        unsafe {
-            let top = _mm256_set1_ps(2147483520.0);
-            let lo = _mm256_cvtps_epi32(_mm256_min_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(lo), scale[0]), top));
-            let hi = _mm256_cvtps_epi32(_mm256_min_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(hi), scale[1]), top));
-            // PACKSSDW works within 128-bit lanes: lo 0-3, hi 0-3 | lo 4-7, hi 4-7; put them in order.
-            let v = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packs_epi32(lo, hi));
-            let v = _mm256_adds_epi16(v, zero_point);
-            _mm_packs_epi16(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v))
-        }
-    }
-
-    /// [`requant16`] on one 512-bit register of sixteen sums: VPMOVSDW and VPMOVSWB narrow with
-    /// saturation, in order.
+    /// Sixteen channels' sums of one pixel (bias included), in one 512-bit register, requantized by
+    /// their scales into 16 int8 values as [`requant8`] does each eight: VPMOVSDW and VPMOVSWB narrow
+    /// with saturation, in order. Only the upper clamp: CVTPS2DQ's i32::MIN for a sum past the low
+    /// end saturates to -128 anyway.
     ///
     /// # Safety
     /// The CPU has AVX512F, AVX512VL and AVX512BW.
     #[inline(always)]
-    unsafe fn requant16_512(acc: __m512i, scale: __m512, zero_point: __m256i) -> __m128i {
+    pub unsafe fn requant16_512(acc: __m512i, scale: __m512, zero_point: __m256i) -> __m128i {
         unsafe {
             let v = _mm512_cvtps_epi32(_mm512_min_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(acc), scale), _mm512_set1_ps(2147483520.0)));
             _mm256_cvtsepi16_epi8(_mm256_adds_epi16(_mm512_cvtsepi32_epi16(v), zero_point))
