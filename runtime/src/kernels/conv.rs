@@ -368,10 +368,16 @@ impl QConvKernel {
                 out.resize(h * len + depthwise::LANES, zp);
                 return out;
             }
-            let mut out = vec![zp; hp * wp * c + depthwise::LANES];
-            for (row, src) in x.chunks_exact(len.max(1)).enumerate() {
-                out[((row + pt) * wp + pl) * c..][..len].iter_mut().zip(src).for_each(|(d, &v)| *d = v ^ flip);
+            // Row by row, each byte written once: the padding around each row, the row between.
+            let (before, after) = (pl * c, (wp - pl - w) * c);
+            let mut out = Vec::with_capacity(hp * wp * c + depthwise::LANES);
+            out.resize(pt * wp * c, zp);
+            for src in x.chunks_exact(len.max(1)).take(h) {
+                out.resize(out.len() + before, zp);
+                out.extend(src.iter().map(|&v| v ^ flip));
+                out.resize(out.len() + after, zp);
             }
+            out.resize(hp * wp * c + depthwise::LANES, zp);
             return out;
         }
         let mut out = vec![self.x_zero_point; hp * wp * c + depthwise::LANES];
