@@ -246,7 +246,7 @@ impl QConvKernel {
     }
 
     /// Whether the output may be channels-last: the channels-last depthwise kernel, and the
-    /// requantizing VPDPBUSD lane kernel, which then stores each pixel's channels as they leave its
+    /// requantizing lane kernels (SDOT, VPDPBUSD), which then store each pixel's channels as they leave their
     /// registers ([`micro::lane_tiles_requant_pixels`]).
     pub fn writes_channels_last(&self) -> bool {
         self.channels_last.is_some()

@@ -238,7 +238,7 @@ pub unsafe fn lane_tiles_requant(isa: Isa, row: Row, channels: usize, bias: *con
 
 /// Whether `isa` has [`lane_tiles_requant_pixels`].
 pub fn lanes_requantize_pixels(isa: Isa) -> bool {
-    matches!(isa, Isa::Avx512Vnni)
+    matches!(isa, Isa::NeonDot | Isa::Avx512Vnni)
 }
 
 /// [`lane_tiles_requant`] storing channels-last: pixel `j`'s `mr` int8 outputs at `out[j * stride..]`,
@@ -253,6 +253,8 @@ pub unsafe fn lane_tiles_requant_pixels(isa: Isa, row: Row, channels: usize, bia
     debug_assert!(lanes_requantize_pixels(isa) && !row.starts.is_empty() && !row.taps.is_empty() && row.len >= KU && row.len.is_multiple_of(KU));
     let group_stride = (channels + MR_LANES) * 4;
     match isa {
+        #[cfg(target_arch = "aarch64")]
+        Isa::NeonDot => unsafe { aarch64::sdot_lane_tiles_requant_pixels(row, group_stride, bias, scales, zero_point, out, stride) },
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512Vnni => unsafe { x86::vnni_lane_tiles_requant_pixels(row, group_stride, bias, scales, zero_point, out, stride) },
         _ => {
@@ -687,6 +689,32 @@ mod aarch64 {
                 for (c, v) in bytes.into_iter().enumerate() {
                     *out.add(c * stride + j) = v;
                 }
+            }
+        }
+    }
+
+    /// [`super::lane_tiles_requant_pixels`] on SDOT: [`sdot_lane_tile`] from the bias, each pixel's
+    /// eight channels requantized as [`sdot_lane_tiles_requant`] does and stored as they are.
+    ///
+    /// # Safety
+    /// [`super::lane_tiles_requant_pixels`]'s contract; the CPU has the `dotprod` feature.
+    #[target_feature(enable = "neon,dotprod")]
+    pub unsafe fn sdot_lane_tiles_requant_pixels(row: super::Row, ks: usize, bias: *const i32, scales: *const f32, zero_point: i8, out: *mut i8, stride: usize) {
+        unsafe {
+            let init = [vld1q_s32(bias), vld1q_s32(bias.add(4))];
+            let scale = [vld1q_f32(scales), vld1q_f32(scales.add(4))];
+            let z = vdupq_n_s16(zero_point.into());
+            let plan = LanePlan::new(row.starts.len());
+            for t in 0..plan.tiles {
+                let x = LanePlan::tile(row.src, row.starts, t);
+                let [lo, hi] = sdot_lane_tile(&row, ks, x, init);
+                for j in 0..NR_LANES {
+                    vst1_s8(out.add((t * NR_LANES + j) * stride), vqmovn_s16(requant8([lo[j], hi[j]], scale, z)));
+                }
+            }
+            for j in plan.columns..row.starts.len() {
+                let [lo, hi] = sdot_lane_column(&row, ks, row.src.add(row.starts[j]), init);
+                vst1_s8(out.add(j * stride), vqmovn_s16(requant8([lo, hi], scale, z)));
             }
         }
     }
