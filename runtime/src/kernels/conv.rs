@@ -246,11 +246,11 @@ impl QConvKernel {
     }
 
     /// Whether the output may be channels-last: the channels-last depthwise kernel, and the
-    /// requantizing lane kernels (SDOT, VPDPBUSD), which then store each pixel's channels as they leave their
-    /// registers ([`micro::lane_tiles_requant_pixels`]).
+    /// requantizing lane kernels (SDOT, VPDPBUSD), which then store each pixel's channels as they leave
+    /// their registers ([`micro::lane_tiles_requant`]).
     pub fn writes_channels_last(&self) -> bool {
         self.channels_last.is_some()
-            || (self.lanes && micro::lanes_requantize_pixels(self.isa) && matches!(self.requant, Requant::PerChannel(_)))
+            || (self.lanes && micro::lanes_requantize(self.isa) && matches!(self.requant, Requant::PerChannel(_)))
     }
 
     /// This convolution reading and writing tensors in these layouts, where it can
@@ -496,7 +496,7 @@ impl QConvKernel {
                         // others `pixels_block`'s BLOCK rows of MR_LANES >= mr.
                         let (out, stride) =
                             if full { (y[b0 * channels + c0..].as_mut_ptr(), channels) } else { (pixels_block.as_mut_ptr().cast::<i8>(), MR_LANES) };
-                        unsafe { micro::lane_tiles_requant_pixels(self.isa, row, self.out_channels, bias, scales, self.y_zero_point, out, stride) };
+                        unsafe { micro::lane_tiles_requant(self.isa, row, self.out_channels, bias, scales, self.y_zero_point, out, stride, Layout::Nhwc) };
                         if !full {
                             for (j, px) in pixels_block.iter().enumerate().take(valid) {
                                 y[(b0 + j) * channels + c0..][..rows].copy_from_slice(&px[..rows]);
@@ -509,7 +509,7 @@ impl QConvKernel {
                     // tail's zero-padded copies); a full tile group writes mr rows of BLOCK bytes
                     // at channel c0 + i's plane from b0 (c0 + mr <= channels, b0 + BLOCK <= pixels),
                     // the others `block`'s mr rows of BLOCK.
-                    unsafe { micro::lane_tiles_requant(self.isa, row, self.out_channels, bias, scales, self.y_zero_point, out, stride) };
+                    unsafe { micro::lane_tiles_requant(self.isa, row, self.out_channels, bias, scales, self.y_zero_point, out, stride, Layout::Nchw) };
                     if !full {
                         for (i, r) in block.iter().enumerate().take(rows) {
                             layout::copy_short(&mut y[(c0 + i) * pixels + b0..][..valid], r);

@@ -11,7 +11,7 @@
 //! -128); the AVX2 one has no such limit (int16 products, int32 sums). CPUs with a dot product (SDOT,
 //! VPDPBUSD) run the lane kernels instead of these tiles.
 
-use super::Isa;
+use super::{Isa, Layout};
 use tract_nnef::internal::tract_linalg::Scaler;
 
 /// Output channels per tile.
@@ -214,52 +214,31 @@ pub fn lanes_requantize(isa: Isa) -> bool {
 
 /// [`lane_tiles`] with the per-channel requantization fused in: the sums start from the channels'
 /// `bias` and are requantized by their `scales` (as [`requant_rows`] does), and pixel `j`'s int8
-/// outputs are stored at `out[i * stride + j]`.
+/// output of channel `i` is stored at `out[i * stride + j]` ([`Layout::Nchw`]: channel rows, each
+/// tile transposed), or at `out[j * stride + i]` ([`Layout::Nhwc`]: each pixel's channels stored as
+/// they leave the registers).
 ///
 /// # Safety
-/// [`lane_tiles`]'s contract, `out` being int8; `bias` and `scales` are readable for `mr` channels;
+/// [`lane_tiles`]'s contract, `out` being int8 and writable at those places for `mr` channels and
+/// `row.starts.len()` pixels rounded up to `nr`; `bias` and `scales` are readable for `mr` channels;
 /// [`lanes_requantize`] for `isa`.
 #[inline]
 #[allow(clippy::too_many_arguments)]
-pub unsafe fn lane_tiles_requant(isa: Isa, row: Row, channels: usize, bias: *const i32, scales: *const f32, zero_point: i8, out: *mut i8, stride: usize) {
+pub unsafe fn lane_tiles_requant(isa: Isa, row: Row, channels: usize, bias: *const i32, scales: *const f32, zero_point: i8, out: *mut i8, stride: usize, layout: Layout) {
     debug_assert!(lanes_requantize(isa) && !row.starts.is_empty() && !row.taps.is_empty() && row.len >= KU && row.len.is_multiple_of(KU));
     let group_stride = (channels + MR_LANES) * 4;
-    match isa {
+    match (isa, layout) {
         #[cfg(target_arch = "aarch64")]
-        Isa::NeonDot => unsafe { aarch64::sdot_lane_tiles_requant(row, group_stride, bias, scales, zero_point, out, stride) },
+        (Isa::NeonDot, Layout::Nchw) => unsafe { aarch64::sdot_lane_tiles_requant(row, group_stride, bias, scales, zero_point, out, stride) },
+        #[cfg(target_arch = "aarch64")]
+        (Isa::NeonDot, Layout::Nhwc) => unsafe { aarch64::sdot_lane_tiles_requant_pixels(row, group_stride, bias, scales, zero_point, out, stride) },
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512Vnni => unsafe { x86::vnni_lane_tiles_requant(row, group_stride, bias, scales, zero_point, out, stride) },
+        (Isa::Avx512Vnni, Layout::Nchw) => unsafe { x86::vnni_lane_tiles_requant(row, group_stride, bias, scales, zero_point, out, stride) },
+        #[cfg(target_arch = "x86_64")]
+        (Isa::Avx512Vnni, Layout::Nhwc) => unsafe { x86::vnni_lane_tiles_requant_pixels(row, group_stride, bias, scales, zero_point, out, stride) },
         _ => {
             let _ = (row, group_stride, bias, scales, zero_point, out, stride);
             unreachable!("{isa:?} has no requantizing lane kernel")
-        }
-    }
-}
-
-/// Whether `isa` has [`lane_tiles_requant_pixels`].
-pub fn lanes_requantize_pixels(isa: Isa) -> bool {
-    matches!(isa, Isa::NeonDot | Isa::Avx512Vnni)
-}
-
-/// [`lane_tiles_requant`] storing channels-last: pixel `j`'s `mr` int8 outputs at `out[j * stride..]`,
-/// one store per pixel, no transpose.
-///
-/// # Safety
-/// [`lane_tiles_requant`]'s contract, `out` being writable for `mr` bytes at every `j * stride` of
-/// `row.starts.len()` pixels rounded up to `nr`; [`lanes_requantize_pixels`] for `isa`.
-#[inline]
-#[allow(clippy::too_many_arguments)]
-pub unsafe fn lane_tiles_requant_pixels(isa: Isa, row: Row, channels: usize, bias: *const i32, scales: *const f32, zero_point: i8, out: *mut i8, stride: usize) {
-    debug_assert!(lanes_requantize_pixels(isa) && !row.starts.is_empty() && !row.taps.is_empty() && row.len >= KU && row.len.is_multiple_of(KU));
-    let group_stride = (channels + MR_LANES) * 4;
-    match isa {
-        #[cfg(target_arch = "aarch64")]
-        Isa::NeonDot => unsafe { aarch64::sdot_lane_tiles_requant_pixels(row, group_stride, bias, scales, zero_point, out, stride) },
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx512Vnni => unsafe { x86::vnni_lane_tiles_requant_pixels(row, group_stride, bias, scales, zero_point, out, stride) },
-        _ => {
-            let _ = (row, group_stride, bias, scales, zero_point, out, stride);
-            unreachable!("{isa:?} has no channels-last requantizing lane kernel")
         }
     }
 }
@@ -693,11 +672,11 @@ mod aarch64 {
         }
     }
 
-    /// [`super::lane_tiles_requant_pixels`] on SDOT: [`sdot_lane_tile`] from the bias, each pixel's
+    /// [`super::lane_tiles_requant`] storing channels-last, on SDOT: [`sdot_lane_tile`] from the bias, each pixel's
     /// eight channels requantized as [`sdot_lane_tiles_requant`] does and stored as they are.
     ///
     /// # Safety
-    /// [`super::lane_tiles_requant_pixels`]'s contract; the CPU has the `dotprod` feature.
+    /// [`super::lane_tiles_requant`]'s contract (channels-last); the CPU has the `dotprod` feature.
     #[target_feature(enable = "neon,dotprod")]
     pub unsafe fn sdot_lane_tiles_requant_pixels(row: super::Row, ks: usize, bias: *const i32, scales: *const f32, zero_point: i8, out: *mut i8, stride: usize) {
         unsafe {
@@ -1108,11 +1087,11 @@ mod x86 {
         }
     }
 
-    /// [`super::lane_tiles_requant_pixels`] on VPDPBUSD: [`vnni512_lane_tile`] from the bias, each
+    /// [`super::lane_tiles_requant`] storing channels-last, on VPDPBUSD: [`vnni512_lane_tile`] from the bias, each
     /// pixel's sixteen channels requantized ([`requant16_512`]) and stored as they are.
     ///
     /// # Safety
-    /// [`super::lane_tiles_requant_pixels`]'s contract, with `ks` the byte stride between weight
+    /// [`super::lane_tiles_requant`]'s contract (channels-last), with `ks` the byte stride between weight
     /// groups; the CPU has AVX2, AVX512F, AVX512VL, AVX512BW and AVX512-VNNI.
     #[target_feature(enable = "avx2,avx512f,avx512vl,avx512bw,avx512vnni")]
     pub unsafe fn vnni_lane_tiles_requant_pixels(row: super::Row, ks: usize, bias: *const i32, scales: *const f32, zero_point: i8, out: *mut i8, stride: usize) {
@@ -1357,13 +1336,19 @@ mod tests {
                 let stride = pixels.next_multiple_of(nr) + 3;
                 let mut sums = vec![0i32; mr * stride];
                 let mut out = vec![0i8; mr * stride];
+                // Channels-last: each pixel's mr channels, pixels `mr + 5` bytes apart.
+                let pixel_stride = mr + 5;
+                let mut pixels_out = vec![0i8; stride * pixel_stride];
                 unsafe {
                     lane_tiles(isa, row, channels, sums.as_mut_ptr(), stride);
-                    lane_tiles_requant(isa, row, channels, bias.as_ptr(), scales.as_ptr(), zero_point, out.as_mut_ptr(), stride);
+                    lane_tiles_requant(isa, row, channels, bias.as_ptr(), scales.as_ptr(), zero_point, out.as_mut_ptr(), stride, Layout::Nchw);
+                    lane_tiles_requant(isa, row, channels, bias.as_ptr(), scales.as_ptr(), zero_point, pixels_out.as_mut_ptr(), pixel_stride, Layout::Nhwc);
                 }
                 for i in 0..mr {
                     let expected: Vec<i8> = sums[i * stride..][..pixels].iter().map(|&a| requant_one(a, bias[i], scales[i], zero_point.into())).collect();
                     prop_assert_eq!(&out[i * stride..][..pixels], &expected[..], "{:?} channel {}", isa, i);
+                    let channels_last: Vec<i8> = (0..pixels).map(|j| pixels_out[j * pixel_stride + i]).collect();
+                    prop_assert_eq!(&channels_last, &expected, "{:?} channels-last, channel {}", isa, i);
                 }
             }
         }

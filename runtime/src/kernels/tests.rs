@@ -192,14 +192,18 @@ fn case() -> impl Strategy<Value = Case> {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
-    /// Each kernel this CPU runs, against tract's quantized convolution.
+    /// Each kernel this CPU runs gives the reference's bytes exactly, and the reference gives tract's
+    /// quantized convolution's (but for the rare per-channel f32 tie [`tract_within_one_on_ties`]
+    /// allows).
     #[test]
     fn every_kernel_matches_tract(case in case()) {
         let (expected, perch) = case.run_model(Engine::Tract);
         prop_assert!(!perch);
+        let reference = case.run_kernel(Isa::Portable);
         for isa in Isa::available() {
-            prop_assert_eq!(&case.run_kernel(isa), &expected, "{:?}", isa);
+            prop_assert_eq!(&case.run_kernel(isa), &reference, "{:?}", isa);
         }
+        tract_within_one_on_ties(&reference, &expected)?;
     }
 
     /// The plan-level op: a `perch` engine convolution runs Perch's kernel and gives tract's outputs.
@@ -208,7 +212,7 @@ proptest! {
         let (expected, _) = case.run_model(Engine::Tract);
         let (got, perch) = case.run_model(Engine::Perch);
         prop_assert!(perch, "Perch's kernel was not chosen");
-        prop_assert_eq!(got, expected);
+        tract_within_one_on_ties(&got, &expected)?;
     }
 }
 
@@ -248,14 +252,21 @@ proptest! {
         for isa in Isa::available() {
             prop_assert_eq!(&case.run_kernel(isa), &reference, "{:?}", isa);
         }
-        // And tract's, but for a rare f32 tie with per-channel scales: Perch rounds the scaled sum
-        // as f32 gives it (-50.5 -> -50), tract's per-channel requantization gives -51 there (its
-        // combined scale is one ulp apart; which association it uses is not settled yet, see
-        // BENCHMARKS.md and the closing note of issue 6). Off by one at most, and rarely.
-        let off: Vec<usize> = reference.iter().zip(&expected).enumerate().filter(|(_, (a, b))| a != b).map(|(i, _)| i).collect();
-        prop_assert!(off.iter().all(|&i| (reference[i] as i32 - expected[i] as i32).abs() <= 1), "differs from tract at {:?}", off);
-        prop_assert!(off.len() * 100 <= reference.len().max(100), "{} of {} outputs differ from tract", off.len(), reference.len());
+        tract_within_one_on_ties(&reference, &expected)?;
     }
+}
+
+/// The reference's outputs against tract's: the same, but for a rare f32 tie with per-channel
+/// scales: Perch rounds the scaled sum as f32 gives it (-50.5 -> -50), tract's per-channel
+/// requantization gives -51 there (its combined scale is one ulp apart; which association it uses is
+/// not settled yet, see BENCHMARKS.md and the closing notes of issue 6). Off by one at most, on at most
+/// 1% of the outputs (or one output of a small case).
+fn tract_within_one_on_ties(reference: &[i8], tract: &[i8]) -> Result<(), TestCaseError> {
+    prop_assert_eq!(reference.len(), tract.len());
+    let off: Vec<usize> = reference.iter().zip(tract).enumerate().filter(|(_, (a, b))| a != b).map(|(i, _)| i).collect();
+    prop_assert!(off.iter().all(|&i| (reference[i] as i32 - tract[i] as i32).abs() <= 1), "differs from tract by more than one at {:?}", off);
+    prop_assert!(off.len() * 100 <= reference.len().max(100), "{} of {} outputs differ from tract", off.len(), reference.len());
+    Ok(())
 }
 
 proptest! {

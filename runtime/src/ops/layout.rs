@@ -142,7 +142,7 @@ mod tests {
         let changed = channels_last(&mut optimized).unwrap();
         // a, and per block the expansion, the depthwise output and the projection, and the sum; on
         // a CPU without the channels-last lane kernel the dense convolutions keep their planes.
-        let expected = if crate::kernels::micro::lanes_requantize_pixels(Isa::best()) { 1 + 4 * 2 } else { 2 };
+        let expected = if crate::kernels::micro::lanes_requantize(Isa::best()) { 1 + 4 * 2 } else { 2 };
         assert_eq!(changed, expected);
         let nhwc = optimized.nodes().iter().filter_map(|n| n.op_as::<QConvExec>()).filter(|c| c.kernel.output_layout() == Layout::Nhwc).count();
         assert!(nhwc > 0);
