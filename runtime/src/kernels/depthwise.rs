@@ -213,157 +213,155 @@ impl Job<'_> {
         let (c, ow) = (self.dw.channels, g.output[1]);
         let pixels = g.output[0] * ow;
         let channels = y.len() / pixels;
-        {
-            let c0 = first + g0;
-            let lanes = LANES.min(channels - g0);
-            let bias: &[i32; LANES] = self.dw.bias[c0..c0 + LANES].try_into().expect("bias has LANES spare values");
-            let scales: &[f32; LANES] = self.dw.scales[c0..c0 + LANES].try_into().expect("scales have LANES spare values");
-            let w = &self.dw.weights[c0..(taps.len() - 1) * c + c0 + LANES];
-            // The column kernels (SDOT, VPDPBUSD): a 3x3 kernel with per-channel scales, dilation 1,
-            // stride 1 or 2 along the row.
-            #[cfg(target_arch = "aarch64")]
-            let column_isa = ISA == DOT;
-            #[cfg(target_arch = "x86_64")]
-            let column_isa = ISA == VNNI;
-            #[cfg(any(target_arch = "aarch64", target_arch = "x86_64"))]
-            let columns = match &self.dw.columns {
-                Some(columns) if column_isa && TAPS == 9 && Depthwise::columns_apply(g, self.requant) => Some(&columns[4 * c0..]),
-                _ => None,
-            };
-            let valid = BLOCK.min(pixels - b0);
-            let (mut oy, mut ox) = (b0 / ow, b0 % ow);
-            // Runs of pixels along an output row: the column kernels, or on NEON any 3x3 with
-            // per-channel scales (`neon::run9`); everything else pixel by pixel below.
-            #[cfg(target_arch = "aarch64")]
-            let runs = (ISA == NEON || ISA == DOT) && TAPS == 9 && uniform.is_none();
-            #[cfg(target_arch = "x86_64")]
-            let runs = columns.is_some();
-            #[cfg(not(any(target_arch = "aarch64", target_arch = "x86_64")))]
-            let runs = false;
-            #[cfg(any(target_arch = "aarch64", target_arch = "x86_64"))]
-            if runs {
-                let taps: &[usize; 9] = taps.try_into().expect("nine taps");
-                let mut j = 0;
-                while j < valid {
-                    let n = (valid - j).min(ow - ox);
-                    let at = (oy * g.stride[0] * self.wp + ox * g.stride[1]) * c + c0;
-                    let step = g.stride[1] * c;
-                    // Every tap of every pixel of the run reads LANES bytes inside `padded` (the
-                    // last pixel's last tap is the farthest), every tap's weights lie in `w`.
-                    assert!(at + (n - 1) * step + taps[8] + LANES <= self.padded.len(), "depthwise run out of bounds");
-                    let (x, out) = (self.padded.as_ptr(), tile[j..j + n].as_mut_ptr());
-                    match columns {
-                        Some(columns) => {
-                            // Each column's three rows of 16 channels lie in `columns` (its
-                            // [`LANES`] spare channels cover the last group).
-                            let wstride = 4 * (c + LANES);
-                            assert!(2 * wstride + 4 * LANES <= columns.len(), "depthwise columns out of bounds");
-                            // SAFETY: the input reads are those of `run9` (dilation 1: the
-                            // columns are `c` bytes apart, the rows `taps[3]`), asserted
-                            // above; the weights asserted here; the outputs as below.
-                            #[cfg(target_arch = "aarch64")]
+        let c0 = first + g0;
+        let lanes = LANES.min(channels - g0);
+        let bias: &[i32; LANES] = self.dw.bias[c0..c0 + LANES].try_into().expect("bias has LANES spare values");
+        let scales: &[f32; LANES] = self.dw.scales[c0..c0 + LANES].try_into().expect("scales have LANES spare values");
+        let w = &self.dw.weights[c0..(taps.len() - 1) * c + c0 + LANES];
+        // The column kernels (SDOT, VPDPBUSD): a 3x3 kernel with per-channel scales, dilation 1,
+        // stride 1 or 2 along the row.
+        #[cfg(target_arch = "aarch64")]
+        let column_isa = ISA == DOT;
+        #[cfg(target_arch = "x86_64")]
+        let column_isa = ISA == VNNI;
+        #[cfg(any(target_arch = "aarch64", target_arch = "x86_64"))]
+        let columns = match &self.dw.columns {
+            Some(columns) if column_isa && TAPS == 9 && Depthwise::columns_apply(g, self.requant) => Some(&columns[4 * c0..]),
+            _ => None,
+        };
+        let valid = BLOCK.min(pixels - b0);
+        let (mut oy, mut ox) = (b0 / ow, b0 % ow);
+        // Runs of pixels along an output row: the column kernels, or on NEON any 3x3 with
+        // per-channel scales (`neon::run9`); everything else pixel by pixel below.
+        #[cfg(target_arch = "aarch64")]
+        let runs = (ISA == NEON || ISA == DOT) && TAPS == 9 && uniform.is_none();
+        #[cfg(target_arch = "x86_64")]
+        let runs = columns.is_some();
+        #[cfg(not(any(target_arch = "aarch64", target_arch = "x86_64")))]
+        let runs = false;
+        #[cfg(any(target_arch = "aarch64", target_arch = "x86_64"))]
+        if runs {
+            let taps: &[usize; 9] = taps.try_into().expect("nine taps");
+            let mut j = 0;
+            while j < valid {
+                let n = (valid - j).min(ow - ox);
+                let at = (oy * g.stride[0] * self.wp + ox * g.stride[1]) * c + c0;
+                let step = g.stride[1] * c;
+                // Every tap of every pixel of the run reads LANES bytes inside `padded` (the
+                // last pixel's last tap is the farthest), every tap's weights lie in `w`.
+                assert!(at + (n - 1) * step + taps[8] + LANES <= self.padded.len(), "depthwise run out of bounds");
+                let (x, out) = (self.padded.as_ptr(), tile[j..j + n].as_mut_ptr());
+                match columns {
+                    Some(columns) => {
+                        // Each column's three rows of 16 channels lie in `columns` (its
+                        // [`LANES`] spare channels cover the last group).
+                        let wstride = 4 * (c + LANES);
+                        assert!(2 * wstride + 4 * LANES <= columns.len(), "depthwise columns out of bounds");
+                        // SAFETY: the input reads are those of `run9` (dilation 1: the
+                        // columns are `c` bytes apart, the rows `taps[3]`), asserted
+                        // above; the weights asserted here; the outputs as below.
+                        #[cfg(target_arch = "aarch64")]
+                        unsafe {
+                            if g.stride[1] == 1 {
+                                dot::run3x3::<1>(x.add(at), n, c, taps[3], columns.as_ptr(), wstride, bias, scales, self.y_zero_point, out)
+                            } else {
+                                dot::run3x3::<2>(x.add(at), n, c, taps[3], columns.as_ptr(), wstride, bias, scales, self.y_zero_point, out)
+                            }
+                        }
+                        #[cfg(target_arch = "x86_64")]
+                        {
+                            let bias: &[i32; LANES] = self.dw.unsigned_bias[c0..c0 + LANES].try_into().expect("bias has LANES spare values");
+                            // (And `run_vnni` is only called where the CPU has AVX512-VNNI.)
                             unsafe {
                                 if g.stride[1] == 1 {
-                                    dot::run3x3::<1>(x.add(at), n, c, taps[3], columns.as_ptr(), wstride, bias, scales, self.y_zero_point, out)
+                                    vnni::run3x3::<1>(x.add(at), n, c, taps[3], columns.as_ptr(), wstride, bias, scales, self.y_zero_point, out)
                                 } else {
-                                    dot::run3x3::<2>(x.add(at), n, c, taps[3], columns.as_ptr(), wstride, bias, scales, self.y_zero_point, out)
-                                }
-                            }
-                            #[cfg(target_arch = "x86_64")]
-                            {
-                                let bias: &[i32; LANES] = self.dw.unsigned_bias[c0..c0 + LANES].try_into().expect("bias has LANES spare values");
-                                // (And `run_vnni` is only called where the CPU has AVX512-VNNI.)
-                                unsafe {
-                                    if g.stride[1] == 1 {
-                                        vnni::run3x3::<1>(x.add(at), n, c, taps[3], columns.as_ptr(), wstride, bias, scales, self.y_zero_point, out)
-                                    } else {
-                                        vnni::run3x3::<2>(x.add(at), n, c, taps[3], columns.as_ptr(), wstride, bias, scales, self.y_zero_point, out)
-                                    }
+                                    vnni::run3x3::<2>(x.add(at), n, c, taps[3], columns.as_ptr(), wstride, bias, scales, self.y_zero_point, out)
                                 }
                             }
                         }
-                        // SAFETY: asserted above; `tile[j..j + n]` holds the n outputs (j + n <= valid <= BLOCK).
-                        #[cfg(target_arch = "aarch64")]
-                        None => unsafe { neon::run9(x.add(at), step, n, taps, w, c, bias, scales, self.y_zero_point, out) },
-                        #[cfg(target_arch = "x86_64")]
-                        None => unreachable!("x86-64 runs only on the column kernel"),
                     }
-                    j += n;
-                    (oy, ox) = if ox + n == ow { (oy + 1, 0) } else { (oy, ox + n) };
-                }
-            }
-            for out in tile.iter_mut().take(if runs { 0 } else { valid }) {
-                let at = (oy * g.stride[0] * self.wp + ox * g.stride[1]) * c + c0;
-                let x = &self.padded[at..*taps.last().expect("a kernel has taps") + at + LANES];
-                let zp = self.y_zero_point;
-                // SAFETY (NEON, AVX2): every tap's LANES bytes lie in `x` (the last tap is the
-                // farthest), every tap's weights in `w`; NEON is architectural on aarch64, and
-                // `run_avx2` is only called where the CPU has AVX2.
-                *out = match (ISA, uniform) {
+                    // SAFETY: asserted above; `tile[j..j + n]` holds the n outputs (j + n <= valid <= BLOCK).
                     #[cfg(target_arch = "aarch64")]
-                    (NEON | DOT, None) => unsafe { neon::pixel(x, taps, w, c, bias, scales, zp) },
+                    None => unsafe { neon::run9(x.add(at), step, n, taps, w, c, bias, scales, self.y_zero_point, out) },
                     #[cfg(target_arch = "x86_64")]
-                    (AVX2 | VNNI, None) => unsafe { avx2::pixel(x, taps, w, c, bias, scales, zp.into()) },
-                    (_, None) => requant(&pixel(x, taps, w, c, bias), scales, zp.into()),
-                    (_, Some(uniform)) => {
-                        let acc = match ISA {
-                            #[cfg(target_arch = "aarch64")]
-                            NEON | DOT => unsafe { neon::pixel_sums(x, taps, w, c, bias) },
-                            #[cfg(target_arch = "x86_64")]
-                            AVX2 | VNNI => unsafe { avx2::pixel_sums(x, taps, w, c, bias) },
-                            _ => pixel(x, taps, w, c, bias),
-                        };
-                        let mut out = [0i8; LANES];
-                        uniform.row(&acc, 0, zp.into(), &mut out);
-                        out
-                    }
-                };
-                ox += 1;
-                if ox == ow {
-                    (oy, ox) = (oy + 1, 0);
+                    None => unreachable!("x86-64 runs only on the column kernel"),
                 }
+                j += n;
+                (oy, ox) = if ox + n == ow { (oy + 1, 0) } else { (oy, ox + n) };
             }
-            if self.nhwc {
-                // Already pixel-major: each pixel's channels of the group in place.
-                for (j, px) in tile.iter().enumerate().take(valid) {
-                    let out = &mut y[(b0 + j) * channels + g0..];
-                    if lanes == LANES {
-                        // One 16-byte load and store (copy_from_slice, even of a fixed length,
-                        // called memcpy; building a u128 from the bytes went byte by byte).
-                        let out = &mut out[..LANES];
-                        // SAFETY: `px` and `out` hold LANES = 16 bytes.
-                        unsafe { std::ptr::write_unaligned(out.as_mut_ptr().cast::<u128>(), std::ptr::read_unaligned(px.as_ptr().cast::<u128>())) };
-                    } else {
-                        out[..lanes].copy_from_slice(&px[..lanes]);
-                    }
-                }
-                return;
-            }
-            // Pixel-major to channel-major, then each channel's run into its plane.
-            let planes: [[i8; BLOCK]; LANES] = match ISA {
-                // SAFETY: NEON is architectural on aarch64.
+        }
+        for out in tile.iter_mut().take(if runs { 0 } else { valid }) {
+            let at = (oy * g.stride[0] * self.wp + ox * g.stride[1]) * c + c0;
+            let x = &self.padded[at..*taps.last().expect("a kernel has taps") + at + LANES];
+            let zp = self.y_zero_point;
+            // SAFETY (NEON, AVX2): every tap's LANES bytes lie in `x` (the last tap is the
+            // farthest), every tap's weights in `w`; NEON is architectural on aarch64, and
+            // `run_avx2` is only called where the CPU has AVX2.
+            *out = match (ISA, uniform) {
                 #[cfg(target_arch = "aarch64")]
-                NEON | DOT => unsafe { neon::transpose(&tile) },
-                // SAFETY: SSE2 is architectural on x86-64.
+                (NEON | DOT, None) => unsafe { neon::pixel(x, taps, w, c, bias, scales, zp) },
                 #[cfg(target_arch = "x86_64")]
-                AVX2 | VNNI => unsafe { avx2::transpose(&tile) },
-                _ => {
-                    let mut planes = [[0i8; BLOCK]; LANES];
-                    for (j, pixel) in tile.iter().enumerate() {
-                        for (plane, &v) in planes.iter_mut().zip(pixel) {
-                            plane[j] = v;
-                        }
-                    }
-                    planes
+                (AVX2 | VNNI, None) => unsafe { avx2::pixel(x, taps, w, c, bias, scales, zp.into()) },
+                (_, None) => requant(&pixel(x, taps, w, c, bias), scales, zp.into()),
+                (_, Some(uniform)) => {
+                    let acc = match ISA {
+                        #[cfg(target_arch = "aarch64")]
+                        NEON | DOT => unsafe { neon::pixel_sums(x, taps, w, c, bias) },
+                        #[cfg(target_arch = "x86_64")]
+                        AVX2 | VNNI => unsafe { avx2::pixel_sums(x, taps, w, c, bias) },
+                        _ => pixel(x, taps, w, c, bias),
+                    };
+                    let mut out = [0i8; LANES];
+                    uniform.row(&acc, 0, zp.into(), &mut out);
+                    out
                 }
             };
-            for (l, plane) in planes.iter().enumerate().take(lanes) {
-                let out = &mut y[(g0 + l) * pixels + b0..][..valid];
-                if valid == BLOCK {
-                    out.copy_from_slice(plane);
+            ox += 1;
+            if ox == ow {
+                (oy, ox) = (oy + 1, 0);
+            }
+        }
+        if self.nhwc {
+            // Already pixel-major: each pixel's channels of the group in place.
+            for (j, px) in tile.iter().enumerate().take(valid) {
+                let out = &mut y[(b0 + j) * channels + g0..];
+                if lanes == LANES {
+                    // One 16-byte load and store (copy_from_slice, even of a fixed length,
+                    // called memcpy; building a u128 from the bytes went byte by byte).
+                    let out = &mut out[..LANES];
+                    // SAFETY: `px` and `out` hold LANES = 16 bytes.
+                    unsafe { std::ptr::write_unaligned(out.as_mut_ptr().cast::<u128>(), std::ptr::read_unaligned(px.as_ptr().cast::<u128>())) };
                 } else {
-                    super::layout::copy_short(out, plane);
+                    out[..lanes].copy_from_slice(&px[..lanes]);
                 }
+            }
+            return;
+        }
+        // Pixel-major to channel-major, then each channel's run into its plane.
+        let planes: [[i8; BLOCK]; LANES] = match ISA {
+            // SAFETY: NEON is architectural on aarch64.
+            #[cfg(target_arch = "aarch64")]
+            NEON | DOT => unsafe { neon::transpose(&tile) },
+            // SAFETY: SSE2 is architectural on x86-64.
+            #[cfg(target_arch = "x86_64")]
+            AVX2 | VNNI => unsafe { avx2::transpose(&tile) },
+            _ => {
+                let mut planes = [[0i8; BLOCK]; LANES];
+                for (j, pixel) in tile.iter().enumerate() {
+                    for (plane, &v) in planes.iter_mut().zip(pixel) {
+                        plane[j] = v;
+                    }
+                }
+                planes
+            }
+        };
+        for (l, plane) in planes.iter().enumerate().take(lanes) {
+            let out = &mut y[(g0 + l) * pixels + b0..][..valid];
+            if valid == BLOCK {
+                out.copy_from_slice(plane);
+            } else {
+                super::layout::copy_short(out, plane);
             }
         }
     }

@@ -229,9 +229,9 @@ pub unsafe fn lane_tiles_requant(isa: Isa, row: Row, channels: usize, bias: *con
     let group_stride = (channels + MR_LANES) * 4;
     match (isa, layout) {
         #[cfg(target_arch = "aarch64")]
-        (Isa::NeonDot, Layout::Nchw) => unsafe { aarch64::sdot_lane_tiles_requant(row, group_stride, bias, scales, zero_point, out, stride) },
+        (Isa::NeonDot, Layout::Nchw) => unsafe { aarch64::sdot_lane_tiles_requant::<false>(row, group_stride, bias, scales, zero_point, out, stride) },
         #[cfg(target_arch = "aarch64")]
-        (Isa::NeonDot, Layout::Nhwc) => unsafe { aarch64::sdot_lane_tiles_requant_pixels(row, group_stride, bias, scales, zero_point, out, stride) },
+        (Isa::NeonDot, Layout::Nhwc) => unsafe { aarch64::sdot_lane_tiles_requant::<true>(row, group_stride, bias, scales, zero_point, out, stride) },
         #[cfg(target_arch = "x86_64")]
         (Isa::Avx512Vnni, Layout::Nchw) => unsafe { x86::vnni_lane_tiles_requant(row, group_stride, bias, scales, zero_point, out, stride) },
         #[cfg(target_arch = "x86_64")]
@@ -639,13 +639,15 @@ mod aarch64 {
     }
 
     /// [`super::lane_tiles_requant`] on SDOT: [`sdot_lane_tile`] from the bias, each pixel's eight
-    /// channels requantized as [`requant_rows`] does (FCVTNS, SQADD, SQXTN twice), then the 8x8 bytes
-    /// transposed to channel rows: no int32 tile is stored.
+    /// channels requantized as [`requant_rows`] does (FCVTNS, SQADD, SQXTN twice), then stored as
+    /// they are when `PIXELS` (channels-last), or the 8x8 bytes transposed to channel rows: no int32
+    /// tile is stored.
     ///
     /// # Safety
-    /// [`super::lane_tiles_requant`]'s contract; the CPU has the `dotprod` feature.
+    /// [`super::lane_tiles_requant`]'s contract (channels-last when `PIXELS`); the CPU has the
+    /// `dotprod` feature.
     #[target_feature(enable = "neon,dotprod")]
-    pub unsafe fn sdot_lane_tiles_requant(row: super::Row, ks: usize, bias: *const i32, scales: *const f32, zero_point: i8, out: *mut i8, stride: usize) {
+    pub unsafe fn sdot_lane_tiles_requant<const PIXELS: bool>(row: super::Row, ks: usize, bias: *const i32, scales: *const f32, zero_point: i8, out: *mut i8, stride: usize) {
         unsafe {
             let init = [vld1q_s32(bias), vld1q_s32(bias.add(4))];
             let scale = [vld1q_f32(scales), vld1q_f32(scales.add(4))];
@@ -656,44 +658,28 @@ mod aarch64 {
                 let x = LanePlan::tile(row.src, row.starts, t);
                 let [lo, hi] = sdot_lane_tile(&row, ks, x, init);
                 let pixels: [int8x8_t; NR_LANES] = std::array::from_fn(|j| q(lo[j], hi[j]));
-                let o = out.add(t * NR_LANES);
-                for (c, r) in super::super::layout::transpose_8x8(pixels).into_iter().enumerate() {
-                    vst1_s8(o.add(c * stride), r);
+                if PIXELS {
+                    for (j, p) in pixels.into_iter().enumerate() {
+                        vst1_s8(out.add((t * NR_LANES + j) * stride), p);
+                    }
+                } else {
+                    let o = out.add(t * NR_LANES);
+                    for (c, r) in super::super::layout::transpose_8x8(pixels).into_iter().enumerate() {
+                        vst1_s8(o.add(c * stride), r);
+                    }
                 }
             }
             for j in plan.columns..row.starts.len() {
                 let [lo, hi] = sdot_lane_column(&row, ks, row.src.add(row.starts[j]), init);
-                let mut bytes = [0i8; 8];
-                vst1_s8(bytes.as_mut_ptr(), q(lo, hi));
-                for (c, v) in bytes.into_iter().enumerate() {
-                    *out.add(c * stride + j) = v;
+                if PIXELS {
+                    vst1_s8(out.add(j * stride), q(lo, hi));
+                } else {
+                    let mut bytes = [0i8; 8];
+                    vst1_s8(bytes.as_mut_ptr(), q(lo, hi));
+                    for (c, v) in bytes.into_iter().enumerate() {
+                        *out.add(c * stride + j) = v;
+                    }
                 }
-            }
-        }
-    }
-
-    /// [`super::lane_tiles_requant`] storing channels-last, on SDOT: [`sdot_lane_tile`] from the bias, each pixel's
-    /// eight channels requantized as [`sdot_lane_tiles_requant`] does and stored as they are.
-    ///
-    /// # Safety
-    /// [`super::lane_tiles_requant`]'s contract (channels-last); the CPU has the `dotprod` feature.
-    #[target_feature(enable = "neon,dotprod")]
-    pub unsafe fn sdot_lane_tiles_requant_pixels(row: super::Row, ks: usize, bias: *const i32, scales: *const f32, zero_point: i8, out: *mut i8, stride: usize) {
-        unsafe {
-            let init = [vld1q_s32(bias), vld1q_s32(bias.add(4))];
-            let scale = [vld1q_f32(scales), vld1q_f32(scales.add(4))];
-            let z = vdupq_n_s16(zero_point.into());
-            let plan = LanePlan::new(row.starts.len());
-            for t in 0..plan.tiles {
-                let x = LanePlan::tile(row.src, row.starts, t);
-                let [lo, hi] = sdot_lane_tile(&row, ks, x, init);
-                for j in 0..NR_LANES {
-                    vst1_s8(out.add((t * NR_LANES + j) * stride), vqmovn_s16(requant8([lo[j], hi[j]], scale, z)));
-                }
-            }
-            for j in plan.columns..row.starts.len() {
-                let [lo, hi] = sdot_lane_column(&row, ks, row.src.add(row.starts[j]), init);
-                vst1_s8(out.add(j * stride), vqmovn_s16(requant8([lo, hi], scale, z)));
             }
         }
     }
