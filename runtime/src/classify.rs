@@ -100,11 +100,13 @@ impl Classifier {
         if per_image.checked_mul(batch).is_none_or(|n| n as u64 > crate::plan::MAX_TENSOR_ELEMENTS) {
             return Err(RunError::Batch { asked: batch, why: format!("{batch} images of {per_image} values is too large") });
         }
-        // tract's `into_optimized`, with Perch's int8 max pooling and input quantization taking
-        // tract's place between its declutter and its codegen; then, on one thread, channels-last
-        // tensors between Perch's convolutions.
+        // tract's `into_optimized`, with Perch's max pooling and input quantization (and, on one
+        // thread, Perch's float convolutions: tract's run its matrix products on the thread pool)
+        // taking tract's place between its declutter and its codegen; then, on one thread,
+        // channels-last tensors between Perch's int8 convolutions.
         let runnable = graph
             .into_decluttered()
+            .and_then(|mut m| if threads == 1 { crate::ops::fconv::substitute(&mut m).map(|_| m) } else { Ok(m) })
             .and_then(|mut m| crate::ops::maxpool::substitute(&mut m).map(|_| m))
             .and_then(|mut m| crate::ops::quantize::substitute(&mut m).map(|_| m))
             .and_then(|mut m| m.optimize().map(|_| m))

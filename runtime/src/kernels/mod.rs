@@ -14,6 +14,7 @@
 pub mod add;
 pub mod conv;
 pub mod depthwise;
+pub mod fconv;
 pub mod layout;
 pub mod micro;
 pub mod pool;

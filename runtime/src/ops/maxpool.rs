@@ -1,7 +1,7 @@
-//! `PerchMaxPool`: tract's int8 max pooling replaced, when a plan is optimized for Perch's kernels,
-//! by [`crate::kernels::pool`]. It is not written into plans: [`substitute`] swaps it in at load time
-//! for the NCHW, unpadded, int8 max pools of a plan whose convolutions run on Perch's kernels (the
-//! `perch` engine), and leaves every other pooling to tract.
+//! `PerchMaxPool`: tract's max pooling replaced by [`crate::kernels::pool`]. It is not written into
+//! plans: [`substitute`] swaps it in at load time for the NCHW, unpadded max pools of f32 tensors, and
+//! of int8 tensors in a plan whose convolutions run on Perch's kernels (the `perch` engine), and leaves
+//! every other pooling to tract.
 
 use crate::kernels::Geometry;
 use crate::kernels::pool;
@@ -38,9 +38,13 @@ impl EvalOp for QMaxPool {
         {
             let x = x.try_as_plain_ram()?;
             let mut plain = y.try_as_plain_ram_mut()?;
-            // SAFETY: int8 (quantized or not) is stored as i8.
-            let (xs, ys) = unsafe { (x.as_slice_unchecked::<i8>(), plain.as_slice_mut_unchecked::<i8>()) };
-            pool::max_pool(&self.geometry, xs, ys);
+            if x.datum_type() == DatumType::F32 {
+                pool::max_pool(&self.geometry, x.as_slice::<f32>()?, plain.as_slice_mut::<f32>()?);
+            } else {
+                // SAFETY: int8 (quantized or not) is stored as i8 (output_facts admits no other type).
+                let (xs, ys) = unsafe { (x.as_slice_unchecked::<i8>(), plain.as_slice_mut_unchecked::<i8>()) };
+                pool::max_pool(&self.geometry, xs, ys);
+            }
         }
         Ok(tvec!(y.into_tvalue()))
     }
@@ -57,12 +61,17 @@ impl QMaxPool {
 impl TypedOp for QMaxPool {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
         let x = inputs[0];
-        ensure!(x.datum_type.unquantized() == DatumType::I8, "PerchMaxPool pools int8, not {:?}", x.datum_type);
+        ensure!(pooled(x.datum_type), "PerchMaxPool pools int8 or f32, not {:?}", x.datum_type);
         let shape = x.shape.as_concrete().context("PerchMaxPool needs a concrete input shape")?;
         Ok(tvec!(x.datum_type.fact(self.output_shape(shape)?)))
     }
 
     as_op!();
+}
+
+/// Whether Perch pools tensors of this type.
+fn pooled(dt: DatumType) -> bool {
+    dt.unquantized() == DatumType::I8 || dt == DatumType::F32
 }
 
 /// The Perch pooling standing for `op` on an input of `fact`, where it applies.
@@ -71,7 +80,7 @@ fn perch_pool(op: &MaxPool, fact: &TypedFact) -> Option<QMaxPool> {
     let shape = fact.shape.as_concrete()?;
     if op.with_index_outputs.is_some()
         || spec.data_format != DataFormat::NCHW
-        || fact.datum_type.unquantized() != DatumType::I8
+        || !pooled(fact.datum_type)
         || shape.len() != 4
         || spec.kernel_shape.len() != 2
     {
@@ -93,14 +102,15 @@ fn perch_pool(op: &MaxPool, fact: &TypedFact) -> Option<QMaxPool> {
     pool::fits(&geometry).then_some(QMaxPool { geometry })
 }
 
-/// Replaces tract's int8 max pools by [`QMaxPool`] in a decluttered model whose convolutions run on
-/// Perch's kernels; returns how many it replaced.
+/// Replaces tract's f32 max pools, and its int8 ones where the convolutions run on Perch's kernels, by
+/// [`QMaxPool`] in a decluttered model; returns how many it replaced.
 pub fn substitute(model: &mut TypedModel) -> TractResult<usize> {
-    if !super::on_perch_kernels(model) {
-        return Ok(0);
-    }
+    let int8 = super::on_perch_kernels(model);
     super::replace_ops(model, |model, node| match node.op_as::<MaxPool>() {
-        Some(op) => Ok(perch_pool(op, model.outlet_fact(node.inputs[0])?)),
+        Some(op) => {
+            let fact = model.outlet_fact(node.inputs[0])?;
+            Ok(perch_pool(op, fact).filter(|_| int8 || fact.datum_type == DatumType::F32))
+        }
         None => Ok(None),
     })
 }
@@ -121,16 +131,21 @@ mod tests {
                 // The 2x2 pooling has its own loop.
                 Just(([2, 2], [2, 2], [1, 1])),
             ],
-            quantized in any::<bool>(), seed in any::<u64>(),
+            dt in 0..3usize, seed in any::<u64>(),
         ) {
             let spec = PoolSpec::new(DataFormat::NCHW, tvec!(kernel[0], kernel[1]), PaddingSpec::Valid, Some(tvec!(dilation[0], dilation[1])), Some(tvec!(stride[0], stride[1])), c, c);
             let op = MaxPool { pool_spec: spec, with_index_outputs: None };
-            let dt = if quantized { DatumType::QI8(QParams::ZpScale { zero_point: 3, scale: 0.1 }) } else { DatumType::I8 };
+            let dt = [DatumType::QI8(QParams::ZpScale { zero_point: 3, scale: 0.1 }), DatumType::I8, DatumType::F32][dt];
             let fact = dt.fact([n, c, h, w]);
             let Some(pool) = perch_pool(&op, &fact) else { return Ok(()) };
             let mut s = seed;
             let values: Vec<i8> = (0..n * c * h * w).map(|_| { s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407); (s >> 40) as u8 as i8 }).collect();
             let mut x = Tensor::from_shape(&[n, c, h, w], &values).unwrap();
+            if dt == DatumType::F32 {
+                // Values with ties and both signs of zero, and the odd infinity.
+                let floats: Vec<f32> = values.iter().map(|&v| match v { -128 => f32::NEG_INFINITY, 127 => f32::INFINITY, 0..=3 => -0.0, v => v as f32 * 0.25 }).collect();
+                x = Tensor::from_shape(&[n, c, h, w], &floats).unwrap();
+            }
             unsafe { x.set_datum_type(dt) };
             let mut model = TypedModel::default();
             let source = model.add_source("x", fact).unwrap();
@@ -140,7 +155,8 @@ mod tests {
             let got = pool.eval_out_of_plan(tvec!(x.into_tvalue())).unwrap().unwrap().remove(0);
             prop_assert_eq!(got.datum_type(), want.datum_type());
             prop_assert_eq!(got.shape(), want.shape());
-            let bytes = |t: &TValue| unsafe { t.try_as_plain_ram().unwrap().as_slice_unchecked::<i8>().to_vec() };
+            // Bit for bit (a -0.0 where tract gives one too).
+            let bytes = |t: &TValue| t.try_as_plain_ram().unwrap().as_bytes().to_vec();
             prop_assert_eq!(bytes(&got), bytes(&want));
         }
     }

@@ -8,6 +8,7 @@
 //! is compiled into both the writer (host-tools) and the reader (the runtime), through [`nnef`].
 
 pub mod dynamic;
+pub mod fconv;
 pub mod layout;
 pub mod lut;
 pub mod maxpool;

@@ -1,0 +1,439 @@
+//! An f32 2D convolution (one group) on NCHW tensors: what float plans run in place of tract 0.23.9's
+//! (`LazyIm2col` + `OptMatMul`, 2-3x ONNX Runtime's `Conv` time on the example models, and a separate
+//! `Pad` in front).
+//!
+//! The input is copied once per image into a zero-padded buffer. Outputs are computed [`NB`] pixels by
+//! [`MR`] output channels at a time: a microkernel starts from the bias and, for each (input channel,
+//! kernel row, kernel column) `k` of the kernel, adds MR broadcast weights times NB input values. With
+//! stride 1 those NB values are one contiguous run of the padded buffer: the output is computed over
+//! pixels with the padded input's row pitch (the columns past the output width are computed and
+//! dropped), which needs no im2col at all. A strided convolution first gathers each block's NB values
+//! per `k` into a small panel. Weights are packed at plan load, `[K][MR]` per tile of MR channels
+//! (zeros past the last channel).
+
+use super::conv::{ConvKernelError, Geometry};
+use super::Isa;
+
+/// Output channels per microkernel tile.
+pub const MR: usize = 8;
+/// Output pixels per microkernel tile.
+pub const NB: usize = 32;
+
+/// A packed f32 convolution, ready to run.
+#[derive(Debug, Clone)]
+pub struct FConvKernel {
+    geometry: Geometry,
+    in_channels: usize,
+    out_channels: usize,
+    /// `[tile][k][MR]`.
+    weights: Vec<f32>,
+    /// `[tile][MR]`.
+    bias: Vec<f32>,
+    /// Per `k`: where its input run starts in the padded image (plus the block's first pixel).
+    offsets: Vec<usize>,
+    isa: Isa,
+}
+
+/// How a block's output pixels are laid out: with the padded input's row pitch (stride 1, read in
+/// place) or the output's own (strided, gathered into a panel).
+#[derive(Clone, Copy)]
+struct Pixels {
+    /// Pixels per row of the computed space.
+    pitch: usize,
+    /// Computed pixels: `(oh - 1) * pitch + ow`.
+    count: usize,
+}
+
+impl FConvKernel {
+    /// Packs `weights` (`[out][in][kh][kw]`) and `bias` (one per output channel, or one for all).
+    pub fn new(geometry: Geometry, in_channels: usize, weights: &[f32], bias: &[f32], isa: Isa) -> Result<FConvKernel, ConvKernelError> {
+        geometry.check()?;
+        let [kh, kw] = geometry.kernel;
+        let k = in_channels * kh * kw;
+        if k == 0 || !weights.len().is_multiple_of(k) || weights.is_empty() {
+            return Err(ConvKernelError::Shapes { weights: weights.len(), bias: bias.len(), scales: 0, out: 0 });
+        }
+        let out_channels = weights.len() / k;
+        if bias.len() != out_channels && bias.len() != 1 {
+            return Err(ConvKernelError::Shapes { weights: weights.len(), bias: bias.len(), scales: 0, out: out_channels });
+        }
+        let tiles = out_channels.div_ceil(MR);
+        let mut packed = vec![0f32; tiles * k * MR];
+        let mut packed_bias = vec![0f32; tiles * MR];
+        for o in 0..out_channels {
+            let (tile, r) = (o / MR, o % MR);
+            for (i, &w) in weights[o * k..][..k].iter().enumerate() {
+                packed[(tile * k + i) * MR + r] = w;
+            }
+            packed_bias[o] = bias[if bias.len() == 1 { 0 } else { o }];
+        }
+        let [hp, wp] = geometry.padded();
+        let ([dy, dx], direct) = (geometry.dilation, geometry.stride == [1, 1]);
+        let offsets = (0..in_channels)
+            .flat_map(|c| (0..kh).flat_map(move |y| (0..kw).map(move |x| (c, y, x))))
+            .enumerate()
+            .map(|(i, (c, y, x))| if direct { c * hp * wp + y * dy * wp + x * dx } else { i * NB })
+            .collect();
+        let isa = match isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 | Isa::Avx512Vnni if !std::arch::is_x86_feature_detected!("fma") => Isa::Portable,
+            Isa::NeonDot => Isa::Neon,
+            Isa::Armv7Neon => Isa::Portable,
+            isa => isa,
+        };
+        Ok(FConvKernel { geometry, in_channels, out_channels, weights: packed, bias: packed_bias, offsets, isa })
+    }
+
+    pub fn geometry(&self) -> &Geometry {
+        &self.geometry
+    }
+
+    pub fn isa(&self) -> Isa {
+        self.isa
+    }
+
+    pub fn output_dims(&self, batch: usize) -> [usize; 4] {
+        [batch, self.out_channels, self.geometry.output[0], self.geometry.output[1]]
+    }
+
+    /// Multiply-accumulates per image.
+    pub fn macs(&self) -> usize {
+        let g = &self.geometry;
+        self.out_channels * g.output[0] * g.output[1] * self.in_channels * g.kernel[0] * g.kernel[1]
+    }
+
+    fn pixels(&self) -> Pixels {
+        let g = &self.geometry;
+        let pitch = if g.stride == [1, 1] { g.padded()[1] } else { g.output[1] };
+        Pixels { pitch, count: (g.output[0] - 1) * pitch + g.output[1] }
+    }
+
+    /// Convolves `batch` NCHW images of `x` into `y`.
+    pub fn run(&self, x: &[f32], batch: usize, y: &mut [f32]) -> Result<(), ConvKernelError> {
+        let g = &self.geometry;
+        let ([h, w], [hp, wp], [oh, ow]) = (g.input, g.padded(), g.output);
+        let image = self.in_channels * h * w;
+        if x.len() != batch * image {
+            return Err(ConvKernelError::Input { got: vec![x.len()], expected: vec![batch, self.in_channels, h, w] });
+        }
+        let out_image = self.out_channels * oh * ow;
+        if y.len() != batch * out_image {
+            return Err(ConvKernelError::Output { got: y.len(), expected: batch * out_image });
+        }
+        if batch == 0 || out_image == 0 {
+            return Ok(());
+        }
+        let pixels = self.pixels();
+        let blocks = pixels.count.div_ceil(NB);
+        let direct = g.stride == [1, 1];
+        let k = self.offsets.len();
+        // The padded image, long enough for the last block's runs when read in place.
+        let far = if direct { self.offsets[k - 1] + blocks * NB } else { 0 };
+        let mut padded = vec![0f32; (self.in_channels * hp * wp).max(far)];
+        let mut panel = if direct { Vec::new() } else { vec![0f32; k * NB] };
+        // Where each kernel tap starts in the padded image (what `offsets` holds when reading in place).
+        let taps: Vec<usize> = if direct {
+            self.offsets.clone()
+        } else {
+            let [hk, wk] = g.kernel;
+            (0..self.in_channels)
+                .flat_map(|c| (0..hk).flat_map(move |y| (0..wk).map(move |x| c * hp * wp + y * g.dilation[0] * wp + x * g.dilation[1])))
+                .collect()
+        };
+        let mut tile = [0f32; MR * NB];
+        let mut at = [0usize; NB];
+        for (x, y) in x.chunks_exact(image).zip(y.chunks_exact_mut(out_image)) {
+            for (c, plane) in x.chunks_exact(h * w).enumerate() {
+                let dst = &mut padded[c * hp * wp..];
+                for (r, row) in plane.chunks_exact(w).enumerate() {
+                    dst[(r + g.pad_before[0]) * wp + g.pad_before[1]..][..w].copy_from_slice(row);
+                }
+            }
+            for block in 0..blocks {
+                let first = block * NB;
+                let n = NB.min(pixels.count - first);
+                let (src, base) = if direct {
+                    (&padded[..], first)
+                } else {
+                    for (j, a) in at.iter_mut().enumerate() {
+                        let q = (first + j).min(pixels.count - 1);
+                        *a = (q / ow) * g.stride[0] * wp + (q % ow) * g.stride[1];
+                    }
+                    for (run, &tap) in panel.chunks_exact_mut(NB).zip(&taps) {
+                        let src = &padded[tap..];
+                        run.iter_mut().zip(&at).for_each(|(v, &a)| *v = src[a]);
+                    }
+                    (&panel[..], 0)
+                };
+                for (t, weights) in self.weights.chunks_exact(k * MR).enumerate() {
+                    self.tile(weights, &self.bias[t * MR..][..MR], src, base, &mut tile);
+                    for r in 0..MR.min(self.out_channels - t * MR) {
+                        let out = &mut y[(t * MR + r) * oh * ow..][..oh * ow];
+                        store(&tile[r * NB..][..n], first, pixels.pitch, ow, out);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One tile: `out[r][j] = bias[r] + sum over k of weights[k][r] * src[base + offsets[k] + j]`.
+    fn tile(&self, weights: &[f32], bias: &[f32], src: &[f32], base: usize, out: &mut [f32; MR * NB]) {
+        let k = self.offsets.len();
+        // Every read of a microkernel lies within `src` (offsets are increasing).
+        assert!(weights.len() == k * MR && bias.len() == MR && base + self.offsets[k - 1] + NB <= src.len(), "tile out of bounds");
+        match self.isa {
+            // SAFETY: the CPU runs the instruction set (`Isa::available`, FMA checked in `new`), and
+            // the reads are in bounds (asserted above).
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512Vnni => unsafe { x86::tile_avx512(weights, bias, src.as_ptr().add(base), &self.offsets, out) },
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => unsafe { x86::tile_avx2(weights, bias, src.as_ptr().add(base), &self.offsets, out) },
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon => unsafe { neon::tile(weights, bias, src.as_ptr().add(base), &self.offsets, out) },
+            _ => tile_portable(weights, bias, &src[base..], &self.offsets, out),
+        }
+    }
+}
+
+/// Stores `tile` (computed pixels `first..` with row pitch `pitch`) into the output plane `out` of
+/// rows of `ow`, dropping the columns past `ow`.
+fn store(tile: &[f32], first: usize, pitch: usize, ow: usize, out: &mut [f32]) {
+    if pitch == ow {
+        out[first..][..tile.len()].copy_from_slice(tile);
+        return;
+    }
+    let (mut j, end) = (0, tile.len());
+    while j < end {
+        let q = first + j;
+        let (oy, ox) = (q / pitch, q % pitch);
+        let run = (pitch - ox).min(end - j);
+        if ox < ow {
+            let n = (ow - ox).min(run);
+            out[oy * ow + ox..][..n].copy_from_slice(&tile[j..][..n]);
+        }
+        j += run;
+    }
+}
+
+/// The reference microkernel.
+fn tile_portable(weights: &[f32], bias: &[f32], src: &[f32], offsets: &[usize], out: &mut [f32; MR * NB]) {
+    let mut acc = [[0f32; NB]; MR];
+    for (a, &b) in acc.iter_mut().zip(bias) {
+        a.fill(b);
+    }
+    for (w, &offset) in weights.chunks_exact(MR).zip(offsets) {
+        let x: &[f32; NB] = src[offset..][..NB].try_into().expect("NB values");
+        for (a, &w) in acc.iter_mut().zip(w) {
+            a.iter_mut().zip(x).for_each(|(a, &x)| *a += w * x);
+        }
+    }
+    for (o, a) in out.chunks_exact_mut(NB).zip(&acc) {
+        o.copy_from_slice(a);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::{MR, NB};
+    use std::arch::x86_64::*;
+
+    /// MR rows by two zmm of pixels: 16 accumulators, two loads and MR broadcasts per `k`.
+    ///
+    /// # Safety
+    /// AVX-512F and FMA; `src + offsets[k] + NB` within one allocation for every `k`.
+    #[target_feature(enable = "avx512f,fma")]
+    pub unsafe fn tile_avx512(weights: &[f32], bias: &[f32], src: *const f32, offsets: &[usize], out: &mut [f32; MR * NB]) {
+        let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+        for (a, &b) in acc.iter_mut().zip(bias) {
+            *a = [_mm512_set1_ps(b); 2];
+        }
+        for (w, &offset) in weights.chunks_exact(MR).zip(offsets) {
+            // SAFETY: in bounds by the caller's contract.
+            let (x0, x1) = unsafe { (_mm512_loadu_ps(src.add(offset)), _mm512_loadu_ps(src.add(offset + 16))) };
+            for (a, &w) in acc.iter_mut().zip(w) {
+                let w = _mm512_set1_ps(w);
+                a[0] = _mm512_fmadd_ps(w, x0, a[0]);
+                a[1] = _mm512_fmadd_ps(w, x1, a[1]);
+            }
+        }
+        for (o, a) in out.chunks_exact_mut(NB).zip(&acc) {
+            // SAFETY: each chunk holds NB = 32 values.
+            unsafe {
+                _mm512_storeu_ps(o.as_mut_ptr(), a[0]);
+                _mm512_storeu_ps(o.as_mut_ptr().add(16), a[1]);
+            }
+        }
+    }
+
+    /// Four passes, each of half the rows by half the pixels (two ymm): 8 accumulators.
+    ///
+    /// # Safety
+    /// AVX2 and FMA; `src + offsets[k] + NB` within one allocation for every `k`.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn tile_avx2(weights: &[f32], bias: &[f32], src: *const f32, offsets: &[usize], out: &mut [f32; MR * NB]) {
+        const ROWS: usize = MR / 2;
+        for rows in 0..2 {
+            for half in 0..2 {
+                let mut acc = [[_mm256_setzero_ps(); 2]; ROWS];
+                for (a, &b) in acc.iter_mut().zip(&bias[rows * ROWS..]) {
+                    *a = [_mm256_set1_ps(b); 2];
+                }
+                for (w, &offset) in weights.chunks_exact(MR).zip(offsets) {
+                    // SAFETY: in bounds by the caller's contract.
+                    let (x0, x1) = unsafe {
+                        let s = src.add(offset + half * 16);
+                        (_mm256_loadu_ps(s), _mm256_loadu_ps(s.add(8)))
+                    };
+                    for (a, &w) in acc.iter_mut().zip(&w[rows * ROWS..]) {
+                        let w = _mm256_set1_ps(w);
+                        a[0] = _mm256_fmadd_ps(w, x0, a[0]);
+                        a[1] = _mm256_fmadd_ps(w, x1, a[1]);
+                    }
+                }
+                for (r, a) in acc.iter().enumerate() {
+                    let o = &mut out[(rows * ROWS + r) * NB + half * 16..][..16];
+                    // SAFETY: 16 values.
+                    unsafe {
+                        _mm256_storeu_ps(o.as_mut_ptr(), a[0]);
+                        _mm256_storeu_ps(o.as_mut_ptr().add(8), a[1]);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "aarch64")]
+mod neon {
+    use super::{MR, NB};
+    use std::arch::aarch64::*;
+
+    /// Four passes of MR rows by 8 pixels (two q registers): 16 accumulators, two pixel loads, two
+    /// weight loads and 16 by-lane FMLAs per `k`.
+    ///
+    /// # Safety
+    /// `src + offsets[k] + NB` within one allocation for every `k`.
+    #[target_feature(enable = "neon")]
+    pub unsafe fn tile(weights: &[f32], bias: &[f32], src: *const f32, offsets: &[usize], out: &mut [f32; MR * NB]) {
+        for quarter in 0..NB / 8 {
+            let mut acc = [[vdupq_n_f32(0.0); 2]; MR];
+            for (a, &b) in acc.iter_mut().zip(bias) {
+                *a = [vdupq_n_f32(b); 2];
+            }
+            for (w, &offset) in weights.chunks_exact(MR).zip(offsets) {
+                // SAFETY: in bounds by the caller's contract; `w` holds MR = 8 values.
+                let (x0, x1, w0, w1) = unsafe {
+                    let s = src.add(offset + quarter * 8);
+                    (vld1q_f32(s), vld1q_f32(s.add(4)), vld1q_f32(w.as_ptr()), vld1q_f32(w.as_ptr().add(4)))
+                };
+                // Row r: lane r % 4 of w0 or w1 (a macro, so the intrinsics keep this function's features).
+                macro_rules! rows {
+                    ($($r:literal $w:ident $lane:literal),*) => {$(
+                        acc[$r][0] = vfmaq_laneq_f32::<$lane>(acc[$r][0], x0, $w);
+                        acc[$r][1] = vfmaq_laneq_f32::<$lane>(acc[$r][1], x1, $w);
+                    )*};
+                }
+                rows!(0 w0 0, 1 w0 1, 2 w0 2, 3 w0 3, 4 w1 0, 5 w1 1, 6 w1 2, 7 w1 3);
+            }
+            for (r, a) in acc.iter().enumerate() {
+                let o = &mut out[r * NB + quarter * 8..][..8];
+                // SAFETY: 8 values.
+                unsafe {
+                    vst1q_f32(o.as_mut_ptr(), a[0]);
+                    vst1q_f32(o.as_mut_ptr().add(4), a[1]);
+                }
+            }
+        }
+    }
+
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The convolution by its definition, in f64.
+    fn reference(g: &Geometry, c: usize, weights: &[f32], bias: &[f32], x: &[f32]) -> Vec<f64> {
+        let ([h, w], [kh, kw], [oh, ow]) = (g.input, g.kernel, g.output);
+        let out = weights.len() / (c * kh * kw);
+        let mut y = vec![0f64; out * oh * ow];
+        for o in 0..out {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let mut s = bias[if bias.len() == 1 { 0 } else { o }] as f64;
+                    for i in 0..c {
+                        for ky in 0..kh {
+                            for kx in 0..kw {
+                                let iy = (oy * g.stride[0] + ky * g.dilation[0]) as isize - g.pad_before[0] as isize;
+                                let ix = (ox * g.stride[1] + kx * g.dilation[1]) as isize - g.pad_before[1] as isize;
+                                if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
+                                    s += weights[((o * c + i) * kh + ky) * kw + kx] as f64 * x[(i * h + iy as usize) * w + ix as usize] as f64;
+                                }
+                            }
+                        }
+                    }
+                    y[(o * oh + oy) * ow + ox] = s;
+                }
+            }
+        }
+        y
+    }
+
+    fn values(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    proptest! {
+        /// Every instruction set against the definition, on random geometries: within f32 rounding
+        /// of a sum of `K` products (relative to the sum of their magnitudes).
+        #[test]
+        fn every_isa_computes_the_convolution(
+            c in 1usize..6, out in 1usize..20, h in 1usize..12, w in 1usize..40,
+            kernel in [1usize..4, 1usize..4], stride in [1usize..3, 1usize..3], dilation in [1usize..3, 1usize..3],
+            pad_before in [0usize..2, 0usize..2], pad_after in [0usize..3, 0usize..3],
+            batch in 1usize..3, one_bias in any::<bool>(), seed in any::<u64>(),
+        ) {
+            let padded = [h + pad_before[0] + pad_after[0], w + pad_before[1] + pad_after[1]];
+            let span = [0, 1].map(|a| (kernel[a] - 1) * dilation[a] + 1);
+            prop_assume!(padded[0] >= span[0] && padded[1] >= span[1]);
+            let output = [0, 1].map(|a| (padded[a] - span[a]) / stride[a] + 1);
+            let g = Geometry { input: [h, w], kernel, stride, dilation, pad_before, pad_after, output };
+            let k = c * kernel[0] * kernel[1];
+            let weights = values(out * k, seed);
+            let bias = values(if one_bias { 1 } else { out }, seed ^ 1);
+            let x = values(batch * c * h * w, seed ^ 2);
+            let abs_weights: Vec<f32> = weights.iter().map(|v| v.abs()).collect();
+            for isa in Isa::available() {
+                let kernel = FConvKernel::new(g, c, &weights, &bias, isa).unwrap();
+                let mut y = vec![f32::NAN; batch * out * output[0] * output[1]];
+                kernel.run(&x, batch, &mut y).unwrap();
+                for (b, (x, y)) in x.chunks_exact(c * h * w).zip(y.chunks_exact(out * output[0] * output[1])).enumerate() {
+                    let want = reference(&g, c, &weights, &bias, x);
+                    let abs_x: Vec<f32> = x.iter().map(|v| v.abs()).collect();
+                    let scale = reference(&g, c, &abs_weights, &[1.0], &abs_x);
+                    for (i, ((&got, &want), &scale)) in y.iter().zip(&want).zip(&scale).enumerate() {
+                        prop_assert!((got as f64 - want).abs() <= 1e-6 * (k as f64 + 1.0) * scale, "{isa:?} image {b} value {i}: {got} vs {want}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn bad_buffers_are_errors() {
+        let g = Geometry { input: [4, 4], kernel: [3, 3], stride: [1, 1], dilation: [1, 1], pad_before: [1, 1], pad_after: [1, 1], output: [4, 4] };
+        let kernel = FConvKernel::new(g, 2, &values(3 * 18, 1), &[0.5], Isa::best()).unwrap();
+        assert!(matches!(kernel.run(&[0.0; 31], 1, &mut [0.0; 48]), Err(ConvKernelError::Input { .. })));
+        assert!(matches!(kernel.run(&[0.0; 32], 1, &mut [0.0; 47]), Err(ConvKernelError::Output { .. })));
+        assert!(matches!(FConvKernel::new(g, 2, &values(17, 1), &[0.5], Isa::best()), Err(ConvKernelError::Shapes { .. })));
+        assert!(matches!(FConvKernel::new(g, 2, &values(36, 1), &[0.5; 3], Isa::best()), Err(ConvKernelError::Shapes { .. })));
+    }
+}

@@ -1,0 +1,165 @@
+//! `PerchConv#f32`: tract's float convolution replaced by [`crate::kernels::fconv`]. It is not written
+//! into plans: [`substitute`] swaps it in at load time, in the decluttered model, for each f32 NCHW
+//! convolution of one group with a constant kernel and bias and a fixed image size (the rest, pointwise
+//! convolutions tract has turned into matrix products among them, stay tract's).
+
+use tract_core::ops::cnn::Conv;
+use tract_core::ops::nn::DataFormat;
+use tract_nnef::internal::*;
+
+use crate::kernels::fconv::FConvKernel;
+use crate::kernels::{Geometry, Isa};
+
+/// A float convolution on Perch's kernel (never serialized).
+#[derive(Debug, Clone)]
+pub struct FConvExec {
+    pub kernel: Arc<FConvKernel>,
+}
+
+impl Op for FConvExec {
+    fn name(&self) -> StaticName {
+        "PerchConv#f32".into()
+    }
+
+    fn info(&self) -> TractResult<Vec<String>> {
+        Ok(vec![format!("{:?}, {} kernel", self.kernel.geometry(), self.kernel.isa().name())])
+    }
+
+    op_as_typed_op!();
+}
+
+impl PartialEq for FConvExec {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.kernel, &other.kernel)
+    }
+}
+
+impl Eq for FConvExec {}
+
+impl std::hash::Hash for FConvExec {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        Arc::as_ptr(&self.kernel).hash(state);
+    }
+}
+
+impl EvalOp for FConvExec {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let x = &inputs[0];
+        let batch = x.shape()[0];
+        let mut y = unsafe { Tensor::uninitialized::<f32>(&self.kernel.output_dims(batch))? };
+        {
+            let x = x.try_as_plain_ram()?;
+            let mut out = y.try_as_plain_ram_mut()?;
+            self.kernel.run(x.as_slice::<f32>()?, batch, out.as_slice_mut::<f32>()?)?;
+        }
+        Ok(tvec!(y.into_tvalue()))
+    }
+}
+
+impl TypedOp for FConvExec {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        ensure!(inputs[0].datum_type == DatumType::F32, "PerchConv#f32 takes f32, not {:?}", inputs[0].datum_type);
+        let [_, a, b, c] = self.kernel.output_dims(0);
+        Ok(tvec!(f32::fact(tvec!(inputs[0].shape[0].clone(), a.into(), b.into(), c.into()))))
+    }
+
+    fn cost(&self, inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
+        Ok(tvec!((Cost::FMA(DatumType::F32), inputs[0].shape[0].clone() * self.kernel.macs())))
+    }
+
+    as_op!();
+}
+
+/// Perch's kernel for the tract convolution `conv` at `node`, where it applies.
+fn perch_conv(model: &TypedModel, node: &TypedNode, conv: &Conv) -> TractResult<Option<FConvExec>> {
+    let x = model.outlet_fact(node.inputs[0])?;
+    let spec = &conv.pool_spec;
+    if conv.q_params.is_some() || conv.group != 1 || x.datum_type != DatumType::F32 || spec.data_format != DataFormat::NCHW || x.rank() != 4 || node.inputs.len() != 3 {
+        return Ok(None);
+    }
+    let Some(hw) = x.shape.iter().skip(2).map(|d| d.to_usize().ok()).collect::<Option<Vec<usize>>>() else { return Ok(None) };
+    let (Some(kernel), Some(bias)) = (model.outlet_fact(node.inputs[1])?.konst.clone(), model.outlet_fact(node.inputs[2])?.konst.clone()) else {
+        return Ok(None);
+    };
+    if hw.contains(&0) || kernel.datum_type() != DatumType::F32 || bias.datum_type() != DatumType::F32 {
+        return Ok(None);
+    }
+    let padding = spec.computed_padding(&hw);
+    let pair = |v: &[usize]| [v[0], v[1]];
+    let geometry = Geometry {
+        input: [hw[0], hw[1]],
+        kernel: pair(&spec.kernel_shape),
+        stride: pair(&spec.strides()),
+        dilation: pair(&spec.dilations()),
+        pad_before: [padding[0].pad_before, padding[1].pad_before],
+        pad_after: [padding[0].pad_after, padding[1].pad_after],
+        output: [padding[0].convoluted, padding[1].convoluted],
+    };
+    // (1, out, in * kh * kw): the (channel, row, column) order the kernel packs.
+    let weights = conv.kernel_fmt.kernel_as_group_o_ihw(&kernel, 1)?;
+    let weights = weights.try_as_plain_ram()?;
+    let bias = bias.try_as_plain_ram()?;
+    Ok(FConvKernel::new(geometry, spec.input_channels, weights.as_slice::<f32>()?, bias.as_slice::<f32>()?, Isa::best())
+        .ok()
+        .map(|kernel| FConvExec { kernel: Arc::new(kernel) }))
+}
+
+/// Replaces tract's float convolutions by [`FConvExec`] in a decluttered model; returns how many it
+/// replaced.
+pub fn substitute(model: &mut TypedModel) -> TractResult<usize> {
+    let mut replaced = 0;
+    for id in 0..model.nodes().len() {
+        let node = model.node(id);
+        let Some(conv) = node.op_as::<Conv>() else { continue };
+        let Some(op) = perch_conv(model, node, conv)? else { continue };
+        let patch = TypedModelPatch::replace_single_op(model, node, &node.inputs[..1], op)?;
+        patch.apply(model)?;
+        replaced += 1;
+    }
+    Ok(replaced)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tolerance::Tolerance;
+    use tract_core::ops::cnn::{KernelFormat, PaddingSpec, PoolSpec};
+
+    fn values(n: usize, seed: usize) -> Vec<f32> {
+        (0..n).map(|i| ((i * 7919 + seed * 104729) % 1999) as f32 / 1000.0 - 1.0).collect()
+    }
+
+    /// A float model of two convolutions (3x3 same-padded, then 3x3 stride 2 with asymmetric
+    /// padding) and a max pool, run by tract and with Perch's kernels swapped in.
+    #[test]
+    fn substituted_convolutions_give_tracts_outputs() {
+        let mut model = TypedModel::default();
+        let x = model.add_source("x", f32::fact([2, 3, 13, 11])).unwrap();
+        let mut wire = x;
+        for (i, (cin, cout, stride, padding)) in [
+            (3usize, 20usize, 1usize, PaddingSpec::Explicit(tvec!(1, 1), tvec!(1, 1))),
+            (20, 9, 2, PaddingSpec::SameUpper),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let spec = PoolSpec::new(DataFormat::NCHW, tvec!(3, 3), padding, None, Some(tvec!(stride, stride)), cin, cout);
+            let k = model.add_const(format!("k{i}"), Tensor::from_shape(&[cout, cin, 3, 3], &values(cout * cin * 9, i)).unwrap()).unwrap();
+            let b = model.add_const(format!("b{i}"), Tensor::from_shape(&[cout], &values(cout, i + 7)).unwrap()).unwrap();
+            wire = model.wire_node(format!("conv{i}"), Conv::new(spec, KernelFormat::OIHW, 1, None), &[wire, k, b]).unwrap()[0];
+        }
+        model.select_output_outlets(&[wire]).unwrap();
+        let input = Tensor::from_shape(&[2, 3, 13, 11], &values(2 * 3 * 13 * 11, 99)).unwrap();
+        let want = model.clone().into_optimized().unwrap().into_runnable().unwrap().run(tvec!(input.clone().into_tvalue())).unwrap().remove(0);
+        let mut perch = model.into_decluttered().unwrap();
+        assert_eq!(substitute(&mut perch).unwrap(), 2);
+        perch.optimize().unwrap();
+        assert_eq!(perch.nodes().iter().filter(|n| n.op_is::<FConvExec>()).count(), 2, "{perch}");
+        let got = perch.into_runnable().unwrap().run(tvec!(input.into_tvalue())).unwrap().remove(0);
+        assert_eq!(got.shape(), want.shape());
+        let view = |t: &TValue| t.try_as_plain_ram().unwrap().as_slice::<f32>().unwrap().to_vec();
+        Tolerance::Close.check(&view(&got), &view(&want)).unwrap();
+    }
+}
