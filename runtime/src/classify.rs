@@ -100,16 +100,18 @@ impl Classifier {
         if per_image.checked_mul(batch).is_none_or(|n| n as u64 > crate::plan::MAX_TENSOR_ELEMENTS) {
             return Err(RunError::Batch { asked: batch, why: format!("{batch} images of {per_image} values is too large") });
         }
-        // tract's `into_optimized`, with Perch's max pooling and input quantization (and, on one
-        // thread, Perch's float convolutions: tract's run its matrix products on the thread pool)
-        // taking tract's place between its declutter and its codegen; then, on one thread,
-        // channels-last tensors between Perch's int8 convolutions.
+        // tract's `into_optimized`, with Perch's float convolutions (on one thread: with more,
+        // tract's matrix products use them all), max pooling and input quantization taking tract's
+        // place between its declutter and its codegen; after the codegen (where Perch's int8
+        // pointwise convolutions take in the `Downsample`s in front of them), Perch's downsampling
+        // and, on one thread, channels-last tensors between Perch's int8 convolutions.
         let runnable = graph
             .into_decluttered()
             .and_then(|mut m| if threads == 1 { crate::ops::fconv::substitute(&mut m).map(|_| m) } else { Ok(m) })
             .and_then(|mut m| crate::ops::maxpool::substitute(&mut m).map(|_| m))
             .and_then(|mut m| crate::ops::quantize::substitute(&mut m).map(|_| m))
             .and_then(|mut m| m.optimize().map(|_| m))
+            .and_then(|mut m| crate::ops::downsample::substitute(&mut m).map(|_| m))
             .and_then(|mut m| if threads == 1 { crate::ops::layout::channels_last(&mut m).map(|_| m) } else { Ok(m) })
             .and_then(|m| m.into_runnable_with_options(&options))
             .map_err(|e| RunError::Optimize(format!("{e:#}")))?;

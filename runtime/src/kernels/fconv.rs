@@ -1,15 +1,16 @@
 //! An f32 2D convolution (one group) on NCHW tensors: what float plans run in place of tract 0.23.9's
-//! (`LazyIm2col` + `OptMatMul`, 2-3x ONNX Runtime's `Conv` time on the example models, and a separate
-//! `Pad` in front).
+//! (`LazyIm2col` + `OptMatMul`, 2-3x ONNX Runtime's `Conv` time on the example models, with a
+//! separate `Pad` in front and, for strided pointwise convolutions, two `Downsample`s).
 //!
-//! The input is copied once per image into a zero-padded buffer. Outputs are computed [`NB`] pixels by
-//! [`MR`] output channels at a time: a microkernel starts from the bias and, for each (input channel,
-//! kernel row, kernel column) `k` of the kernel, adds MR broadcast weights times NB input values. With
-//! stride 1 those NB values are one contiguous run of the padded buffer: the output is computed over
-//! pixels with the padded input's row pitch (the columns past the output width are computed and
-//! dropped), which needs no im2col at all. A strided convolution first gathers each block's NB values
-//! per `k` into a small panel. Weights are packed at plan load, `[K][MR]` per tile of MR channels
-//! (zeros past the last channel).
+//! The input is copied once per image into a zero-padded buffer, split by stride phase: with stride
+//! (sy, sx), phase (py, px) holds the padded input's rows `py + sy * i` and columns `px + sx * j`, so
+//! every kernel tap of a strided convolution reads one phase with stride 1 (stride 1 has one phase:
+//! the padded input itself). Outputs are computed [`NB`] pixels by [`MR`] output channels at a time,
+//! over pixels laid out with the phase's row pitch (the columns past the output width are computed
+//! and dropped): a microkernel starts from the bias and, for each (input channel, kernel row, kernel
+//! column) `k`, adds MR broadcast weights times one contiguous run of NB values of the buffer. No
+//! im2col, no gathers. Weights are packed at plan load, `[K][MR]` per tile of MR channels (zeros
+//! past the last channel).
 
 use super::conv::{ConvKernelError, Geometry};
 use super::Isa;
@@ -29,19 +30,15 @@ pub struct FConvKernel {
     weights: Vec<f32>,
     /// `[tile][MR]`.
     bias: Vec<f32>,
-    /// Per `k`: where its input run starts in the padded image (plus the block's first pixel).
+    /// Per `k`: where its run starts in the phase buffer, for the output's first pixel.
     offsets: Vec<usize>,
+    /// The largest offset.
+    reach: usize,
+    /// Rows and columns of a phase.
+    phase: [usize; 2],
+    /// Which phases (`py * sx + px`) a tap reads: only those are filled.
+    used: Vec<bool>,
     isa: Isa,
-}
-
-/// How a block's output pixels are laid out: with the padded input's row pitch (stride 1, read in
-/// place) or the output's own (strided, gathered into a panel).
-#[derive(Clone, Copy)]
-struct Pixels {
-    /// Pixels per row of the computed space.
-    pitch: usize,
-    /// Computed pixels: `(oh - 1) * pitch + ow`.
-    count: usize,
 }
 
 impl FConvKernel {
@@ -50,7 +47,7 @@ impl FConvKernel {
         geometry.check()?;
         let [kh, kw] = geometry.kernel;
         let k = in_channels * kh * kw;
-        if k == 0 || !weights.len().is_multiple_of(k) || weights.is_empty() {
+        if k == 0 || weights.is_empty() || !weights.len().is_multiple_of(k) {
             return Err(ConvKernelError::Shapes { weights: weights.len(), bias: bias.len(), scales: 0, out: 0 });
         }
         let out_channels = weights.len() / k;
@@ -67,13 +64,20 @@ impl FConvKernel {
             }
             packed_bias[o] = bias[if bias.len() == 1 { 0 } else { o }];
         }
-        let [hp, wp] = geometry.padded();
-        let ([dy, dx], direct) = (geometry.dilation, geometry.stride == [1, 1]);
-        let offsets = (0..in_channels)
-            .flat_map(|c| (0..kh).flat_map(move |y| (0..kw).map(move |x| (c, y, x))))
-            .enumerate()
-            .map(|(i, (c, y, x))| if direct { c * hp * wp + y * dy * wp + x * dx } else { i * NB })
-            .collect();
+        let ([sy, sx], [dy, dx]) = (geometry.stride, geometry.dilation);
+        let phase = [0, 1].map(|a| geometry.padded()[a].div_ceil(geometry.stride[a]));
+        let plane = phase[0] * phase[1];
+        let mut used = vec![false; sy * sx];
+        let mut offsets = Vec::with_capacity(k);
+        for c in 0..in_channels {
+            for y in 0..kh {
+                for x in 0..kw {
+                    let ([py, iy], [px, ix]) = ([(y * dy) % sy, (y * dy) / sy], [(x * dx) % sx, (x * dx) / sx]);
+                    used[py * sx + px] = true;
+                    offsets.push(((py * sx + px) * in_channels + c) * plane + iy * phase[1] + ix);
+                }
+            }
+        }
         let isa = match isa {
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 | Isa::Avx512Vnni if !std::arch::is_x86_feature_detected!("fma") => Isa::Portable,
@@ -81,7 +85,8 @@ impl FConvKernel {
             Isa::Armv7Neon => Isa::Portable,
             isa => isa,
         };
-        Ok(FConvKernel { geometry, in_channels, out_channels, weights: packed, bias: packed_bias, offsets, isa })
+        let reach = offsets.iter().copied().max().unwrap_or(0);
+        Ok(FConvKernel { geometry, in_channels, out_channels, weights: packed, bias: packed_bias, offsets, reach, phase, used, isa })
     }
 
     pub fn geometry(&self) -> &Geometry {
@@ -102,16 +107,39 @@ impl FConvKernel {
         self.out_channels * g.output[0] * g.output[1] * self.in_channels * g.kernel[0] * g.kernel[1]
     }
 
-    fn pixels(&self) -> Pixels {
+    /// Copies one NCHW image into the zeroed phases of `buffer` (its padding stays zero).
+    fn split(&self, x: &[f32], buffer: &mut [f32]) {
         let g = &self.geometry;
-        let pitch = if g.stride == [1, 1] { g.padded()[1] } else { g.output[1] };
-        Pixels { pitch, count: (g.output[0] - 1) * pitch + g.output[1] }
+        let ([h, w], [sy, sx], [ph, pw]) = (g.input, g.stride, self.phase);
+        let plane = ph * pw;
+        for (c, image) in x.chunks_exact(h * w).enumerate() {
+            for (r, row) in image.chunks_exact(w).enumerate() {
+                let y = r + g.pad_before[0];
+                for px in 0..sx {
+                    if !self.used[(y % sy) * sx + px] {
+                        continue;
+                    }
+                    // Columns x of this row with (x + pad) % sx == px, to phase column (x + pad) / sx.
+                    let first = (px + sx - g.pad_before[1] % sx) % sx;
+                    if first >= w {
+                        continue;
+                    }
+                    let start = (((y % sy) * sx + px) * self.in_channels + c) * plane + (y / sy) * pw + (first + g.pad_before[1]) / sx;
+                    let dst = &mut buffer[start..];
+                    if sx == 1 {
+                        dst[..w].copy_from_slice(row);
+                    } else {
+                        dst.iter_mut().zip(row[first..].iter().step_by(sx)).for_each(|(d, &v)| *d = v);
+                    }
+                }
+            }
+        }
     }
 
     /// Convolves `batch` NCHW images of `x` into `y`.
     pub fn run(&self, x: &[f32], batch: usize, y: &mut [f32]) -> Result<(), ConvKernelError> {
         let g = &self.geometry;
-        let ([h, w], [hp, wp], [oh, ow]) = (g.input, g.padded(), g.output);
+        let ([h, w], [oh, ow]) = (g.input, g.output);
         let image = self.in_channels * h * w;
         if x.len() != batch * image {
             return Err(ConvKernelError::Input { got: vec![x.len()], expected: vec![batch, self.in_channels, h, w] });
@@ -123,53 +151,24 @@ impl FConvKernel {
         if batch == 0 || out_image == 0 {
             return Ok(());
         }
-        let pixels = self.pixels();
-        let blocks = pixels.count.div_ceil(NB);
-        let direct = g.stride == [1, 1];
+        let pitch = self.phase[1];
+        let count = (oh - 1) * pitch + ow;
+        let blocks = count.div_ceil(NB);
+        // The phases, and room for the last block's runs past them.
+        let far = self.reach + blocks * NB;
+        let mut buffer = vec![0f32; (self.used.len() * self.in_channels * self.phase[0] * pitch).max(far)];
         let k = self.offsets.len();
-        // The padded image, long enough for the last block's runs when read in place.
-        let far = if direct { self.offsets[k - 1] + blocks * NB } else { 0 };
-        let mut padded = vec![0f32; (self.in_channels * hp * wp).max(far)];
-        let mut panel = if direct { Vec::new() } else { vec![0f32; k * NB] };
-        // Where each kernel tap starts in the padded image (what `offsets` holds when reading in place).
-        let taps: Vec<usize> = if direct {
-            self.offsets.clone()
-        } else {
-            let [hk, wk] = g.kernel;
-            (0..self.in_channels)
-                .flat_map(|c| (0..hk).flat_map(move |y| (0..wk).map(move |x| c * hp * wp + y * g.dilation[0] * wp + x * g.dilation[1])))
-                .collect()
-        };
         let mut tile = [0f32; MR * NB];
-        let mut at = [0usize; NB];
         for (x, y) in x.chunks_exact(image).zip(y.chunks_exact_mut(out_image)) {
-            for (c, plane) in x.chunks_exact(h * w).enumerate() {
-                let dst = &mut padded[c * hp * wp..];
-                for (r, row) in plane.chunks_exact(w).enumerate() {
-                    dst[(r + g.pad_before[0]) * wp + g.pad_before[1]..][..w].copy_from_slice(row);
-                }
-            }
+            self.split(x, &mut buffer);
             for block in 0..blocks {
                 let first = block * NB;
-                let n = NB.min(pixels.count - first);
-                let (src, base) = if direct {
-                    (&padded[..], first)
-                } else {
-                    for (j, a) in at.iter_mut().enumerate() {
-                        let q = (first + j).min(pixels.count - 1);
-                        *a = (q / ow) * g.stride[0] * wp + (q % ow) * g.stride[1];
-                    }
-                    for (run, &tap) in panel.chunks_exact_mut(NB).zip(&taps) {
-                        let src = &padded[tap..];
-                        run.iter_mut().zip(&at).for_each(|(v, &a)| *v = src[a]);
-                    }
-                    (&panel[..], 0)
-                };
+                let n = NB.min(count - first);
                 for (t, weights) in self.weights.chunks_exact(k * MR).enumerate() {
-                    self.tile(weights, &self.bias[t * MR..][..MR], src, base, &mut tile);
+                    self.tile(weights, &self.bias[t * MR..][..MR], &buffer, first, far, &mut tile);
                     for r in 0..MR.min(self.out_channels - t * MR) {
                         let out = &mut y[(t * MR + r) * oh * ow..][..oh * ow];
-                        store(&tile[r * NB..][..n], first, pixels.pitch, ow, out);
+                        store(&tile[r * NB..][..n], first, pitch, ow, out);
                     }
                 }
             }
@@ -177,11 +176,11 @@ impl FConvKernel {
         Ok(())
     }
 
-    /// One tile: `out[r][j] = bias[r] + sum over k of weights[k][r] * src[base + offsets[k] + j]`.
-    fn tile(&self, weights: &[f32], bias: &[f32], src: &[f32], base: usize, out: &mut [f32; MR * NB]) {
-        let k = self.offsets.len();
-        // Every read of a microkernel lies within `src` (offsets are increasing).
-        assert!(weights.len() == k * MR && bias.len() == MR && base + self.offsets[k - 1] + NB <= src.len(), "tile out of bounds");
+    /// One tile: `out[r][j] = bias[r] + sum over k of weights[k][r] * src[base + offsets[k] + j]`,
+    /// every read below `far`.
+    fn tile(&self, weights: &[f32], bias: &[f32], src: &[f32], base: usize, far: usize, out: &mut [f32; MR * NB]) {
+        // Every read of a microkernel lies within `src`: below base + reach + NB <= far.
+        assert!(weights.len() == self.offsets.len() * MR && bias.len() == MR && base + self.reach + NB <= far && far <= src.len(), "tile out of bounds");
         match self.isa {
             // SAFETY: the CPU runs the instruction set (`Isa::available`, FMA checked in `new`), and
             // the reads are in bounds (asserted above).

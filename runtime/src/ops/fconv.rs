@@ -1,8 +1,9 @@
 //! `PerchConv#f32`: tract's float convolution replaced by [`crate::kernels::fconv`]. It is not written
-//! into plans: [`substitute`] swaps it in at load time, in the decluttered model, for each f32 NCHW
-//! convolution of one group with a constant kernel and bias and a fixed image size (the rest, pointwise
-//! convolutions tract has turned into matrix products among them, stay tract's).
+//! into plans: [`substitute`] swaps it in at load time, before tract's declutter, for each f32 NCHW
+//! convolution of one group with a constant kernel and bias and a fixed image size; the others stay
+//! tract's.
 
+use tract_core::ops::cast::Cast;
 use tract_core::ops::cnn::Conv;
 use tract_core::ops::nn::DataFormat;
 use tract_nnef::internal::*;
@@ -72,6 +73,22 @@ impl TypedOp for FConvExec {
     as_op!();
 }
 
+/// The value of `outlet` where it is a constant, or a constant through a `Cast` (plans hold the bias
+/// of a convolution as a cast of a constant until tract's declutter folds it).
+fn constant(model: &TypedModel, outlet: OutletId) -> TractResult<Option<Arc<Tensor>>> {
+    if let Some(k) = &model.outlet_fact(outlet)?.konst {
+        return Ok(Some(k.clone()));
+    }
+    let node = model.node(outlet.node);
+    match (node.op_as::<Cast>(), node.inputs.first()) {
+        (Some(cast), Some(&input)) => match &model.outlet_fact(input)?.konst {
+            Some(k) => Ok(Some(k.cast_to_dt(cast.to)?.into_owned().into_arc_tensor())),
+            None => Ok(None),
+        },
+        _ => Ok(None),
+    }
+}
+
 /// Perch's kernel for the tract convolution `conv` at `node`, where it applies.
 fn perch_conv(model: &TypedModel, node: &TypedNode, conv: &Conv) -> TractResult<Option<FConvExec>> {
     let x = model.outlet_fact(node.inputs[0])?;
@@ -80,7 +97,7 @@ fn perch_conv(model: &TypedModel, node: &TypedNode, conv: &Conv) -> TractResult<
         return Ok(None);
     }
     let Some(hw) = x.shape.iter().skip(2).map(|d| d.to_usize().ok()).collect::<Option<Vec<usize>>>() else { return Ok(None) };
-    let (Some(kernel), Some(bias)) = (model.outlet_fact(node.inputs[1])?.konst.clone(), model.outlet_fact(node.inputs[2])?.konst.clone()) else {
+    let (Some(kernel), Some(bias)) = (constant(model, node.inputs[1])?, constant(model, node.inputs[2])?) else {
         return Ok(None);
     };
     if hw.contains(&0) || kernel.datum_type() != DatumType::F32 || bias.datum_type() != DatumType::F32 {
@@ -106,8 +123,7 @@ fn perch_conv(model: &TypedModel, node: &TypedNode, conv: &Conv) -> TractResult<
         .map(|kernel| FConvExec { kernel: Arc::new(kernel) }))
 }
 
-/// Replaces tract's float convolutions by [`FConvExec`] in a decluttered model; returns how many it
-/// replaced.
+/// Replaces tract's float convolutions by [`FConvExec`]; returns how many it replaced.
 pub fn substitute(model: &mut TypedModel) -> TractResult<usize> {
     let mut replaced = 0;
     for id in 0..model.nodes().len() {
@@ -131,35 +147,42 @@ mod tests {
         (0..n).map(|i| ((i * 7919 + seed * 104729) % 1999) as f32 / 1000.0 - 1.0).collect()
     }
 
-    /// A float model of two convolutions (3x3 same-padded, then 3x3 stride 2 with asymmetric
-    /// padding) and a max pool, run by tract and with Perch's kernels swapped in.
+    /// A float model of three convolutions (3x3 padded by 1, 3x3 stride 2 padded `SameUpper`, 1x1
+    /// stride 2) run by tract and with Perch's kernels swapped in.
     #[test]
     fn substituted_convolutions_give_tracts_outputs() {
         let mut model = TypedModel::default();
         let x = model.add_source("x", f32::fact([2, 3, 13, 11])).unwrap();
         let mut wire = x;
-        for (i, (cin, cout, stride, padding)) in [
-            (3usize, 20usize, 1usize, PaddingSpec::Explicit(tvec!(1, 1), tvec!(1, 1))),
-            (20, 9, 2, PaddingSpec::SameUpper),
+        for (i, (cin, cout, size, stride, padding)) in [
+            (3usize, 20usize, 3usize, 1usize, PaddingSpec::Explicit(tvec!(1, 1), tvec!(1, 1))),
+            (20, 9, 3, 2, PaddingSpec::SameUpper),
+            (9, 17, 1, 2, PaddingSpec::Valid),
         ]
         .into_iter()
         .enumerate()
         {
-            let spec = PoolSpec::new(DataFormat::NCHW, tvec!(3, 3), padding, None, Some(tvec!(stride, stride)), cin, cout);
-            let k = model.add_const(format!("k{i}"), Tensor::from_shape(&[cout, cin, 3, 3], &values(cout * cin * 9, i)).unwrap()).unwrap();
+            let spec = PoolSpec::new(DataFormat::NCHW, tvec!(size, size), padding, None, Some(tvec!(stride, stride)), cin, cout);
+            let shape = [cout, cin, size, size];
+            let k = model.add_const(format!("k{i}"), Tensor::from_shape(&shape, &values(shape.iter().product(), i)).unwrap()).unwrap();
             let b = model.add_const(format!("b{i}"), Tensor::from_shape(&[cout], &values(cout, i + 7)).unwrap()).unwrap();
             wire = model.wire_node(format!("conv{i}"), Conv::new(spec, KernelFormat::OIHW, 1, None), &[wire, k, b]).unwrap()[0];
         }
         model.select_output_outlets(&[wire]).unwrap();
         let input = Tensor::from_shape(&[2, 3, 13, 11], &values(2 * 3 * 13 * 11, 99)).unwrap();
-        let want = model.clone().into_optimized().unwrap().into_runnable().unwrap().run(tvec!(input.clone().into_tvalue())).unwrap().remove(0);
-        let mut perch = model.into_decluttered().unwrap();
-        assert_eq!(substitute(&mut perch).unwrap(), 2);
-        perch.optimize().unwrap();
-        assert_eq!(perch.nodes().iter().filter(|n| n.op_is::<FConvExec>()).count(), 2, "{perch}");
+        // tract's own evaluation, op by op, is the reference: its optimized plan of this model differs
+        // from it (value 0: -11.94 for -9.59; with explicit padding in place of SameUpper the two
+        // agree), a tract 0.23.9 optimizer bug with a strided pointwise convolution after a SameUpper
+        // one.
+        let want = model.clone().into_runnable().unwrap().run(tvec!(input.clone().into_tvalue())).unwrap().remove(0);
+        let mut perch = model;
+        assert_eq!(substitute(&mut perch).unwrap(), 3);
+        let perch = perch.into_optimized().unwrap();
+        assert_eq!(perch.nodes().iter().filter(|n| n.op_is::<FConvExec>()).count(), 3, "{perch}");
         let got = perch.into_runnable().unwrap().run(tvec!(input.into_tvalue())).unwrap().remove(0);
         assert_eq!(got.shape(), want.shape());
         let view = |t: &TValue| t.try_as_plain_ram().unwrap().as_slice::<f32>().unwrap().to_vec();
-        Tolerance::Close.check(&view(&got), &view(&want)).unwrap();
+        // Sums of 180 products in another order.
+        Tolerance::CrossArch.check(&view(&got), &view(&want)).unwrap();
     }
 }

@@ -7,6 +7,7 @@
 //! element-wise functions between int8 tensors as `perch_lut` lookup tables). The registry
 //! is compiled into both the writer (host-tools) and the reader (the runtime), through [`nnef`].
 
+pub mod downsample;
 pub mod dynamic;
 pub mod fconv;
 pub mod layout;
