@@ -159,16 +159,18 @@ impl FConvKernel {
         let mut buffer = vec![0f32; (self.used.len() * self.in_channels * self.phase[0] * pitch).max(far)];
         let k = self.offsets.len();
         let mut tile = [0f32; MR * NB];
+        let mut block_runs = Vec::with_capacity(NB);
         for (x, y) in x.chunks_exact(image).zip(y.chunks_exact_mut(out_image)) {
             self.split(x, &mut buffer);
             for block in 0..blocks {
                 let first = block * NB;
-                let n = NB.min(count - first);
+                runs(first, NB.min(count - first), pitch, ow, &mut block_runs);
                 for (t, weights) in self.weights.chunks_exact(k * MR).enumerate() {
                     self.tile(weights, &self.bias[t * MR..][..MR], &buffer, first, far, &mut tile);
-                    for r in 0..MR.min(self.out_channels - t * MR) {
-                        let out = &mut y[(t * MR + r) * oh * ow..][..oh * ow];
-                        store(&tile[r * NB..][..n], first, pitch, ow, out);
+                    for (r, y) in y[t * MR * oh * ow..].chunks_exact_mut(oh * ow).take(MR).enumerate() {
+                        for &(j, at, n) in &block_runs {
+                            y[at..][..n].copy_from_slice(&tile[r * NB + j..][..n]);
+                        }
                     }
                 }
             }
@@ -195,21 +197,17 @@ impl FConvKernel {
     }
 }
 
-/// Stores `tile` (computed pixels `first..` with row pitch `pitch`) into the output plane `out` of
-/// rows of `ow`, dropping the columns past `ow`.
-fn store(tile: &[f32], first: usize, pitch: usize, ow: usize, out: &mut [f32]) {
-    if pitch == ow {
-        out[first..][..tile.len()].copy_from_slice(tile);
-        return;
-    }
-    let (mut j, end) = (0, tile.len());
-    while j < end {
+/// The runs of a block of `n` computed pixels from `first` (row pitch `pitch`) that are outputs (rows
+/// of `ow`): `(pixel in the block, output pixel, length)`.
+fn runs(first: usize, n: usize, pitch: usize, ow: usize, runs: &mut Vec<(usize, usize, usize)>) {
+    runs.clear();
+    let mut j = 0;
+    while j < n {
         let q = first + j;
         let (oy, ox) = (q / pitch, q % pitch);
-        let run = (pitch - ox).min(end - j);
+        let run = (pitch - ox).min(n - j);
         if ox < ow {
-            let n = (ow - ox).min(run);
-            out[oy * ow + ox..][..n].copy_from_slice(&tile[j..][..n]);
+            runs.push((j, oy * ow + ox, (ow - ox).min(run)));
         }
         j += run;
     }
