@@ -36,9 +36,12 @@ fn check(model: &str) {
     let pools: Vec<String> = single.optimized_model().nodes().iter().map(|n| n.op.name().to_string()).filter(|n| n.contains("MaxPool")).collect();
     assert!(pools.iter().all(|p| p == "PerchMaxPool"), "{model}: {pools:?}");
     assert!(model != "fashion-cnn-s" || pools.len() == 3, "{model}: {pools:?}");
-    // ... and the float plan's convolutions do not (the check can fail).
+    // ... and the float plan's do not (the check can fail): its convolutions run on Perch's float
+    // kernels, its matrix products on tract's float ones.
     let float_single = Classifier::new(float_plan.clone(), 1).unwrap();
     assert!(analysis::matmul_kernels(float_single.optimized_model()).iter().any(|k| !k.2));
+    let float_ops: Vec<String> = float_single.optimized_model().nodes().iter().map(|n| n.op.name().to_string()).collect();
+    assert!(float_ops.iter().any(|n| n == "PerchConv#f32") && !float_ops.iter().any(|n| n.contains("Im2col")), "{model}: {float_ops:?}");
 
     // Serialization: the reloaded plan computes exactly what the graph computed before writing.
     let test = Dataset::open("fashion-mnist:test").unwrap();

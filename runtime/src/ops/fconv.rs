@@ -114,13 +114,18 @@ fn perch_conv(model: &TypedModel, node: &TypedNode, conv: &Conv) -> TractResult<
         pad_after: [padding[0].pad_after, padding[1].pad_after],
         output: [padding[0].convoluted, padding[1].convoluted],
     };
-    // (1, out, in * kh * kw): the (channel, row, column) order the kernel packs.
-    let weights = conv.kernel_fmt.kernel_as_group_o_ihw(&kernel, 1)?;
-    let weights = weights.try_as_plain_ram()?;
-    let bias = bias.try_as_plain_ram()?;
-    Ok(FConvKernel::new(geometry, spec.input_channels, weights.as_slice::<f32>()?, bias.as_slice::<f32>()?, Isa::best())
-        .ok()
-        .map(|kernel| FConvExec { kernel: Arc::new(kernel) }))
+    if x.shape[1].to_usize().ok() != Some(spec.input_channels) {
+        return Ok(None);
+    }
+    // (1, out, in * kh * kw): the (channel, row, column) order the kernel packs. A kernel tract
+    // cannot lay out so stays tract's (and fails there, if it must).
+    let Ok(weights) = conv.kernel_fmt.kernel_as_group_o_ihw(&kernel, 1) else { return Ok(None) };
+    let (weights, bias) = (weights.try_as_plain_ram()?, bias.try_as_plain_ram()?);
+    let (weights, bias) = (weights.as_slice::<f32>()?, bias.as_slice::<f32>()?);
+    if weights.len() != spec.output_channels * spec.input_channels * geometry.kernel[0] * geometry.kernel[1] {
+        return Ok(None);
+    }
+    Ok(FConvKernel::new(geometry, spec.input_channels, weights, bias, Isa::best()).ok().map(|kernel| FConvExec { kernel: Arc::new(kernel) }))
 }
 
 /// Replaces tract's float convolutions by [`FConvExec`]; returns how many it replaced.

@@ -72,7 +72,8 @@ pub(crate) fn declutter_as_graph(
 }
 
 /// Whether a decluttered model's convolutions run on Perch's kernels (the `perch` engine): the
-/// load-time substitutions ([`maxpool::substitute`], [`quantize::substitute`]) apply only there.
+/// load-time substitutions of int8 ops ([`maxpool::substitute`] for int8 pools,
+/// [`quantize::substitute`]) apply only there.
 pub(crate) fn on_perch_kernels(model: &TypedModel) -> bool {
     model.nodes().iter().any(|n| n.op_as::<qconv::QConv>().is_some_and(|c| c.engine == qconv::Engine::Perch))
 }
