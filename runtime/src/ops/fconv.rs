@@ -9,7 +9,7 @@ use tract_core::ops::nn::DataFormat;
 use tract_nnef::internal::*;
 
 use crate::kernels::fconv::FConvKernel;
-use crate::kernels::{Geometry, Isa};
+use crate::kernels::Isa;
 
 /// A float convolution on Perch's kernel (never serialized).
 #[derive(Debug, Clone)]
@@ -100,20 +100,10 @@ fn perch_conv(model: &TypedModel, node: &TypedNode, conv: &Conv) -> TractResult<
     let (Some(kernel), Some(bias)) = (constant(model, node.inputs[1])?, constant(model, node.inputs[2])?) else {
         return Ok(None);
     };
-    if hw.contains(&0) || kernel.datum_type() != DatumType::F32 || bias.datum_type() != DatumType::F32 {
+    if hw.len() != 2 || hw.contains(&0) || kernel.datum_type() != DatumType::F32 || bias.datum_type() != DatumType::F32 {
         return Ok(None);
     }
-    let padding = spec.computed_padding(&hw);
-    let pair = |v: &[usize]| [v[0], v[1]];
-    let geometry = Geometry {
-        input: [hw[0], hw[1]],
-        kernel: pair(&spec.kernel_shape),
-        stride: pair(&spec.strides()),
-        dilation: pair(&spec.dilations()),
-        pad_before: [padding[0].pad_before, padding[1].pad_before],
-        pad_after: [padding[0].pad_after, padding[1].pad_after],
-        output: [padding[0].convoluted, padding[1].convoluted],
-    };
+    let geometry = super::conv_geometry(spec, [hw[0], hw[1]]);
     if x.shape[1].to_usize().ok() != Some(spec.input_channels) {
         return Ok(None);
     }

@@ -106,6 +106,21 @@ pub(crate) fn with_qconv_facts<R>(
     f(&[x, kernel, bias, &i32f, &f32f, &i32f, kernel_scale, &i32f, &f32f])
 }
 
+/// The geometry of a 2D convolution (or pooling) of `spec` on images of `hw`, paddings resolved.
+pub(crate) fn conv_geometry(spec: &tract_core::ops::cnn::PoolSpec, hw: [usize; 2]) -> crate::kernels::Geometry {
+    let padding = spec.computed_padding(&hw);
+    let pair = |v: &[usize]| [v[0], v[1]];
+    crate::kernels::Geometry {
+        input: hw,
+        kernel: pair(&spec.kernel_shape),
+        stride: pair(&spec.strides()),
+        dilation: pair(&spec.dilations()),
+        pad_before: [padding[0].pad_before, padding[1].pad_before],
+        pad_after: [padding[0].pad_after, padding[1].pad_after],
+        output: [padding[0].convoluted, padding[1].convoluted],
+    }
+}
+
 /// NNEF parameters of a convolution's geometry, as tract's own `conv` writes and reads them.
 pub(crate) fn conv_geometry_params() -> [Parameter; 5] {
     [

@@ -188,18 +188,14 @@ impl QConv {
         if x.rank() != 4 || spec.data_format != tract_core::ops::nn::DataFormat::NCHW || hw.len() != 2 {
             return Ok(None);
         }
-        let padding = spec.computed_padding(&hw);
-        let pair = |v: &[usize]| [v[0], v[1]];
-        let geometry = Geometry {
-            input: [hw[0], hw[1]],
-            kernel: pair(&spec.kernel_shape),
-            stride: [spec.strides()[0] * folded[0], spec.strides()[1] * folded[1]],
-            dilation: pair(&spec.dilations()),
-            pad_before: [padding[0].pad_before, padding[1].pad_before],
-            pad_after: [padding[0].pad_after, padding[1].pad_after],
-            output: [0, 1].map(|a| (hw[a] - 1) / (spec.strides()[a] * folded[a]) + 1),
+        // Strides folded from `Downsample`s multiply the convolution's, and give the output size.
+        let geometry = super::conv_geometry(spec, [hw[0], hw[1]]);
+        let geometry = if folded == [1, 1] {
+            geometry
+        } else {
+            let stride = [0, 1].map(|a| geometry.stride[a] * folded[a]);
+            Geometry { stride, output: [0, 1].map(|a| (hw[a] - 1) / stride[a] + 1), ..geometry }
         };
-        let geometry = if folded == [1, 1] { Geometry { output: [padding[0].convoluted, padding[1].convoluted], ..geometry } } else { geometry };
         let (_, y_scale) = self.output_qparams()?;
         let k_scale = k_scale.cast_to::<f32>()?;
         let k_scale = k_scale.try_as_plain_ram()?.as_slice::<f32>()?.to_vec();
