@@ -1,6 +1,6 @@
 //! An f32 2D convolution (one group) on NCHW tensors: what float plans run in place of tract 0.23.9's
 //! (`LazyIm2col` + `OptMatMul`, 2-3x ONNX Runtime's `Conv` time on the example models, with a
-//! separate `Pad` in front and, for strided pointwise convolutions, two `Downsample`s).
+//! separate `Pad` in front).
 //!
 //! The input is copied once per image into a zero-padded buffer, split by stride phase: with stride
 //! (sy, sx), phase (py, px) holds the padded input's rows `py + sy * i` and columns `px + sx * j`, so

@@ -1,7 +1,8 @@
 //! `PerchConv#f32`: tract's float convolution replaced by [`crate::kernels::fconv`]. It is not written
-//! into plans: [`substitute`] swaps it in at load time, before tract's declutter, for each f32 NCHW
-//! convolution of one group with a constant kernel and bias and a fixed image size; the others stay
-//! tract's.
+//! into plans: [`substitute`] swaps it in at load time, between tract's declutter and its codegen,
+//! for each f32 NCHW convolution of one group with a constant kernel and bias and a fixed image size;
+//! the others stay tract's (and the pointwise convolutions tract's declutter has turned into matrix
+//! products).
 
 use tract_core::ops::cast::Cast;
 use tract_core::ops::cnn::Conv;
@@ -73,8 +74,8 @@ impl TypedOp for FConvExec {
     as_op!();
 }
 
-/// The value of `outlet` where it is a constant, or a constant through a `Cast` (plans hold the bias
-/// of a convolution as a cast of a constant until tract's declutter folds it).
+/// The value of `outlet` where it is a constant, or a constant through a `Cast` (a loaded plan holds
+/// a convolution's bias as a cast of a constant until tract's declutter folds it).
 fn constant(model: &TypedModel, outlet: OutletId) -> TractResult<Option<Arc<Tensor>>> {
     if let Some(k) = &model.outlet_fact(outlet)?.konst {
         return Ok(Some(k.clone()));
