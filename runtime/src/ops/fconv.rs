@@ -4,7 +4,6 @@
 //! the others stay tract's (and the pointwise convolutions tract's declutter has turned into matrix
 //! products).
 
-use tract_core::ops::cast::Cast;
 use tract_core::ops::cnn::Conv;
 use tract_core::ops::nn::DataFormat;
 use tract_nnef::internal::*;
@@ -74,22 +73,6 @@ impl TypedOp for FConvExec {
     as_op!();
 }
 
-/// The value of `outlet` where it is a constant, or a constant through a `Cast` (a loaded plan holds
-/// a convolution's bias as a cast of a constant until tract's declutter folds it).
-fn constant(model: &TypedModel, outlet: OutletId) -> TractResult<Option<Arc<Tensor>>> {
-    if let Some(k) = &model.outlet_fact(outlet)?.konst {
-        return Ok(Some(k.clone()));
-    }
-    let node = model.node(outlet.node);
-    match (node.op_as::<Cast>(), node.inputs.first()) {
-        (Some(cast), Some(&input)) => match &model.outlet_fact(input)?.konst {
-            Some(k) => Ok(Some(k.cast_to_dt(cast.to)?.into_owned().into_arc_tensor())),
-            None => Ok(None),
-        },
-        _ => Ok(None),
-    }
-}
-
 /// Perch's kernel for the tract convolution `conv` at `node`, where it applies.
 fn perch_conv(model: &TypedModel, node: &TypedNode, conv: &Conv) -> TractResult<Option<FConvExec>> {
     let x = model.outlet_fact(node.inputs[0])?;
@@ -98,7 +81,7 @@ fn perch_conv(model: &TypedModel, node: &TypedNode, conv: &Conv) -> TractResult<
         return Ok(None);
     }
     let Some(hw) = x.shape.iter().skip(2).map(|d| d.to_usize().ok()).collect::<Option<Vec<usize>>>() else { return Ok(None) };
-    let (Some(kernel), Some(bias)) = (constant(model, node.inputs[1])?, constant(model, node.inputs[2])?) else {
+    let (Some(kernel), Some(bias)) = (model.outlet_fact(node.inputs[1])?.konst.clone(), model.outlet_fact(node.inputs[2])?.konst.clone()) else {
         return Ok(None);
     };
     if hw.len() != 2 || hw.contains(&0) || kernel.datum_type() != DatumType::F32 || bias.datum_type() != DatumType::F32 {
