@@ -38,6 +38,8 @@ pub struct FConvKernel {
     phase: [usize; 2],
     /// Which phases (`py * sx + px`) a tap reads: only those are filled.
     used: Vec<bool>,
+    /// Per column phase `px` that holds input columns: `(px, first input column, its phase column)`.
+    columns: Vec<(usize, usize, usize)>,
     isa: Isa,
 }
 
@@ -86,7 +88,14 @@ impl FConvKernel {
             isa => isa,
         };
         let reach = offsets.iter().copied().max().unwrap_or(0);
-        Ok(FConvKernel { geometry, in_channels, out_channels, weights: packed, bias: packed_bias, offsets, reach, phase, used, isa })
+        // Columns x with (x + pad) % sx == px land in phase px, at phase column (x + pad) / sx.
+        let pad = geometry.pad_before[1];
+        let columns = (0..sx)
+            .map(|px| (px, (px + sx - pad % sx) % sx))
+            .filter(|&(_, first)| first < geometry.input[1])
+            .map(|(px, first)| (px, first, (first + pad) / sx))
+            .collect();
+        Ok(FConvKernel { geometry, in_channels, out_channels, weights: packed, bias: packed_bias, offsets, reach, phase, used, columns, isa })
     }
 
     pub fn geometry(&self) -> &Geometry {
@@ -107,37 +116,60 @@ impl FConvKernel {
         self.out_channels * g.output[0] * g.output[1] * self.in_channels * g.kernel[0] * g.kernel[1]
     }
 
-    /// Copies one NCHW image into the zeroed phases of `buffer` (its padding stays zero).
+    /// Copies one NCHW image into the phases of `buffer` (its padding stays zero).
     fn split(&self, x: &[f32], buffer: &mut [f32]) {
         let g = &self.geometry;
         let ([h, w], [sy, sx], [ph, pw]) = (g.input, g.stride, self.phase);
         let plane = ph * pw;
         for (c, image) in x.chunks_exact(h * w).enumerate() {
-            for (r, row) in image.chunks_exact(w).enumerate() {
-                let y = r + g.pad_before[0];
-                for px in 0..sx {
-                    if !self.used[(y % sy) * sx + px] {
-                        continue;
+            // Padded row y = r + pad is phase row y / sy of row phase y % sy.
+            let (mut py, mut iy) = (g.pad_before[0] % sy, g.pad_before[0] / sy);
+            for row in image.chunks_exact(w) {
+                for &(px, first, column) in &self.columns {
+                    let phase = py * sx + px;
+                    if self.used[phase] {
+                        let dst = &mut buffer[(phase * self.in_channels + c) * plane + iy * pw + column..];
+                        if sx == 1 {
+                            dst[..w].copy_from_slice(row);
+                        } else {
+                            dst.iter_mut().zip(row[first..].iter().step_by(sx)).for_each(|(d, &v)| *d = v);
+                        }
                     }
-                    // Columns x of this row with (x + pad) % sx == px, to phase column (x + pad) / sx.
-                    let first = (px + sx - g.pad_before[1] % sx) % sx;
-                    if first >= w {
-                        continue;
-                    }
-                    let start = (((y % sy) * sx + px) * self.in_channels + c) * plane + (y / sy) * pw + (first + g.pad_before[1]) / sx;
-                    let dst = &mut buffer[start..];
-                    if sx == 1 {
-                        dst[..w].copy_from_slice(row);
-                    } else {
-                        dst.iter_mut().zip(row[first..].iter().step_by(sx)).for_each(|(d, &v)| *d = v);
-                    }
+                }
+                py += 1;
+                if py == sy {
+                    (py, iy) = (0, iy + 1);
                 }
             }
         }
     }
 
+    /// Pixels computed per image (rows at the phase's pitch, the last one cut at the output width)
+    /// and the end of the last block's runs.
+    fn extent(&self) -> (usize, usize) {
+        let [oh, ow] = self.geometry.output;
+        let count = (oh.max(1) - 1) * self.phase[1] + ow;
+        (count, self.reach + count.div_ceil(NB) * NB)
+    }
+
+    /// The phases, and room for the last block's runs past them.
+    fn buffer_len(&self) -> usize {
+        (self.used.len() * self.in_channels * self.phase[0] * self.phase[1]).max(self.extent().1)
+    }
+
+    /// A zeroed phase buffer for [`FConvKernel::run_with`], to reuse across runs.
+    pub fn scratch(&self) -> Vec<f32> {
+        vec![0f32; self.buffer_len()]
+    }
+
     /// Convolves `batch` NCHW images of `x` into `y`.
     pub fn run(&self, x: &[f32], batch: usize, y: &mut [f32]) -> Result<(), ConvKernelError> {
+        self.run_with(x, batch, y, &mut Vec::new())
+    }
+
+    /// [`FConvKernel::run`] with a phase buffer from [`FConvKernel::scratch`], which it keeps zero
+    /// outside the image (one of another length is replaced).
+    pub fn run_with(&self, x: &[f32], batch: usize, y: &mut [f32], buffer: &mut Vec<f32>) -> Result<(), ConvKernelError> {
         let g = &self.geometry;
         let ([h, w], [oh, ow]) = (g.input, g.output);
         let image = self.in_channels * h * w;
@@ -152,24 +184,31 @@ impl FConvKernel {
             return Ok(());
         }
         let pitch = self.phase[1];
-        let count = (oh - 1) * pitch + ow;
-        let blocks = count.div_ceil(NB);
-        // The phases, and room for the last block's runs past them.
-        let far = self.reach + blocks * NB;
-        let mut buffer = vec![0f32; (self.used.len() * self.in_channels * self.phase[0] * pitch).max(far)];
+        let (count, far) = self.extent();
+        if buffer.len() != self.buffer_len() {
+            *buffer = self.scratch();
+        }
         let k = self.offsets.len();
-        let mut tile = [0f32; MR * NB];
+        // A tile, and NB values past it: a run is copied NB values at a time where its plane has room.
+        let mut tile = [0f32; MR * NB + NB];
+        let plane = oh * ow;
         let mut block_runs = Vec::with_capacity(NB);
         for (x, y) in x.chunks_exact(image).zip(y.chunks_exact_mut(out_image)) {
-            self.split(x, &mut buffer);
-            for block in 0..blocks {
-                let first = block * NB;
+            self.split(x, buffer);
+            for first in (0..count).step_by(NB) {
                 runs(first, NB.min(count - first), pitch, ow, &mut block_runs);
                 for (t, weights) in self.weights.chunks_exact(k * MR).enumerate() {
-                    self.tile(weights, &self.bias[t * MR..][..MR], &buffer, first, far, &mut tile);
-                    for (r, y) in y[t * MR * oh * ow..].chunks_exact_mut(oh * ow).take(MR).enumerate() {
+                    let computed: &mut [f32; MR * NB] = (&mut tile[..MR * NB]).try_into().expect("MR * NB values");
+                    self.tile(weights, &self.bias[t * MR..][..MR], buffer, first, far, computed);
+                    for (r, y) in y[t * MR * plane..].chunks_exact_mut(plane).take(MR).enumerate() {
                         for &(j, at, n) in &block_runs {
-                            y[at..][..n].copy_from_slice(&tile[r * NB + j..][..n]);
+                            // Values past the run land on this plane's later pixels, which later
+                            // runs and blocks overwrite: a fixed-size copy, not a memcpy call.
+                            if at + NB <= plane {
+                                y[at..][..NB].copy_from_slice(&tile[r * NB + j..][..NB]);
+                            } else {
+                                y[at..][..n].copy_from_slice(&tile[r * NB + j..][..n]);
+                            }
                         }
                     }
                 }
@@ -411,7 +450,10 @@ mod tests {
             for isa in Isa::available() {
                 let kernel = FConvKernel::new(g, c, &weights, &bias, isa).unwrap();
                 let mut y = vec![f32::NAN; batch * out * output[0] * output[1]];
-                kernel.run(&x, batch, &mut y).unwrap();
+                // The buffer as a plan reuses it: after another image.
+                let mut buffer = kernel.scratch();
+                kernel.run_with(&values(x.len(), seed ^ 3), batch, &mut y, &mut buffer).unwrap();
+                kernel.run_with(&x, batch, &mut y, &mut buffer).unwrap();
                 for (b, (x, y)) in x.chunks_exact(c * h * w).zip(y.chunks_exact(out * output[0] * output[1])).enumerate() {
                     let want = reference(&g, c, &weights, &bias, x);
                     let abs_x: Vec<f32> = x.iter().map(|v| v.abs()).collect();

@@ -43,19 +43,49 @@ impl std::hash::Hash for FConvExec {
     }
 }
 
-impl EvalOp for FConvExec {
-    op_out_of_plan!();
-
-    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+impl FConvExec {
+    fn eval_with(&self, inputs: TVec<TValue>, buffer: &mut Vec<f32>) -> TractResult<TVec<TValue>> {
         let x = &inputs[0];
         let batch = x.shape()[0];
+        // SAFETY: f32 has no invalid bit patterns, and the kernel writes every value.
         let mut y = unsafe { Tensor::uninitialized::<f32>(&self.kernel.output_dims(batch))? };
         {
             let x = x.try_as_plain_ram()?;
             let mut out = y.try_as_plain_ram_mut()?;
-            self.kernel.run(x.as_slice::<f32>()?, batch, out.as_slice_mut::<f32>()?)?;
+            self.kernel.run_with(x.as_slice::<f32>()?, batch, out.as_slice_mut::<f32>()?, buffer)?;
         }
         Ok(tvec!(y.into_tvalue()))
+    }
+}
+
+impl EvalOp for FConvExec {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        self.eval_with(inputs, &mut Vec::new())
+    }
+
+    /// In a plan, the padded input buffer is kept from run to run (its padding stays zero): no
+    /// allocation and no clearing per image.
+    fn state(&self, _ctx: &EvalContext) -> TractResult<Option<Box<dyn OpState>>> {
+        Ok(Some(Box::new(FConvState { buffer: self.kernel.scratch() })))
+    }
+}
+
+/// The kernel's phase buffer, one per tract state.
+#[derive(Debug, Clone)]
+struct FConvState {
+    buffer: Vec<f32>,
+}
+
+impl OpState for FConvState {
+    fn eval(&mut self, _ctx: &EvalContext, op: &dyn Op, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        op.downcast_ref::<FConvExec>().context("PerchConv#f32 state on another op")?.eval_with(inputs, &mut self.buffer)
+    }
+
+    /// The buffer is scratch, rewritten on every run: nothing carries from one turn to the next.
+    fn reset_lanes(&mut self, _lanes: &[LaneId]) -> TractResult<()> {
+        Ok(())
     }
 }
 
