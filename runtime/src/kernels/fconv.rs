@@ -20,6 +20,16 @@ pub const MR: usize = 8;
 /// Output pixels per microkernel tile.
 pub const NB: usize = 32;
 
+/// What is applied to the sums (bias included) before they are stored.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Activation {
+    None,
+    /// `max(y, 0)`, as SIMD max instructions answer: 0 for -0.0 and NaN.
+    Relu,
+    /// `y * sigmoid(beta * y)` (Swish; SiLU at beta 1), the sigmoid the caller's.
+    Swish { beta: f32 },
+}
+
 /// A packed f32 convolution, ready to run.
 #[derive(Debug, Clone)]
 pub struct FConvKernel {
@@ -38,6 +48,7 @@ pub struct FConvKernel {
     phase: [usize; 2],
     /// Which phases (`py * sx + px`) a tap reads: only those are filled.
     used: Vec<bool>,
+    activation: Activation,
     /// Per column phase `px` that holds input columns: `(px, first input column, its phase column)`.
     columns: Vec<(usize, usize, usize)>,
     isa: Isa,
@@ -95,7 +106,16 @@ impl FConvKernel {
             .filter(|&(_, first)| first < geometry.input[1])
             .map(|(px, first)| (px, first, (first + pad) / sx))
             .collect();
-        Ok(FConvKernel { geometry, in_channels, out_channels, weights: packed, bias: packed_bias, offsets, reach, phase, used, columns, isa })
+        Ok(FConvKernel { geometry, in_channels, out_channels, weights: packed, bias: packed_bias, offsets, reach, phase, used, activation: Activation::None, columns, isa })
+    }
+
+    /// This kernel with `activation` applied to its sums.
+    pub fn with_activation(self, activation: Activation) -> FConvKernel {
+        FConvKernel { activation, ..self }
+    }
+
+    pub fn activation(&self) -> Activation {
+        self.activation
     }
 
     pub fn geometry(&self) -> &Geometry {
@@ -162,14 +182,16 @@ impl FConvKernel {
         vec![0f32; self.buffer_len()]
     }
 
-    /// Convolves `batch` NCHW images of `x` into `y`.
+    /// Convolves `batch` NCHW images of `x` into `y`, with the logistic function in f32 as the
+    /// sigmoid of [`Activation::Swish`].
     pub fn run(&self, x: &[f32], batch: usize, y: &mut [f32]) -> Result<(), ConvKernelError> {
-        self.run_with(x, batch, y, &mut Vec::new())
+        self.run_with(x, batch, y, &mut Vec::new(), &mut logistic)
     }
 
     /// [`FConvKernel::run`] with a phase buffer from [`FConvKernel::scratch`], which it keeps zero
-    /// outside the image (one of another length is replaced).
-    pub fn run_with(&self, x: &[f32], batch: usize, y: &mut [f32], buffer: &mut Vec<f32>) -> Result<(), ConvKernelError> {
+    /// outside the image (one of another length is replaced), and `sigmoid` (applied in place, to
+    /// 64-byte aligned slices) for [`Activation::Swish`].
+    pub fn run_with(&self, x: &[f32], batch: usize, y: &mut [f32], buffer: &mut Vec<f32>, sigmoid: &mut dyn FnMut(&mut [f32])) -> Result<(), ConvKernelError> {
         let g = &self.geometry;
         let ([h, w], [oh, ow]) = (g.input, g.output);
         let image = self.in_channels * h * w;
@@ -190,7 +212,8 @@ impl FConvKernel {
         }
         let k = self.offsets.len();
         // A tile, and NB values past it: a run is copied NB values at a time where its plane has room.
-        let mut tile = [0f32; MR * NB + NB];
+        let mut tile = Tile([0f32; MR * NB + NB]);
+        let mut scaled = Tile([0f32; MR * NB + NB]);
         let plane = oh * ow;
         let mut block_runs = Vec::with_capacity(NB);
         for (x, y) in x.chunks_exact(image).zip(y.chunks_exact_mut(out_image)) {
@@ -198,16 +221,35 @@ impl FConvKernel {
             for first in (0..count).step_by(NB) {
                 runs(first, NB.min(count - first), pitch, ow, &mut block_runs);
                 for (t, weights) in self.weights.chunks_exact(k * MR).enumerate() {
-                    let computed: &mut [f32; MR * NB] = (&mut tile[..MR * NB]).try_into().expect("MR * NB values");
-                    self.tile(weights, &self.bias[t * MR..][..MR], buffer, first, far, computed);
-                    for (r, y) in y[t * MR * plane..].chunks_exact_mut(plane).take(MR).enumerate() {
+                    let bias = &self.bias[t * MR..][..MR];
+                    let planes = y[t * MR * plane..].chunks_exact_mut(plane).take(MR);
+                    let scaled: &mut [f32; MR * NB] = (&mut scaled.0[..MR * NB]).try_into().expect("MR * NB values");
+                    #[cfg(target_arch = "x86_64")]
+                    if self.isa == Isa::Avx512Vnni {
+                        // Read bounds as in `tile`; the stores are to `planes`, at the runs.
+                        assert!(base_in_bounds(self, first, far, buffer.len()) && weights.len() == k * MR, "tile out of bounds");
+                        let mut rows = [std::ptr::null_mut(); MR];
+                        let n = planes.len();
+                        for (row, plane) in rows.iter_mut().zip(planes) {
+                            *row = plane.as_mut_ptr();
+                        }
+                        // SAFETY: AVX-512F and FMA are here (`Isa::available`, FMA checked in
+                        // `new`); the reads are in bounds (asserted); each run lies within a plane
+                        // of `plane` values (`runs`), and `rows[..n]` are those planes.
+                        unsafe { x86::tile_avx512(weights, bias, buffer.as_ptr().add(first), &self.offsets, self.activation, scaled, sigmoid, &rows[..n], &block_runs) };
+                        continue;
+                    }
+                    let computed: &mut [f32; MR * NB] = (&mut tile.0[..MR * NB]).try_into().expect("MR * NB values");
+                    self.tile(weights, bias, buffer, first, far, computed);
+                    activate(self.activation, computed, scaled, sigmoid);
+                    for (r, y) in planes.enumerate() {
                         for &(j, at, n) in &block_runs {
                             // Values past the run land on this plane's later pixels, which later
                             // runs and blocks overwrite: a fixed-size copy, not a memcpy call.
                             if at + NB <= plane {
-                                y[at..][..NB].copy_from_slice(&tile[r * NB + j..][..NB]);
+                                y[at..][..NB].copy_from_slice(&tile.0[r * NB + j..][..NB]);
                             } else {
-                                y[at..][..n].copy_from_slice(&tile[r * NB + j..][..n]);
+                                y[at..][..n].copy_from_slice(&tile.0[r * NB + j..][..n]);
                             }
                         }
                     }
@@ -218,15 +260,12 @@ impl FConvKernel {
     }
 
     /// One tile: `out[r][j] = bias[r] + sum over k of weights[k][r] * src[base + offsets[k] + j]`,
-    /// every read below `far`.
+    /// every read below `far` (AVX-512 stores its tiles itself: `run_with`).
     fn tile(&self, weights: &[f32], bias: &[f32], src: &[f32], base: usize, far: usize, out: &mut [f32; MR * NB]) {
-        // Every read of a microkernel lies within `src`: below base + reach + NB <= far.
-        assert!(weights.len() == self.offsets.len() * MR && bias.len() == MR && base + self.reach + NB <= far && far <= src.len(), "tile out of bounds");
+        assert!(base_in_bounds(self, base, far, src.len()) && weights.len() == self.offsets.len() * MR && bias.len() == MR, "tile out of bounds");
         match self.isa {
             // SAFETY: the CPU runs the instruction set (`Isa::available`, FMA checked in `new`), and
             // the reads are in bounds (asserted above).
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx512Vnni => unsafe { x86::tile_avx512(weights, bias, src.as_ptr().add(base), &self.offsets, out) },
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => unsafe { x86::tile_avx2(weights, bias, src.as_ptr().add(base), &self.offsets, out) },
             #[cfg(target_arch = "aarch64")]
@@ -235,6 +274,35 @@ impl FConvKernel {
         }
     }
 }
+
+/// The logistic function, `1 / (1 + e^-v)`, in place.
+pub fn logistic(v: &mut [f32]) {
+    v.iter_mut().for_each(|v| *v = 1.0 / (1.0 + (-*v).exp()));
+}
+
+/// Every read of a microkernel from `base` lies within a buffer of `len`: below base + reach + NB
+/// <= far <= len.
+fn base_in_bounds(kernel: &FConvKernel, base: usize, far: usize, len: usize) -> bool {
+    base + kernel.reach + NB <= far && far <= len
+}
+
+/// `activation` on a tile in place (`scaled`: room for Swish's sigmoid).
+fn activate(activation: Activation, tile: &mut [f32; MR * NB], scaled: &mut [f32; MR * NB], sigmoid: &mut dyn FnMut(&mut [f32])) {
+    match activation {
+        Activation::None => {}
+        Activation::Relu => tile.iter_mut().for_each(|v| *v = if *v > 0.0 { *v } else { 0.0 }),
+        Activation::Swish { beta } => {
+            scaled.iter_mut().zip(tile.iter()).for_each(|(s, &v)| *s = v * beta);
+            sigmoid(scaled);
+            tile.iter_mut().zip(scaled.iter()).for_each(|(v, &s)| *v *= s);
+        }
+    }
+}
+
+/// A tile's values, aligned for the SIMD kernels an activation runs on it (tract-linalg's take
+/// slices on 64 bytes without a detour through a scratch buffer).
+#[repr(C, align(64))]
+struct Tile([f32; MR * NB + NB]);
 
 /// The runs of a block of `n` computed pixels from `first` (row pitch `pitch`) that are outputs (rows
 /// of `ow`): `(pixel in the block, output pixel, length)`.
@@ -271,15 +339,29 @@ fn tile_portable(weights: &[f32], bias: &[f32], src: &[f32], offsets: &[usize], 
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{MR, NB};
+    use super::{Activation, MR, NB};
     use std::arch::x86_64::*;
 
-    /// MR rows by two zmm of pixels: 16 accumulators, two loads and MR broadcasts per `k`.
+    /// MR rows by two zmm of pixels: 16 accumulators, two loads and MR broadcasts per `k`; then
+    /// the activation in registers (Swish's sigmoid on `scaled`, written and read back whole, as
+    /// zmm) and masked stores of each run straight to the rows' planes: no tile in between.
     ///
     /// # Safety
-    /// AVX-512F and FMA; `src + offsets[k] + NB` within one allocation for every `k`.
+    /// AVX-512F and FMA; `src + offsets[k] + NB` within one allocation for every `k`; for each run
+    /// `(j, at, n)` and each row pointer `p`, `p + at .. p + at + n` writable (j + n <= NB).
     #[target_feature(enable = "avx512f,fma")]
-    pub unsafe fn tile_avx512(weights: &[f32], bias: &[f32], src: *const f32, offsets: &[usize], out: &mut [f32; MR * NB]) {
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn tile_avx512(
+        weights: &[f32],
+        bias: &[f32],
+        src: *const f32,
+        offsets: &[usize],
+        activation: Activation,
+        scaled: &mut [f32; MR * NB],
+        sigmoid: &mut dyn FnMut(&mut [f32]),
+        rows: &[*mut f32],
+        runs: &[(usize, usize, usize)],
+    ) {
         let mut acc = [[_mm512_setzero_ps(); 2]; MR];
         for (a, &b) in acc.iter_mut().zip(bias) {
             *a = [_mm512_set1_ps(b); 2];
@@ -293,11 +375,38 @@ mod x86 {
                 a[1] = _mm512_fmadd_ps(w, x1, a[1]);
             }
         }
-        for (o, a) in out.chunks_exact_mut(NB).zip(&acc) {
-            // SAFETY: each chunk holds NB = 32 values.
-            unsafe {
-                _mm512_storeu_ps(o.as_mut_ptr(), a[0]);
-                _mm512_storeu_ps(o.as_mut_ptr().add(16), a[1]);
+        match activation {
+            Activation::None => {}
+            Activation::Relu => {
+                for a in acc.iter_mut().flatten() {
+                    // max(a, 0) answers the second operand, 0, for -0.0 and NaN.
+                    *a = _mm512_max_ps(*a, _mm512_setzero_ps());
+                }
+            }
+            Activation::Swish { beta } => {
+                let beta = _mm512_set1_ps(beta);
+                for (a, s) in acc.iter().flatten().zip(scaled.chunks_exact_mut(16)) {
+                    // SAFETY: 16 values.
+                    unsafe { _mm512_storeu_ps(s.as_mut_ptr(), _mm512_mul_ps(*a, beta)) };
+                }
+                sigmoid(scaled);
+                for (a, s) in acc.iter_mut().flatten().zip(scaled.chunks_exact(16)) {
+                    // SAFETY: 16 values.
+                    *a = _mm512_mul_ps(*a, unsafe { _mm512_loadu_ps(s.as_ptr()) });
+                }
+            }
+        }
+        for (a, &row) in acc.iter().zip(rows) {
+            for &(j, at, n) in runs {
+                // Lanes j .. j + n of the pair, to row[at ..]: the pair's lane 0 lands at at - j.
+                let mask = ((1u64 << n) - 1) << j;
+                let base = row.wrapping_add(at).wrapping_sub(j);
+                // SAFETY: the masked stores write only the run's lanes, in bounds by the caller's
+                // contract; masked-off lanes are not accessed.
+                unsafe {
+                    _mm512_mask_storeu_ps(base, mask as u16, a[0]);
+                    _mm512_mask_storeu_ps(base.wrapping_add(16), (mask >> 16) as u16, a[1]);
+                }
             }
         }
     }
@@ -436,6 +545,7 @@ mod tests {
             kernel in [1usize..4, 1usize..4], stride in [1usize..4, 1usize..4], dilation in [1usize..3, 1usize..3],
             pad_before in [0usize..3, 0usize..3], pad_after in [0usize..3, 0usize..3],
             batch in 1usize..3, one_bias in any::<bool>(), seed in any::<u64>(),
+            activation in prop_oneof![Just(Activation::None), Just(Activation::Relu), (0.25f32..3.0).prop_map(|beta| Activation::Swish { beta })],
         ) {
             let padded = [h + pad_before[0] + pad_after[0], w + pad_before[1] + pad_after[1]];
             let span = [0, 1].map(|a| (kernel[a] - 1) * dilation[a] + 1);
@@ -448,18 +558,25 @@ mod tests {
             let x = values(batch * c * h * w, seed ^ 2);
             let abs_weights: Vec<f32> = weights.iter().map(|v| v.abs()).collect();
             for isa in Isa::available() {
-                let kernel = FConvKernel::new(g, c, &weights, &bias, isa).unwrap();
+                let kernel = FConvKernel::new(g, c, &weights, &bias, isa).unwrap().with_activation(activation);
                 let mut y = vec![f32::NAN; batch * out * output[0] * output[1]];
                 // The buffer as a plan reuses it: after another image.
                 let mut buffer = kernel.scratch();
-                kernel.run_with(&values(x.len(), seed ^ 3), batch, &mut y, &mut buffer).unwrap();
-                kernel.run_with(&x, batch, &mut y, &mut buffer).unwrap();
+                kernel.run_with(&values(x.len(), seed ^ 3), batch, &mut y, &mut buffer, &mut logistic).unwrap();
+                kernel.run_with(&x, batch, &mut y, &mut buffer, &mut logistic).unwrap();
                 for (b, (x, y)) in x.chunks_exact(c * h * w).zip(y.chunks_exact(out * output[0] * output[1])).enumerate() {
                     let want = reference(&g, c, &weights, &bias, x);
                     let abs_x: Vec<f32> = x.iter().map(|v| v.abs()).collect();
                     let scale = reference(&g, c, &abs_weights, &[1.0], &abs_x);
-                    for (i, ((&got, &want), &scale)) in y.iter().zip(&want).zip(&scale).enumerate() {
-                        prop_assert!((got as f64 - want).abs() <= 1e-6 * (k as f64 + 1.0) * scale, "{isa:?} image {b} value {i}: {got} vs {want}");
+                    for (i, ((&got, &sum), &scale)) in y.iter().zip(&want).zip(&scale).enumerate() {
+                        // The activations' slopes are at most 1.1: the sum's error passes on
+                        // scaled by that, plus the activation's own f32 rounding.
+                        let want = match activation {
+                            Activation::None => sum,
+                            Activation::Relu => sum.max(0.0),
+                            Activation::Swish { beta } => sum / (1.0 + (-(beta as f64) * sum).exp()),
+                        };
+                        prop_assert!((got as f64 - want).abs() <= 1.1e-6 * (k as f64 + 1.0) * scale + 1e-6 * want.abs(), "{isa:?} {activation:?} image {b} value {i}: {got} vs {want}");
                     }
                 }
             }

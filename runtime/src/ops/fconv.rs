@@ -4,17 +4,31 @@
 //! the others stay tract's (and the pointwise convolutions tract's declutter has turned into matrix
 //! products).
 
+use tract_core::ops::binary::TypedBinOp;
 use tract_core::ops::cnn::Conv;
-use tract_core::ops::nn::DataFormat;
+use tract_core::ops::element_wise::ElementWiseOp;
+use tract_core::ops::math::{Max, Mul};
+use tract_core::ops::nn::{DataFormat, Sigmoid};
+use tract_core::tract_linalg::element_wise::ElementWise;
+use tract_core::tract_linalg::Func;
 use tract_nnef::internal::*;
 
-use crate::kernels::fconv::FConvKernel;
+use crate::kernels::fconv::{Activation, FConvKernel};
 use crate::kernels::Isa;
 
-/// A float convolution on Perch's kernel (never serialized).
+/// A float convolution on Perch's kernel, with its activation (never serialized).
 #[derive(Debug, Clone)]
 pub struct FConvExec {
     pub kernel: Arc<FConvKernel>,
+    /// tract-linalg's sigmoid kernel, for [`Activation::Swish`]: tract's `Sigmoid` runs it, so the
+    /// fused activation gives tract's result bit for bit.
+    sigmoid: Box<dyn ElementWise<f32>>,
+}
+
+impl FConvExec {
+    pub fn new(kernel: FConvKernel) -> TractResult<FConvExec> {
+        Ok(FConvExec { kernel: Arc::new(kernel), sigmoid: Func::Sigmoid.ew_f32()? })
+    }
 }
 
 impl Op for FConvExec {
@@ -23,7 +37,12 @@ impl Op for FConvExec {
     }
 
     fn info(&self) -> TractResult<Vec<String>> {
-        Ok(vec![format!("{:?}, {} kernel", self.kernel.geometry(), self.kernel.isa().name())])
+        let activation = match self.kernel.activation() {
+            Activation::None => String::new(),
+            Activation::Relu => ", then Relu".into(),
+            Activation::Swish { beta } => format!(", then Swish (beta {beta})"),
+        };
+        Ok(vec![format!("{:?}, {} kernel{activation}", self.kernel.geometry(), self.kernel.isa().name())])
     }
 
     op_as_typed_op!();
@@ -52,7 +71,15 @@ impl FConvExec {
         {
             let x = x.try_as_plain_ram()?;
             let mut out = y.try_as_plain_ram_mut()?;
-            self.kernel.run_with(x.as_slice::<f32>()?, batch, out.as_slice_mut::<f32>()?, buffer)?;
+            let mut failed = None;
+            self.kernel.run_with(x.as_slice::<f32>()?, batch, out.as_slice_mut::<f32>()?, buffer, &mut |v| {
+                if let Err(e) = self.sigmoid.run(v) {
+                    failed.get_or_insert(e);
+                }
+            })?;
+            if let Some(e) = failed {
+                return Err(e);
+            }
         }
         Ok(tvec!(y.into_tvalue()))
     }
@@ -129,7 +156,7 @@ fn perch_conv(model: &TypedModel, node: &TypedNode, conv: &Conv) -> TractResult<
     if weights.len() != spec.output_channels * spec.input_channels * geometry.kernel[0] * geometry.kernel[1] {
         return Ok(None);
     }
-    Ok(FConvKernel::new(geometry, spec.input_channels, weights, bias, Isa::best()).ok().map(|kernel| FConvExec { kernel: Arc::new(kernel) }))
+    FConvKernel::new(geometry, spec.input_channels, weights, bias, Isa::best()).ok().map(FConvExec::new).transpose()
 }
 
 /// Replaces tract's float convolutions by [`FConvExec`]; returns how many it replaced.
@@ -144,6 +171,87 @@ pub fn substitute(model: &mut TypedModel) -> TractResult<usize> {
         replaced += 1;
     }
     Ok(replaced)
+}
+
+/// The value of `outlet` where it is a constant of one f32.
+fn scalar(model: &TypedModel, outlet: OutletId) -> Option<f32> {
+    let konst = model.outlet_fact(outlet).ok()?.konst.clone()?;
+    if konst.datum_type() != DatumType::F32 || konst.len() != 1 {
+        return None;
+    }
+    konst.try_as_plain_ram().ok()?.as_slice::<f32>().ok()?.first().copied()
+}
+
+/// `node`'s input other than `outlet`, for a binary op of the mini-op `M` with `outlet` as one input.
+fn other_input<M: tract_core::ops::binary::BinMiniOp>(node: &TypedNode, outlet: OutletId) -> Option<OutletId> {
+    let op = node.op_as::<TypedBinOp>()?;
+    if !op.0.is::<M>() || node.inputs.len() != 2 {
+        return None;
+    }
+    match node.inputs[..] {
+        [a, b] if a == outlet => Some(b),
+        [a, b] if b == outlet => Some(a),
+        _ => None,
+    }
+}
+
+/// The activation after the convolution at `node`, and the node whose output it gives, where
+/// nothing else reads the convolution's output or the activation's intermediate values.
+fn activation_after(model: &TypedModel, node: &TypedNode) -> Option<(Activation, usize)> {
+    let y = OutletId::new(node.id, 0);
+    let fact = model.outlet_fact(y).ok()?;
+    // A successor that reads only this wire's values, one for one.
+    let same = |id: usize| {
+        let succ = model.node(id);
+        let out = OutletId::new(id, 0);
+        (succ.outputs.len() == 1 && model.outlet_fact(out).ok()?.shape == fact.shape && !model.output_outlets().ok()?.contains(&out)).then_some(succ)
+    };
+    let succs: Vec<usize> = node.outputs[0].successors.iter().map(|i| i.node).collect();
+    if model.output_outlets().ok()?.contains(&y) {
+        return None;
+    }
+    match succs[..] {
+        [max] => {
+            let max = model.node(max);
+            (scalar(model, other_input::<Max>(max, y)?)? == 0.0 && max.outputs.len() == 1 && model.outlet_fact(max.id.into()).ok()?.shape == fact.shape).then_some((Activation::Relu, max.id))
+        }
+        [a, b] => {
+            // `y * beta`, then `Sigmoid`, then `y * sigmoid`: one successor scales, the other
+            // takes the sigmoid, in either order.
+            let (scale, beta, last) = [(a, b), (b, a)].into_iter().find_map(|(s, l)| Some((s, scalar(model, other_input::<Mul>(model.node(s), y)?)?, l)))?;
+            let sigmoid = same(model.node(same(scale)?.id).outputs[0].successors.first()?.node)?;
+            let is_sigmoid = sigmoid.op_as::<ElementWiseOp>().is_some_and(|op| op.0.is::<Sigmoid>());
+            let single = |id: usize| model.node(id).outputs[0].successors.len() == 1;
+            if !is_sigmoid || !single(scale) || !single(sigmoid.id) || other_input::<Mul>(model.node(last), y)? != OutletId::new(sigmoid.id, 0) {
+                return None;
+            }
+            // The last product may be the model's output: what it gives is the fused op's.
+            (model.outlet_fact(OutletId::new(last, 0)).ok()?.shape == fact.shape)
+                .then_some((Activation::Swish { beta }, last))
+        }
+        _ => None,
+    }
+}
+
+/// Fuses the activation after each of Perch's float convolutions (see [`Activation`]) into it;
+/// returns how many it fused. Runs after [`substitute`].
+pub fn fuse_activations(model: &mut TypedModel) -> TractResult<usize> {
+    let mut fused = 0;
+    for id in 0..model.nodes().len() {
+        let node = model.node(id);
+        let Some(conv) = node.op_as::<FConvExec>() else { continue };
+        if conv.kernel.activation() != Activation::None {
+            continue;
+        }
+        let Some((activation, last)) = activation_after(model, node) else { continue };
+        let mut patch = TypedModelPatch::default();
+        let x = patch.tap_model(model, node.inputs[0])?;
+        let y = patch.wire_node(&node.name, FConvExec::new((*conv.kernel).clone().with_activation(activation))?, &[x])?[0];
+        patch.shunt_outside(model, OutletId::new(last, 0), y)?;
+        patch.apply(model)?;
+        fused += 1;
+    }
+    Ok(fused)
 }
 
 #[cfg(test)]
@@ -193,5 +301,67 @@ mod tests {
         let view = |t: &TValue| t.try_as_plain_ram().unwrap().as_slice::<f32>().unwrap().to_vec();
         // Sums of 180 products in another order.
         Tolerance::CrossArch.check(&view(&got), &view(&want)).unwrap();
+    }
+
+    /// Constants of `values`, wired as `name`.
+    fn konst(model: &mut TypedModel, name: &str, shape: &[usize], seed: usize) -> OutletId {
+        model.add_const(name, Tensor::from_shape(shape, &values(shape.iter().product(), seed)).unwrap()).unwrap()
+    }
+
+    /// Conv, Swish (`Mul` by beta, `Sigmoid`, `Mul`), conv, Relu (`Max` with zero): both
+    /// activations fused, bit for bit the plan with tract's activation nodes.
+    #[test]
+    fn fused_activations_give_tracts_activations() {
+        use tract_core::ops::binary::TypedBinOp;
+        use tract_core::ops::element_wise::ElementWiseOp;
+        let mut model = TypedModel::default();
+        let x = model.add_source("x", f32::fact([1, 3, 9, 10])).unwrap();
+        let spec = |cin, cout| PoolSpec::new(DataFormat::NCHW, tvec!(3, 3), PaddingSpec::Explicit(tvec!(1, 1), tvec!(1, 1)), None, None, cin, cout);
+        let (k, b) = (konst(&mut model, "k0", &[12, 3, 3, 3], 1), konst(&mut model, "b0", &[12], 2));
+        let y = model.wire_node("conv0", Conv::new(spec(3, 12), KernelFormat::OIHW, 1, None), &[x, k, b]).unwrap()[0];
+        let beta = model.add_const("beta", tensor4(&[[[[1.7f32]]]])).unwrap();
+        let scaled = model.wire_node("scale", TypedBinOp(Box::new(Mul), None), &[beta, y]).unwrap()[0];
+        let sigmoid = model.wire_node("sigmoid", ElementWiseOp(Box::new(Sigmoid {}), None), &[scaled]).unwrap()[0];
+        let swish = model.wire_node("swish", TypedBinOp(Box::new(Mul), None), &[y, sigmoid]).unwrap()[0];
+        let (k, b) = (konst(&mut model, "k1", &[9, 12, 3, 3], 3), konst(&mut model, "b1", &[9], 4));
+        let y = model.wire_node("conv1", Conv::new(spec(12, 9), KernelFormat::OIHW, 1, None), &[swish, k, b]).unwrap()[0];
+        let zero = model.add_const("zero", tensor4(&[[[[0f32]]]])).unwrap();
+        let relu = model.wire_node("relu", TypedBinOp(Box::new(Max), None), &[y, zero]).unwrap()[0];
+        model.select_output_outlets(&[relu]).unwrap();
+        let input = Tensor::from_shape(&[1, 3, 9, 10], &values(270, 5)).unwrap();
+        let run = |fuse: bool| {
+            let mut model = model.clone();
+            assert_eq!(substitute(&mut model).unwrap(), 2);
+            if fuse {
+                assert_eq!(fuse_activations(&mut model).unwrap(), 2);
+            }
+            let model = model.into_optimized().unwrap();
+            let left = model.nodes().iter().filter(|n| n.op_is::<ElementWiseOp>() || n.op.name().contains("Mul") || n.op.name().contains("Max")).count();
+            assert_eq!(left == 0, fuse, "{model}");
+            let y = model.into_runnable().unwrap().run(tvec!(input.clone().into_tvalue())).unwrap().remove(0);
+            y.try_as_plain_ram().unwrap().as_slice::<f32>().unwrap().to_vec()
+        };
+        let (fused, unfused) = (run(true), run(false));
+        assert!(fused.iter().any(|&v| v == 0.0) && fused.iter().any(|&v| v > 0.0), "the Relu clamps some values and not others");
+        Tolerance::Exact.check(&fused, &unfused).unwrap();
+        let want = model.into_runnable().unwrap().run(tvec!(input.into_tvalue())).unwrap().remove(0);
+        Tolerance::CrossArch.check(&fused, want.try_as_plain_ram().unwrap().as_slice::<f32>().unwrap()).unwrap();
+    }
+
+    /// A Relu whose input is also read elsewhere (a residual connection) stays tract's.
+    #[test]
+    fn an_activation_whose_input_is_read_elsewhere_stays_tracts() {
+        use tract_core::ops::binary::TypedBinOp;
+        let mut model = TypedModel::default();
+        let x = model.add_source("x", f32::fact([1, 2, 5, 5])).unwrap();
+        let spec = PoolSpec::new(DataFormat::NCHW, tvec!(1, 1), PaddingSpec::Valid, None, None, 2, 2);
+        let (k, b) = (konst(&mut model, "k", &[2, 2, 1, 1], 1), konst(&mut model, "b", &[2], 2));
+        let y = model.wire_node("conv", Conv::new(spec, KernelFormat::OIHW, 1, None), &[x, k, b]).unwrap()[0];
+        let zero = model.add_const("zero", tensor4(&[[[[0f32]]]])).unwrap();
+        let relu = model.wire_node("relu", TypedBinOp(Box::new(Max), None), &[y, zero]).unwrap()[0];
+        let sum = model.wire_node("sum", TypedBinOp(Box::new(tract_core::ops::math::Add), None), &[y, relu]).unwrap()[0];
+        model.select_output_outlets(&[sum]).unwrap();
+        assert_eq!(substitute(&mut model).unwrap(), 1);
+        assert_eq!(fuse_activations(&mut model).unwrap(), 0);
     }
 }
