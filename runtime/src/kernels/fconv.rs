@@ -19,6 +19,9 @@ use super::Isa;
 pub const MR: usize = 8;
 /// Output pixels per microkernel tile.
 pub const NB: usize = 32;
+/// Packed weights up to this size are read from L1 for every block (half of a 48 KB L1, leaving
+/// room for the block's input).
+const WEIGHTS_IN_L1: usize = 24 * 1024;
 
 /// What is applied to the sums (bias included) before they are stored.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -49,6 +52,8 @@ pub struct FConvKernel {
     /// Which phases (`py * sx + px`) a tap reads: only those are filled.
     used: Vec<bool>,
     activation: Activation,
+    /// Per block of NB computed pixels, its runs of outputs (see [`runs`]).
+    blocks: Vec<Vec<(usize, usize, usize)>>,
     /// Per column phase `px` that holds input columns: `(px, first input column, its phase column)`.
     columns: Vec<(usize, usize, usize)>,
     isa: Isa,
@@ -106,7 +111,10 @@ impl FConvKernel {
             .filter(|&(_, first)| first < geometry.input[1])
             .map(|(px, first)| (px, first, (first + pad) / sx))
             .collect();
-        Ok(FConvKernel { geometry, in_channels, out_channels, weights: packed, bias: packed_bias, offsets, reach, phase, used, activation: Activation::None, columns, isa })
+        let mut kernel = FConvKernel { geometry, in_channels, out_channels, weights: packed, bias: packed_bias, offsets, reach, phase, used, activation: Activation::None, blocks: Vec::new(), columns, isa };
+        let (count, [ow, pitch]) = (kernel.extent().0, [geometry.output[1], phase[1]]);
+        kernel.blocks = (0..count).step_by(NB).map(|first| runs(first, NB.min(count - first), pitch, ow)).collect();
+        Ok(kernel)
     }
 
     /// This kernel with `activation` applied to its sums.
@@ -205,8 +213,7 @@ impl FConvKernel {
         if batch == 0 || out_image == 0 {
             return Ok(());
         }
-        let pitch = self.phase[1];
-        let (count, far) = self.extent();
+        let far = self.extent().1;
         if buffer.len() != self.buffer_len() {
             *buffer = self.scratch();
         }
@@ -215,12 +222,17 @@ impl FConvKernel {
         let mut tile = Tile([0f32; MR * NB + NB]);
         let mut scaled = Tile([0f32; MR * NB + NB]);
         let plane = oh * ow;
-        let mut block_runs = Vec::with_capacity(NB);
+        let tiles = self.bias.len() / MR;
+        // Blocks in the outer loop reuse each block's input from L1 for every tile; tiles there,
+        // each tile's weights for every block: that order where all weights would not fit in L1.
+        let tiles_outer = self.weights.len() * size_of::<f32>() > WEIGHTS_IN_L1;
+        let order = |i: usize| if tiles_outer { (i / self.blocks.len(), i % self.blocks.len()) } else { (i % tiles, i / tiles) };
         for (x, y) in x.chunks_exact(image).zip(y.chunks_exact_mut(out_image)) {
             self.split(x, buffer);
-            for first in (0..count).step_by(NB) {
-                runs(first, NB.min(count - first), pitch, ow, &mut block_runs);
-                for (t, weights) in self.weights.chunks_exact(k * MR).enumerate() {
+            for (t, block) in (0..tiles * self.blocks.len()).map(order) {
+                let (first, block_runs) = (block * NB, &self.blocks[block]);
+                {
+                    let weights = &self.weights[t * k * MR..][..k * MR];
                     let bias = &self.bias[t * MR..][..MR];
                     let planes = y[t * MR * plane..].chunks_exact_mut(plane).take(MR);
                     let scaled: &mut [f32; MR * NB] = (&mut scaled.0[..MR * NB]).try_into().expect("MR * NB values");
@@ -236,14 +248,14 @@ impl FConvKernel {
                         // SAFETY: AVX-512F and FMA are here (`Isa::available`, FMA checked in
                         // `new`); the reads are in bounds (asserted); each run lies within a plane
                         // of `plane` values (`runs`), and `rows[..n]` are those planes.
-                        unsafe { x86::tile_avx512(weights, bias, buffer.as_ptr().add(first), &self.offsets, self.activation, scaled, sigmoid, &rows[..n], &block_runs) };
+                        unsafe { x86::tile_avx512(weights, bias, buffer.as_ptr().add(first), &self.offsets, self.activation, scaled, sigmoid, &rows[..n], block_runs) };
                         continue;
                     }
                     let computed: &mut [f32; MR * NB] = (&mut tile.0[..MR * NB]).try_into().expect("MR * NB values");
                     self.tile(weights, bias, buffer, first, far, computed);
                     activate(self.activation, computed, scaled, sigmoid);
                     for (r, y) in planes.enumerate() {
-                        for &(j, at, n) in &block_runs {
+                        for &(j, at, n) in block_runs {
                             // Values past the run land on this plane's later pixels, which later
                             // runs and blocks overwrite: a fixed-size copy, not a memcpy call.
                             if at + NB <= plane {
@@ -306,8 +318,8 @@ struct Tile([f32; MR * NB + NB]);
 
 /// The runs of a block of `n` computed pixels from `first` (row pitch `pitch`) that are outputs (rows
 /// of `ow`): `(pixel in the block, output pixel, length)`.
-fn runs(first: usize, n: usize, pitch: usize, ow: usize, runs: &mut Vec<(usize, usize, usize)>) {
-    runs.clear();
+fn runs(first: usize, n: usize, pitch: usize, ow: usize) -> Vec<(usize, usize, usize)> {
+    let mut runs = Vec::new();
     let mut j = 0;
     while j < n {
         let q = first + j;
@@ -318,6 +330,7 @@ fn runs(first: usize, n: usize, pitch: usize, ow: usize, runs: &mut Vec<(usize, 
         }
         j += run;
     }
+    runs
 }
 
 /// The reference microkernel.
