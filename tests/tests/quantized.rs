@@ -42,6 +42,9 @@ fn check(model: &str) {
     assert!(analysis::matmul_kernels(float_single.optimized_model()).iter().any(|k| !k.2));
     let float_ops: Vec<String> = float_single.optimized_model().nodes().iter().map(|n| n.op.name().to_string()).collect();
     assert!(float_ops.iter().any(|n| n == "PerchConv#f32") && !float_ops.iter().any(|n| n.contains("Im2col")), "{model}: {float_ops:?}");
+    // The activations after them are fused (Swish's Sigmoid, Relu's Max), and the strided pointwise
+    // shortcuts, matrix products after tract's declutter, run on them too: no Downsample is left.
+    assert!(!float_ops.iter().any(|n| n == "Sigmoid" || n.contains("MaxByScalar") || n.contains("Downsample")), "{model}: {float_ops:?}");
 
     // Serialization: the reloaded plan computes exactly what the graph computed before writing.
     let test = Dataset::open("fashion-mnist:test").unwrap();

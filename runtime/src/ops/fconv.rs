@@ -1,8 +1,10 @@
 //! `PerchConv#f32`: tract's float convolution replaced by [`crate::kernels::fconv`]. It is not written
 //! into plans: [`substitute`] swaps it in at load time, between tract's declutter and its codegen,
-//! for each f32 NCHW convolution of one group with a constant kernel and bias and a fixed image size;
-//! the others stay tract's (and the pointwise convolutions tract's declutter has turned into matrix
-//! products).
+//! for each f32 NCHW convolution of one group with a constant kernel and bias and a fixed image size,
+//! and for the strided pointwise ones tract's declutter has turned into `Downsample`s and a matrix
+//! product (ResNet shortcuts); the others stay tract's (stride-1 pointwise convolutions, matrix
+//! products by then, among them). [`fuse_activations`] then folds a Relu or a Swish after each into
+//! the kernel's store.
 
 use tract_core::ops::binary::TypedBinOp;
 use tract_core::ops::cnn::Conv;
@@ -13,6 +15,7 @@ use tract_core::tract_linalg::element_wise::ElementWise;
 use tract_core::tract_linalg::Func;
 use tract_nnef::internal::*;
 
+use crate::kernels::conv::Geometry;
 use crate::kernels::fconv::{Activation, FConvKernel};
 use crate::kernels::Isa;
 
@@ -159,18 +162,103 @@ fn perch_conv(model: &TypedModel, node: &TypedNode, conv: &Conv) -> TractResult<
     FConvKernel::new(geometry, spec.input_channels, weights, bias, Isa::best()).ok().map(FConvExec::new).transpose()
 }
 
-/// Replaces tract's float convolutions by [`FConvExec`]; returns how many it replaced.
+/// Replaces tract's float convolutions, and the strided pointwise ones its declutter has turned
+/// into matrix products (see [`strided_pointwise`]), by [`FConvExec`]; returns how many it replaced.
 pub fn substitute(model: &mut TypedModel) -> TractResult<usize> {
     let mut replaced = 0;
     for id in 0..model.nodes().len() {
         let node = model.node(id);
-        let Some(conv) = node.op_as::<Conv>() else { continue };
-        let Some(op) = perch_conv(model, node, conv)? else { continue };
-        let patch = TypedModelPatch::replace_single_op(model, node, &node.inputs[..1], op)?;
-        patch.apply(model)?;
-        replaced += 1;
+        if let Some(conv) = node.op_as::<Conv>() {
+            let Some(op) = perch_conv(model, node, conv)? else { continue };
+            let patch = TypedModelPatch::replace_single_op(model, node, &node.inputs[..1], op)?;
+            patch.apply(model)?;
+            replaced += 1;
+        } else if let Some((kernel, last)) = strided_pointwise(model, node) {
+            let mut patch = TypedModelPatch::default();
+            let x = patch.tap_model(model, node.inputs[0])?;
+            let y = patch.wire_node(&node.name, FConvExec::new(kernel)?, &[x])?[0];
+            patch.shunt_outside(model, OutletId::new(last, 0), y)?;
+            patch.apply(model)?;
+            replaced += 1;
+        }
     }
     Ok(replaced)
+}
+
+/// A 1x1 convolution of stride s on NCHW f32 (a ResNet's strided shortcut) as tract 0.23.9's
+/// declutter leaves it: `Downsample` of axis 2 then of axis 3 by s, then an `EinSum` with constant
+/// weights `[n, k]` and a constant bias added, either `NIHW,OI->NOHW` then `Add` of `[1, n, 1, 1]`
+/// (a `Conv` decluttered), or `bkcm,nk->acmn`, `Reshape` of axis 1, `Move(1, 2)`, `Add` of
+/// `[1, n, 1]` and `Reshape` of axis 2 (a plan, whose NNEF holds the product on `[H'W', k]`
+/// matrices): up to eight tract ops, two copies, a packing and a transposition among them, for one
+/// of Perch's. From the first `Downsample` at `node`: the kernel, and the last node, whose output
+/// it gives; `None` for anything else.
+fn strided_pointwise(model: &TypedModel, node: &TypedNode) -> Option<(FConvKernel, usize)> {
+    use tract_core::ops::change_axes::AxisOp;
+    use tract_core::ops::downsample::Downsample;
+    use tract_core::ops::einsum::EinSum;
+    use tract_core::ops::math::Add;
+    let outputs = model.output_outlets().ok()?;
+    // The single reader of `id`'s single output, where that output is not the model's.
+    let next = |id: usize| {
+        let node = model.node(id);
+        match (&node.outputs[..], outputs.contains(&OutletId::new(id, 0))) {
+            ([out], false) if out.successors.len() == 1 => Some(model.node(out.successors[0].node)),
+            _ => None,
+        }
+    };
+    let down = |node: &TypedNode, axis: usize| node.op_as::<Downsample>().filter(|d| d.axis == axis && d.stride > 0 && d.modulo == 0).map(|d| d.stride as usize);
+    let s = down(node, 2)?;
+    let x = model.outlet_fact(*node.inputs.first()?).ok()?;
+    let shape: Vec<usize> = x.shape.iter().map(|d| d.to_usize().ok()).collect::<Option<_>>()?;
+    let &[batch, c, h, w] = &shape[..] else { return None };
+    if x.datum_type != DatumType::F32 || h == 0 || w == 0 {
+        return None;
+    }
+    let d1 = next(node.id)?;
+    let einsum = next(d1.id)?;
+    let op = einsum.op_as::<EinSum>()?;
+    if down(d1, 3) != Some(s) || op.q_params.is_some() || op.operating_dt != DatumType::F32 || einsum.inputs.len() != 2 || einsum.inputs[0] != OutletId::new(d1.id, 0) {
+        return None;
+    }
+    let weights = model.outlet_fact(einsum.inputs[1]).ok()?.konst.clone()?;
+    let n = weights.shape().first().copied()?;
+    if weights.datum_type() != DatumType::F32 || weights.shape() != [n, c] {
+        return None;
+    }
+    let is = |node: &TypedNode, f: &dyn Fn(&AxisOp) -> bool| node.op_as::<AxisOp>().is_some_and(f);
+    // The Add, the product it reads, the bias's shape and the last node.
+    let (add, product, bias_shape, last) = match op.axes.to_string().as_str() {
+        "NIHW,OI->NOHW" => {
+            let add = next(einsum.id)?;
+            (add, einsum.id, [1, n, 1, 1].to_vec(), add)
+        }
+        "bkcm,nk->acmn" => {
+            let reshape = next(einsum.id)?;
+            let moved = next(reshape.id)?;
+            let add = next(moved.id)?;
+            let unreshape = next(add.id)?;
+            let axes_ok = is(reshape, &|op| matches!(op, AxisOp::Reshape(1, ..))) && is(moved, &|op| *op == AxisOp::Move(1, 2)) && is(unreshape, &|op| matches!(op, AxisOp::Reshape(2, ..)));
+            if !axes_ok {
+                return None;
+            }
+            (add, moved.id, [1, n, 1].to_vec(), unreshape)
+        }
+        _ => return None,
+    };
+    let bias = model.outlet_fact(other_input::<Add>(add, OutletId::new(product, 0))?).ok()?.konst.clone()?;
+    if bias.datum_type() != DatumType::F32 || bias.shape() != bias_shape {
+        return None;
+    }
+    let output = [h.div_ceil(s), w.div_ceil(s)];
+    let y = model.outlet_fact(OutletId::new(last.id, 0)).ok()?;
+    if y.shape.iter().map(|d| d.to_usize().ok()).collect::<Option<Vec<_>>>()? != [batch, n, output[0], output[1]] {
+        return None;
+    }
+    let geometry = Geometry { input: [h, w], kernel: [1, 1], stride: [s, s], dilation: [1, 1], pad_before: [0, 0], pad_after: [0, 0], output };
+    let (weights, bias) = (weights.try_as_plain_ram().ok()?, bias.try_as_plain_ram().ok()?);
+    let kernel = FConvKernel::new(geometry, c, weights.as_slice::<f32>().ok()?, bias.as_slice::<f32>().ok()?, Isa::best()).ok()?;
+    Some((kernel, last.id))
 }
 
 /// The value of `outlet` where it is a constant of one f32.
@@ -346,6 +434,31 @@ mod tests {
         Tolerance::Exact.check(&fused, &unfused).unwrap();
         let want = model.into_runnable().unwrap().run(tvec!(input.into_tvalue())).unwrap().remove(0);
         Tolerance::CrossArch.check(&fused, want.try_as_plain_ram().unwrap().as_slice::<f32>().unwrap()).unwrap();
+    }
+
+    /// A strided pointwise convolution, which tract's declutter turns into `Downsample`s and a
+    /// matrix product (a ResNet's shortcut), runs on Perch's kernel after the declutter too.
+    #[test]
+    fn decluttered_strided_pointwise_convolutions_are_substituted() {
+        for (h, w, stride) in [(14usize, 14usize, 2usize), (9, 6, 2), (7, 11, 3)] {
+            let mut model = TypedModel::default();
+            let x = model.add_source("x", f32::fact([1, 5, h, w])).unwrap();
+            let spec = PoolSpec::new(DataFormat::NCHW, tvec!(1, 1), PaddingSpec::Valid, None, Some(tvec!(stride, stride)), 5, 19);
+            let (k, b) = (konst(&mut model, "k", &[19, 5, 1, 1], 1), konst(&mut model, "b", &[19], 2));
+            let y = model.wire_node("shortcut", Conv::new(spec, KernelFormat::OIHW, 1, None), &[x, k, b]).unwrap()[0];
+            model.select_output_outlets(&[y]).unwrap();
+            let input = Tensor::from_shape(&[1, 5, h, w], &values(5 * h * w, 3)).unwrap();
+            let want = model.clone().into_runnable().unwrap().run(tvec!(input.clone().into_tvalue())).unwrap().remove(0);
+            let mut perch = model.into_decluttered().unwrap();
+            assert!(perch.nodes().iter().all(|n| !n.op_is::<Conv>()), "tract's declutter keeps the Conv: {perch}");
+            assert_eq!(substitute(&mut perch).unwrap(), 1, "{perch}");
+            let perch = perch.into_optimized().unwrap();
+            assert!(perch.nodes().iter().all(|n| n.op_is::<FConvExec>() || n.op_is::<tract_core::ops::source::TypedSource>() || n.op_is::<tract_core::ops::konst::Const>()), "{perch}");
+            let got = perch.into_runnable().unwrap().run(tvec!(input.into_tvalue())).unwrap().remove(0);
+            assert_eq!(got.shape(), want.shape());
+            let view = |t: &TValue| t.try_as_plain_ram().unwrap().as_slice::<f32>().unwrap().to_vec();
+            Tolerance::CrossArch.check(&view(&got), &view(&want)).unwrap();
+        }
     }
 
     /// A Relu whose input is also read elsewhere (a residual connection) stays tract's.
