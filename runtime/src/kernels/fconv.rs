@@ -70,6 +70,7 @@ pub struct FConvKernel {
 /// where the pixel layout also computes the far columns of each phase row (half the work on a 4x4
 /// output from a 6-wide padded input). Tiles are stored channel by channel with scatters.
 #[derive(Debug, Clone)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 struct ByChannels {
     /// `[tile][k][CR]` (zeros past the last channel).
     weights: Vec<f32>,
