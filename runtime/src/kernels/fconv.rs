@@ -446,6 +446,37 @@ mod x86 {
     use super::{Activation, CP, CR, MR, NB};
     use std::arch::x86_64::*;
 
+    /// `activation` on a tile's accumulators in registers; Swish's sigmoid on `scaled` (the first
+    /// 16 values per accumulator), written and read back whole, as zmm.
+    ///
+    /// # Safety
+    /// AVX-512F; `scaled` holds 16 values per accumulator.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn activate_zmm(acc: &mut [[__m512; 2]], activation: Activation, scaled: &mut [f32], sigmoid: &mut dyn FnMut(&mut [f32])) {
+        match activation {
+            Activation::None => {}
+            Activation::Relu => {
+                for a in acc.iter_mut().flatten() {
+                    // max(a, 0) answers the second operand, 0, for -0.0 and NaN.
+                    *a = _mm512_max_ps(*a, _mm512_setzero_ps());
+                }
+            }
+            Activation::Swish { beta } => {
+                let beta = _mm512_set1_ps(beta);
+                for (a, s) in acc.iter().flatten().zip(scaled.chunks_exact_mut(16)) {
+                    // SAFETY: 16 values.
+                    unsafe { _mm512_storeu_ps(s.as_mut_ptr(), _mm512_mul_ps(*a, beta)) };
+                }
+                sigmoid(scaled);
+                for (a, s) in acc.iter_mut().flatten().zip(scaled.chunks_exact(16)) {
+                    // SAFETY: 16 values.
+                    *a = _mm512_mul_ps(*a, unsafe { _mm512_loadu_ps(s.as_ptr()) });
+                }
+            }
+        }
+    }
+
     /// MR rows by two zmm of pixels: 16 accumulators, two loads and MR broadcasts per `k`; then
     /// the activation in registers (Swish's sigmoid on `scaled`, written and read back whole, as
     /// zmm) and masked stores of each run straight to the rows' planes: no tile in between.
@@ -479,27 +510,8 @@ mod x86 {
                 a[1] = _mm512_fmadd_ps(w, x1, a[1]);
             }
         }
-        match activation {
-            Activation::None => {}
-            Activation::Relu => {
-                for a in acc.iter_mut().flatten() {
-                    // max(a, 0) answers the second operand, 0, for -0.0 and NaN.
-                    *a = _mm512_max_ps(*a, _mm512_setzero_ps());
-                }
-            }
-            Activation::Swish { beta } => {
-                let beta = _mm512_set1_ps(beta);
-                for (a, s) in acc.iter().flatten().zip(scaled.chunks_exact_mut(16)) {
-                    // SAFETY: 16 values.
-                    unsafe { _mm512_storeu_ps(s.as_mut_ptr(), _mm512_mul_ps(*a, beta)) };
-                }
-                sigmoid(scaled);
-                for (a, s) in acc.iter_mut().flatten().zip(scaled.chunks_exact(16)) {
-                    // SAFETY: 16 values.
-                    *a = _mm512_mul_ps(*a, unsafe { _mm512_loadu_ps(s.as_ptr()) });
-                }
-            }
-        }
+        // SAFETY: AVX-512F is here (this function's contract).
+        unsafe { activate_zmm(&mut acc, activation, scaled, sigmoid) };
         for (a, &row) in acc.iter().zip(rows) {
             for &(j, at, n) in runs {
                 // Lanes j .. j + n of the pair, to row[at ..]: the pair's lane 0 lands at at - j.
@@ -553,26 +565,8 @@ mod x86 {
                 }
             }
         }
-        match activation {
-            Activation::None => {}
-            Activation::Relu => {
-                for a in acc.iter_mut().flatten() {
-                    *a = _mm512_max_ps(*a, _mm512_setzero_ps());
-                }
-            }
-            Activation::Swish { beta } => {
-                let (beta, scaled) = (_mm512_set1_ps(beta), &mut scaled[..CP * CR]);
-                for (a, s) in acc.iter().flatten().zip(scaled.chunks_exact_mut(16)) {
-                    // SAFETY: 16 values.
-                    unsafe { _mm512_storeu_ps(s.as_mut_ptr(), _mm512_mul_ps(*a, beta)) };
-                }
-                sigmoid(scaled);
-                for (a, s) in acc.iter_mut().flatten().zip(scaled.chunks_exact(16)) {
-                    // SAFETY: 16 values.
-                    *a = _mm512_mul_ps(*a, unsafe { _mm512_loadu_ps(s.as_ptr()) });
-                }
-            }
-        }
+        // SAFETY: AVX-512F is here (this function's contract).
+        unsafe { activate_zmm(&mut acc, activation, scaled, sigmoid) };
         let lanes = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
         let index = _mm512_mullo_epi32(lanes, _mm512_set1_epi32(plane as i32));
         let mask = (1u64 << channels) - 1;
