@@ -53,16 +53,26 @@ pub struct FConvKernel {
     reach: usize,
     /// Rows and columns of a phase.
     phase: [usize; 2],
-    /// Which phases (`py * sx + px`) a tap reads: only those are filled.
-    used: Vec<bool>,
+    /// Phases in the buffer (`sy * sx`).
+    phases: usize,
     activation: Activation,
     /// Per block of NB computed pixels, its runs of outputs (see [`runs`]).
     blocks: Vec<Vec<(usize, usize, usize)>>,
-    /// Per column phase `px` that holds input columns: `(px, first input column, its phase column)`.
-    columns: Vec<(usize, usize, usize)>,
+    /// The split of channel 0 (see [`Move`]); channel c's moves are `c * h * w` further in the
+    /// input and `c * phase rows * phase columns` further in the buffer.
+    moves: Vec<Move>,
     /// The channels-vectorized layout, where AVX-512 runs it (see [`ByChannels`]).
     by_channels: Option<ByChannels>,
     isa: Isa,
+}
+
+/// One input row's values for one phase: `n` values, every stride-th from `src` in the input, to
+/// `dst..dst + n` in the phase buffer (channel 0's offsets). Only phases a tap reads are filled.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Move {
+    src: usize,
+    dst: usize,
+    n: usize,
 }
 
 /// The AVX-512 layout for small images: a tile is [`CR`] output channels (two zmm of weights per
@@ -126,14 +136,26 @@ impl FConvKernel {
             isa => isa,
         };
         let reach = offsets.iter().copied().max().unwrap_or(0);
-        // Columns x with (x + pad) % sx == px land in phase px, at phase column (x + pad) / sx.
-        let pad = geometry.pad_before[1];
-        let columns = (0..sx)
-            .map(|px| (px, (px + sx - pad % sx) % sx))
-            .filter(|&(_, first)| first < geometry.input[1])
-            .map(|(px, first)| (px, first, (first + pad) / sx))
+        // Columns x with (x + pad) % sx == px land in phase px, at phase column (x + pad) / sx;
+        // padded row y = r + pad is phase row y / sy of row phase y % sy.
+        let ([h, w], [pad_y, pad_x]) = (geometry.input, geometry.pad_before);
+        let columns: Vec<_> = (0..sx)
+            .map(|px| (px, (px + sx - pad_x % sx) % sx))
+            .filter(|&(_, first)| first < w)
+            .map(|(px, first)| (px, first, (first + pad_x) / sx))
             .collect();
-        let mut kernel = FConvKernel { geometry, in_channels, out_channels, weights: packed, bias: packed_bias, offsets, reach, phase, used, activation: Activation::None, blocks: Vec::new(), columns, by_channels: None, isa };
+        let moves = (0..h)
+            .flat_map(|r| columns.iter().map(move |&column| (r, column)))
+            .map(|(r, (px, first, column))| (((r + pad_y) % sy) * sx + px, r * w + first, ((r + pad_y) / sy) * phase[1] + column, (w - first).div_ceil(sx)))
+            .filter(|&(phase, ..)| used[phase])
+            .map(|(phase, src, at, n)| Move { src, dst: phase * in_channels * plane + at, n })
+            .collect();
+        let mut kernel = FConvKernel { geometry, in_channels, out_channels, weights: packed, bias: packed_bias, offsets, reach, phase, phases: sy * sx, activation: Activation::None, blocks: Vec::new(), moves, by_channels: None, isa };
+        // The last channel's moves lie within the input and the buffer (the others below them): the
+        // AVX-512 split relies on it.
+        let (last, buffer) = (in_channels - 1, kernel.buffer_len());
+        let within = |m: &Move| m.n > 0 && last * h * w + m.src + (m.n - 1) * sx < in_channels * h * w && last * plane + m.dst + m.n <= buffer;
+        assert!(kernel.moves.iter().all(within), "a phase split out of bounds");
         let (count, [oh, ow], pitch) = (kernel.extent().0, geometry.output, phase[1]);
         kernel.blocks = (0..count).step_by(NB).map(|first| runs(first, NB.min(count - first), pitch, ow)).collect();
         // Values computed per image by each layout. Measured on fashion-resnet and fashion-cnn-s
@@ -189,36 +211,27 @@ impl FConvKernel {
     /// Copies one NCHW image into the phases of `buffer` (its padding stays zero).
     fn split(&self, x: &[f32], buffer: &mut [f32]) {
         let g = &self.geometry;
-        let ([h, w], [sy, sx], [ph, pw]) = (g.input, g.stride, self.phase);
-        let plane = ph * pw;
+        let ([h, w], sx, plane) = (g.input, g.stride[1], self.phase[0] * self.phase[1]);
+        #[cfg(target_arch = "x86_64")]
+        if self.isa == Isa::Avx512Vnni {
+            assert!(x.len() == self.in_channels * h * w && buffer.len() == self.buffer_len(), "split out of bounds");
+            // SAFETY: AVX-512F is here (`Isa::available`); every move of every channel is in bounds
+            // of an input and a buffer of those lengths (asserted in `new`).
+            unsafe { x86::split_avx512(x.as_ptr(), buffer.as_mut_ptr(), &self.moves, self.in_channels, h * w, plane, sx) };
+            return;
+        }
         for (c, image) in x.chunks_exact(h * w).enumerate() {
-            // Padded row y = r + pad is phase row y / sy of row phase y % sy.
-            let (mut py, mut iy) = (g.pad_before[0] % sy, g.pad_before[0] / sy);
-            for row in image.chunks_exact(w) {
-                for &(px, first, column) in &self.columns {
-                    let phase = py * sx + px;
-                    if self.used[phase] {
-                        let dst = &mut buffer[(phase * self.in_channels + c) * plane + iy * pw + column..];
-                        let row = &row[first..];
-                        match sx {
-                            1 => dst[..w].copy_from_slice(row),
-                            // Pairs, which vectorize (a step_by loop does not).
-                            2 => {
-                                let pairs = row.chunks_exact(2);
-                                let odd = pairs.remainder().first().copied();
-                                let n = pairs.len();
-                                dst[..n].iter_mut().zip(pairs).for_each(|(d, pair)| *d = pair[0]);
-                                if let Some(v) = odd {
-                                    dst[n] = v;
-                                }
-                            }
-                            _ => dst.iter_mut().zip(row.iter().step_by(sx)).for_each(|(d, &v)| *d = v),
-                        }
+            let buffer = &mut buffer[c * plane..];
+            for &Move { src, dst, n } in &self.moves {
+                let (src, dst) = (&image[src..], &mut buffer[dst..][..n]);
+                match sx {
+                    1 => dst.copy_from_slice(&src[..n]),
+                    // Pairs, which vectorize (a step_by loop does not).
+                    2 => {
+                        let pairs = src[..2 * n - 1].chunks(2);
+                        dst.iter_mut().zip(pairs).for_each(|(d, pair)| *d = pair[0]);
                     }
-                }
-                py += 1;
-                if py == sy {
-                    (py, iy) = (0, iy + 1);
+                    _ => dst.iter_mut().zip(src.iter().step_by(sx)).for_each(|(d, &v)| *d = v),
                 }
             }
         }
@@ -234,7 +247,7 @@ impl FConvKernel {
 
     /// The phases, and room for the last block's runs past them.
     fn buffer_len(&self) -> usize {
-        (self.used.len() * self.in_channels * self.phase[0] * self.phase[1]).max(self.extent().1)
+        (self.phases * self.in_channels * self.phase[0] * self.phase[1]).max(self.extent().1)
     }
 
     /// A zeroed phase buffer for [`FConvKernel::run_with`], to reuse across runs.
@@ -472,6 +485,54 @@ mod x86 {
                 for (a, s) in acc.iter_mut().flatten().zip(scaled.chunks_exact(16)) {
                     // SAFETY: 16 values.
                     *a = _mm512_mul_ps(*a, unsafe { _mm512_loadu_ps(s.as_ptr()) });
+                }
+            }
+        }
+    }
+
+    /// Splits an image into phases: for each channel c and move m, `m.n` values from `x + c * image
+    /// + m.src`, every `step`-th, to `buffer + c * plane + m.dst`; 16 values (stride 1) or 32
+    /// deinterleaved (stride 2) per masked load and store.
+    ///
+    /// # Safety
+    /// AVX-512F; every move of every channel within `x` and `buffer`, `m.n > 0`.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn split_avx512(x: *const f32, buffer: *mut f32, moves: &[super::Move], channels: usize, image: usize, plane: usize, step: usize) {
+        let evens = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+        for c in 0..channels {
+            let (x, buffer) = (x.wrapping_add(c * image), buffer.wrapping_add(c * plane));
+            for m in moves {
+                let (mut src, mut dst) = (x.wrapping_add(m.src), buffer.wrapping_add(m.dst));
+                // SAFETY: the loads read (masked) within the move's values, the stores write its
+                // destination (the caller's contract).
+                unsafe {
+                    match step {
+                        1 => {
+                            let mut left = m.n;
+                            while left > 0 {
+                                let mask = if left >= 16 { u16::MAX } else { (1u16 << left) - 1 };
+                                _mm512_mask_storeu_ps(dst, mask, _mm512_maskz_loadu_ps(mask, src));
+                                (src, dst, left) = (src.wrapping_add(16), dst.wrapping_add(16), left.saturating_sub(16));
+                            }
+                        }
+                        2 => {
+                            // Values 0, 2, .., 2 (n - 1) of the row: 2n - 1 read.
+                            let mut left = 2 * m.n - 1;
+                            while left > 0 {
+                                let mask = if left >= 32 { u32::MAX } else { (1u32 << left) - 1 };
+                                let a = _mm512_maskz_loadu_ps(mask as u16, src);
+                                let b = _mm512_maskz_loadu_ps((mask >> 16) as u16, src.wrapping_add(16));
+                                let stored = if left >= 32 { u16::MAX } else { ((1u32 << left.div_ceil(2)) - 1) as u16 };
+                                _mm512_mask_storeu_ps(dst, stored, _mm512_permutex2var_ps(a, evens, b));
+                                (src, dst, left) = (src.wrapping_add(32), dst.wrapping_add(16), left.saturating_sub(32));
+                            }
+                        }
+                        _ => {
+                            for i in 0..m.n {
+                                *dst.add(i) = *src.add(i * step);
+                            }
+                        }
+                    }
                 }
             }
         }
