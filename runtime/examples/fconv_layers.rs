@@ -34,8 +34,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let rounds: usize = std::env::args().nth(1).map(|r| r.parse()).transpose()?.unwrap_or(15);
     let filter = std::env::args().nth(2).unwrap_or_default();
     let isa = *Isa::available().last().expect("the portable kernels at least");
-    println!("{isa:?}, {rounds} rounds of ~2 ms per layer; median of the rounds' mean time per image");
-    let mut total = 0.0;
+    println!("{isa:?}, {rounds} rounds of ~2 ms; median of the rounds' mean time per image");
+    // tract-linalg's sigmoid, as the plans' `PerchConv#f32` runs it.
+    let sigmoid = Func::Sigmoid.ew_f32()?;
+    let mut layers = Vec::new();
     for &(name, cin, cout, side, k, s, activation) in LAYERS.iter().filter(|layer| layer.0.contains(&filter)) {
         let pad = k / 2;
         let out = (side + 2 * pad - k) / s + 1;
@@ -45,31 +47,63 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let bias: Vec<f32> = (0..cout).map(value).collect();
         let kernel = FConvKernel::new(geometry, cin, &weights, &bias, isa)?.with_activation(activation);
         let x: Vec<f32> = (0..cin * side * side).map(|i| value(i + 1)).collect();
-        let mut y = vec![0f32; cout * out * out];
-        let mut buffer = kernel.scratch();
-        // tract-linalg's sigmoid, as the plans' `PerchConv#f32` runs it.
-        let sigmoid = Func::Sigmoid.ew_f32()?;
-        let mut run = || kernel.run_with(&x, 1, &mut y, &mut buffer, &mut |v| sigmoid.run(v).expect("tract's sigmoid on an aligned slice"));
-        let start = Instant::now();
-        let mut calibration = 0;
-        while start.elapsed().as_micros() < 2000 {
-            run()?;
-            calibration += 1;
-        }
-        let mut means: Vec<f64> = (0..rounds)
-            .map(|_| {
-                let start = Instant::now();
-                for _ in 0..calibration {
-                    run()?;
-                }
-                Ok(start.elapsed().as_secs_f64() * 1e6 / calibration as f64)
-            })
-            .collect::<Result<_, Box<dyn std::error::Error>>>()?;
-        means.sort_by(f64::total_cmp);
-        let us = means[means.len() / 2];
+        let y = vec![0f32; cout * out * out];
+        let buffer = kernel.scratch();
+        layers.push(Layer { name, kernel, x, y, buffer });
+    }
+    let mut run = |layer: &mut Layer| layer.kernel.run_with(&layer.x, 1, &mut layer.y, &mut layer.buffer, &mut |v| sigmoid.run(v).expect("tract's sigmoid on an aligned slice"));
+    println!("alone: each layer run over and over (its weights and input stay in cache)");
+    let mut total = 0.0;
+    for layer in &mut layers {
+        let us = median_us(rounds, || run(layer))?;
         total += us;
-        println!("{name:34} {us:8.2} us  {:6.1} GMAC/s", kernel.macs() as f64 / us / 1e3);
+        println!("{:34} {us:8.2} us  {:6.1} GMAC/s", layer.name, layer.kernel.macs() as f64 / us / 1e3);
     }
     println!("{:34} {total:8.2} us", "all");
+    // Chained, as in a plan: every layer once per image, in order, so each finds its weights where
+    // the other layers left the caches.
+    let us = median_us(rounds, || layers.iter_mut().try_for_each(&mut run))?;
+    println!("{:34} {us:8.2} us  (chained: all layers once per image, in order)", "all");
+    // Each layer's share of the chain (timed call by call: the clock's cost is in these figures).
+    let mut spent = vec![0.0; layers.len()];
+    let runs = 2000;
+    for _ in 0..runs {
+        for (layer, spent) in layers.iter_mut().zip(&mut spent) {
+            let start = Instant::now();
+            run(layer)?;
+            *spent += start.elapsed().as_secs_f64() * 1e6;
+        }
+    }
+    for (layer, spent) in layers.iter().zip(spent) {
+        println!("{:34} {:8.2} us  (in the chain, mean of {runs})", layer.name, spent / runs as f64);
+    }
     Ok(())
+}
+
+struct Layer {
+    name: &'static str,
+    kernel: FConvKernel,
+    x: Vec<f32>,
+    y: Vec<f32>,
+    buffer: Vec<f32>,
+}
+
+/// The median over `rounds` of the mean microseconds per call of `run`, each round ~2 ms.
+fn median_us<E: Into<Box<dyn std::error::Error>>>(rounds: usize, mut run: impl FnMut() -> Result<(), E>) -> Result<f64, Box<dyn std::error::Error>> {
+    let start = Instant::now();
+    let mut calibration = 0;
+    while start.elapsed().as_micros() < 2000 {
+        run().map_err(Into::into)?;
+        calibration += 1;
+    }
+    let mut means = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let start = Instant::now();
+        for _ in 0..calibration {
+            run().map_err(Into::into)?;
+        }
+        means.push(start.elapsed().as_secs_f64() * 1e6 / calibration as f64);
+    }
+    means.sort_by(f64::total_cmp);
+    Ok(means[means.len() / 2])
 }
