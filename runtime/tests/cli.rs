@@ -179,9 +179,10 @@ fn bench_reports_latency_throughput_and_memory_as_json() {
     if std::env::var("PERCH_TEST_RUNNER").is_err() {
         assert!(cold["process_start_to_first_result"].as_f64().unwrap() > 0.0, "{cold}");
     }
-    // The profile names the convolutions' matrix products, and the shares add up to the whole.
+    // The profile names Perch's float convolutions and classifier head, and the shares add up to
+    // the whole.
     let nodes = v["profile"].as_array().unwrap();
-    assert!(nodes.iter().any(|n| n["op"] == "OptMatMul"), "{nodes:?}");
+    assert!(["PerchConv#f32", "PerchDense#f32"].iter().all(|op| nodes.iter().any(|n| n["op"] == *op)), "{nodes:?}");
     let total: f64 = nodes.iter().map(|n| n["share"].as_f64().unwrap()).sum();
     assert!((total - 1.0).abs() < 1e-6, "{total}");
 }

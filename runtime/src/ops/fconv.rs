@@ -7,7 +7,6 @@
 //! the kernel's store, and [`fuse_residuals`] a residual connection's `Add` (and the Relu after it)
 //! into the op.
 
-use tract_core::ops::binary::TypedBinOp;
 use tract_core::ops::cnn::Conv;
 use tract_core::ops::element_wise::ElementWiseOp;
 use tract_core::ops::math::{Max, Mul};
@@ -19,6 +18,7 @@ use tract_nnef::internal::*;
 use crate::kernels::conv::Geometry;
 use crate::kernels::fconv::{Activation, FConvKernel};
 use crate::kernels::Isa;
+use super::{other_input, scalar};
 
 /// A float convolution on Perch's kernel, with its activation (never serialized).
 #[derive(Debug, Clone)]
@@ -286,28 +286,6 @@ fn strided_pointwise(model: &TypedModel, node: &TypedNode) -> Option<(FConvKerne
     Some((kernel, last.id))
 }
 
-/// The value of `outlet` where it is a constant of one f32.
-fn scalar(model: &TypedModel, outlet: OutletId) -> Option<f32> {
-    let konst = model.outlet_fact(outlet).ok()?.konst.clone()?;
-    if konst.datum_type() != DatumType::F32 || konst.len() != 1 {
-        return None;
-    }
-    konst.try_as_plain_ram().ok()?.as_slice::<f32>().ok()?.first().copied()
-}
-
-/// `node`'s input other than `outlet`, for a binary op of the mini-op `M` with `outlet` as one input.
-fn other_input<M: tract_core::ops::binary::BinMiniOp>(node: &TypedNode, outlet: OutletId) -> Option<OutletId> {
-    let op = node.op_as::<TypedBinOp>()?;
-    if !op.0.is::<M>() || node.inputs.len() != 2 {
-        return None;
-    }
-    match node.inputs[..] {
-        [a, b] if a == outlet => Some(b),
-        [a, b] if b == outlet => Some(a),
-        _ => None,
-    }
-}
-
 /// The activation after the convolution at `node`, and the node whose output it gives, where
 /// nothing else reads the convolution's output or the activation's intermediate values.
 fn activation_after(model: &TypedModel, node: &TypedNode) -> Option<(Activation, usize)> {
@@ -546,6 +524,7 @@ mod tests {
     /// residual `Add`s and the Relu are fused, bit for bit the plan with tract's nodes.
     #[test]
     fn fused_residual_connections_give_tracts_sums() {
+        use tract_core::ops::binary::TypedBinOp;
         use tract_core::ops::math::Add;
         let mut model = TypedModel::default();
         let x = model.add_source("x", f32::fact([1, 4, 9, 8])).unwrap();

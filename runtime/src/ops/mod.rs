@@ -8,6 +8,7 @@
 //! is compiled into both the writer (host-tools) and the reader (the runtime), through [`nnef`].
 
 pub mod downsample;
+pub mod dense;
 pub mod dynamic;
 pub mod fconv;
 pub mod layout;
@@ -130,6 +131,28 @@ pub(crate) fn conv_geometry_params() -> [Parameter; 5] {
         TypeName::Integer.array().array().named("padding"),
         TypeName::String.spec().named("border"),
     ]
+}
+
+/// The value of `outlet` where it is a constant of one f32.
+pub(crate) fn scalar(model: &TypedModel, outlet: OutletId) -> Option<f32> {
+    let konst = model.outlet_fact(outlet).ok()?.konst.clone()?;
+    if konst.datum_type() != DatumType::F32 || konst.len() != 1 {
+        return None;
+    }
+    konst.try_as_plain_ram().ok()?.as_slice::<f32>().ok()?.first().copied()
+}
+
+/// `node`'s input other than `outlet`, for a binary op of the mini-op `M` with `outlet` as one input.
+pub(crate) fn other_input<M: tract_core::ops::binary::BinMiniOp>(node: &TypedNode, outlet: OutletId) -> Option<OutletId> {
+    let op = node.op_as::<tract_core::ops::binary::TypedBinOp>()?;
+    if !op.0.is::<M>() || node.inputs.len() != 2 {
+        return None;
+    }
+    match node.inputs[..] {
+        [a, b] if a == outlet => Some(b),
+        [a, b] if b == outlet => Some(a),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
