@@ -82,8 +82,9 @@ struct Move {
 #[derive(Debug, Clone)]
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 struct ByChannels {
-    /// `[tile][k][CR]` (zeros past the last channel).
-    weights: Vec<f32>,
+    /// `[tile][k][CR]` (zeros past the last channel), on cache lines: each `k`'s two zmm loads
+    /// are aligned, not split across lines.
+    weights: Lines,
     /// `[tile][CR]`.
     bias: Vec<f32>,
     /// Per output pixel, where its runs start in the phase buffer (`oy * pitch + ox`), padded to a
@@ -298,8 +299,8 @@ impl FConvKernel {
             if let Some(by) = &self.by_channels {
                 let scaled: &mut [f32; MR * NB] = (&mut scaled.0[..MR * NB]).try_into().expect("MR * NB values");
                 // Every read lies below the last pixel's start + reach, within the buffer.
-                assert!(by.pixels.iter().all(|&q| q + self.reach < buffer.len()) && by.weights.len() == by.bias.len() * k, "tile out of bounds");
-                for (t, (weights, bias)) in by.weights.chunks_exact(k * CR).zip(by.bias.chunks_exact(CR)).enumerate() {
+                assert!(by.pixels.iter().all(|&q| q + self.reach < buffer.len()) && by.weights.as_slice().len() == by.bias.len() * k, "tile out of bounds");
+                for (t, (weights, bias)) in by.weights.as_slice().chunks_exact(k * CR).zip(by.bias.chunks_exact(CR)).enumerate() {
                     let channels = CR.min(self.out_channels - t * CR);
                     let out = &mut y[t * CR * plane..][..channels * plane];
                     for (g, group) in by.pixels.chunks_exact(CP).enumerate() {
@@ -398,7 +399,8 @@ impl ByChannels {
     fn new(kernel: &FConvKernel, weights: &[f32], bias: &[f32]) -> ByChannels {
         let (k, out) = (kernel.offsets.len(), kernel.out_channels);
         let tiles = out.div_ceil(CR);
-        let mut packed = vec![0f32; tiles * k * CR];
+        let mut lines = Lines(vec![Line([0.0; 16]); tiles * k * CR / 16]);
+        let packed = lines.as_mut_slice();
         let mut packed_bias = vec![0f32; tiles * CR];
         for o in 0..out {
             let (tile, r) = (o / CR, o % CR);
@@ -411,7 +413,30 @@ impl ByChannels {
         let mut pixels: Vec<usize> = (0..oh).flat_map(|oy| (0..ow).map(move |ox| oy * kernel.phase[1] + ox)).collect();
         let last = *pixels.last().expect("a non-empty output");
         pixels.resize(pixels.len().div_ceil(CP) * CP, last);
-        ByChannels { weights: packed, bias: packed_bias, pixels }
+        ByChannels { weights: lines, bias: packed_bias, pixels }
+    }
+}
+
+/// Values on whole 64-byte cache lines.
+#[derive(Debug, Clone)]
+struct Lines(Vec<Line>);
+
+#[repr(C, align(64))]
+#[derive(Debug, Clone, Copy)]
+struct Line([f32; 16]);
+
+// SAFETY: sixteen f32, 64 bytes at an alignment of 64: no padding, and any bits are valid.
+unsafe impl bytemuck::Zeroable for Line {}
+// SAFETY: as above.
+unsafe impl bytemuck::Pod for Line {}
+
+impl Lines {
+    fn as_slice(&self) -> &[f32] {
+        bytemuck::cast_slice(&self.0)
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [f32] {
+        bytemuck::cast_slice_mut(&mut self.0)
     }
 }
 
