@@ -33,7 +33,8 @@ pub enum Activation {
     None,
     /// `max(y, 0)`, as SIMD max instructions answer: 0 for -0.0 and NaN.
     Relu,
-    /// `y * sigmoid(beta * y)` (Swish; SiLU at beta 1), the sigmoid the caller's.
+    /// `y * sigmoid(beta * y)` (Swish; SiLU at beta 1), the sigmoid the caller's, except on
+    /// AVX-512, which computes tract-linalg's AVX-512 sigmoid in registers (see `x86::sigmoid`).
     Swish { beta: f32 },
 }
 
@@ -264,7 +265,7 @@ impl FConvKernel {
 
     /// [`FConvKernel::run`] with a phase buffer from [`FConvKernel::scratch`], which it keeps zero
     /// outside the image (one of another length is replaced), and `sigmoid` (applied in place, to
-    /// 64-byte aligned slices) for [`Activation::Swish`].
+    /// 64-byte aligned slices) for [`Activation::Swish`] (not called on AVX-512, see [`Activation`]).
     pub fn run_with(&self, x: &[f32], batch: usize, y: &mut [f32], buffer: &mut Vec<f32>, sigmoid: &mut dyn FnMut(&mut [f32])) -> Result<(), ConvKernelError> {
         let g = &self.geometry;
         let ([h, w], [oh, ow]) = (g.input, g.output);
@@ -297,7 +298,6 @@ impl FConvKernel {
             self.split(x, buffer);
             #[cfg(target_arch = "x86_64")]
             if let Some(by) = &self.by_channels {
-                let scaled: &mut [f32; MR * NB] = (&mut scaled.0[..MR * NB]).try_into().expect("MR * NB values");
                 // Every read lies below the last pixel's start + reach, within the buffer.
                 assert!(by.pixels.iter().all(|&q| q + self.reach < buffer.len()) && by.weights.as_slice().len() == by.bias.len() * k, "tile out of bounds");
                 for (t, (weights, bias)) in by.weights.as_slice().chunks_exact(k * CR).zip(by.bias.chunks_exact(CR)).enumerate() {
@@ -308,7 +308,7 @@ impl FConvKernel {
                         // SAFETY: AVX-512F and FMA are here (`Isa::available`, FMA checked in `new`);
                         // reads in bounds (asserted above); the scatters write channel c < channels
                         // of output pixel g * CP + p < plane: within `out`.
-                        unsafe { x86::channels_avx512(weights, bias, buffer.as_ptr(), &self.offsets, group, self.activation, scaled, sigmoid, out.as_mut_ptr().add(g * CP), plane, channels, outputs) };
+                        unsafe { x86::channels_avx512(weights, bias, buffer.as_ptr(), &self.offsets, group, self.activation, out.as_mut_ptr().add(g * CP), plane, channels, outputs) };
                     }
                 }
                 continue;
@@ -319,7 +319,6 @@ impl FConvKernel {
                     let weights = &self.weights[t * k * MR..][..k * MR];
                     let bias = &self.bias[t * MR..][..MR];
                     let planes = y[t * MR * plane..].chunks_exact_mut(plane).take(MR);
-                    let scaled: &mut [f32; MR * NB] = (&mut scaled.0[..MR * NB]).try_into().expect("MR * NB values");
                     #[cfg(target_arch = "x86_64")]
                     if self.isa == Isa::Avx512Vnni {
                         // Read bounds as in `tile`; the stores are to `planes`, at the runs.
@@ -332,10 +331,11 @@ impl FConvKernel {
                         // SAFETY: AVX-512F and FMA are here (`Isa::available`, FMA checked in
                         // `new`); the reads are in bounds (asserted); each run lies within a plane
                         // of `plane` values (`runs`), and `rows[..n]` are those planes.
-                        unsafe { x86::tile_avx512(weights, bias, buffer.as_ptr().add(first), &self.offsets, self.activation, scaled, sigmoid, &rows[..n], block_runs) };
+                        unsafe { x86::tile_avx512(weights, bias, buffer.as_ptr().add(first), &self.offsets, self.activation, &rows[..n], block_runs) };
                         continue;
                     }
                     let computed: &mut [f32; MR * NB] = (&mut tile.0[..MR * NB]).try_into().expect("MR * NB values");
+                    let scaled: &mut [f32; MR * NB] = (&mut scaled.0[..MR * NB]).try_into().expect("MR * NB values");
                     self.tile(weights, bias, buffer, first, far, computed);
                     activate(self.activation, computed, scaled, sigmoid);
                     for (r, y) in planes.enumerate() {
@@ -484,14 +484,31 @@ mod x86 {
     use super::{Activation, CP, CR, MR, NB};
     use std::arch::x86_64::*;
 
-    /// `activation` on a tile's accumulators in registers; Swish's sigmoid on `scaled` (the first
-    /// 16 values per accumulator), written and read back whole, as zmm.
-    ///
-    /// # Safety
-    /// AVX-512F; `scaled` holds 16 values per accumulator.
+    /// tract-linalg 0.23.9's AVX-512 sigmoid (`avx512_sigmoid_f32`, which tract's `Sigmoid` runs
+    /// where AVX-512F is) in registers, operation for operation: its clamp to [-14.5, 14.5], its
+    /// rational approximation's coefficients and its order of multiplies, FMAs and the division,
+    /// so that a fused Swish gives tract's bit for bit. (tract's kernel also sets DAZ, which
+    /// changes no result: a denormal anywhere in it is lost in the final `+ 0.5`.)
     #[target_feature(enable = "avx512f")]
     #[inline]
-    unsafe fn activate_zmm(acc: &mut [[__m512; 2]], activation: Activation, scaled: &mut [f32], sigmoid: &mut dyn FnMut(&mut [f32])) {
+    fn sigmoid(v: __m512) -> __m512 {
+        const ALPHA: [f32; 5] = [4.37031012579801e-11, 1.15627324459942e-07, 6.08574864600143e-05, 8.51377133304701e-03, 2.48287947061529e-01];
+        const BETA: [f32; 6] = [6.10247389755681e-13, 5.76102136993427e-09, 6.29106785017040e-06, 1.70198817374094e-03, 1.16817656904453e-01, 9.93151921023180e-01];
+        // max then min answer their second operand for NaN, as tract's vmaxps and vminps do.
+        let x = _mm512_min_ps(_mm512_max_ps(v, _mm512_set1_ps(-14.5)), _mm512_set1_ps(14.5));
+        let x2 = _mm512_mul_ps(x, x);
+        let p = ALPHA[1..].iter().fold(_mm512_set1_ps(ALPHA[0]), |p, &a| _mm512_fmadd_ps(p, x2, _mm512_set1_ps(a)));
+        let q = BETA[1..].iter().fold(_mm512_set1_ps(BETA[0]), |q, &b| _mm512_fmadd_ps(q, x2, _mm512_set1_ps(b)));
+        _mm512_add_ps(_mm512_div_ps(_mm512_mul_ps(x, p), q), _mm512_set1_ps(0.5))
+    }
+
+    /// `activation` on a tile's accumulators in registers (Swish's sigmoid: [`sigmoid`]).
+    ///
+    /// # Safety
+    /// AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn activate_zmm(acc: &mut [[__m512; 2]], activation: Activation) {
         match activation {
             Activation::None => {}
             Activation::Relu => {
@@ -502,14 +519,8 @@ mod x86 {
             }
             Activation::Swish { beta } => {
                 let beta = _mm512_set1_ps(beta);
-                for (a, s) in acc.iter().flatten().zip(scaled.chunks_exact_mut(16)) {
-                    // SAFETY: 16 values.
-                    unsafe { _mm512_storeu_ps(s.as_mut_ptr(), _mm512_mul_ps(*a, beta)) };
-                }
-                sigmoid(scaled);
-                for (a, s) in acc.iter_mut().flatten().zip(scaled.chunks_exact(16)) {
-                    // SAFETY: 16 values.
-                    *a = _mm512_mul_ps(*a, unsafe { _mm512_loadu_ps(s.as_ptr()) });
+                for a in acc.iter_mut().flatten() {
+                    *a = _mm512_mul_ps(*a, sigmoid(_mm512_mul_ps(*a, beta)));
                 }
             }
         }
@@ -564,8 +575,7 @@ mod x86 {
     }
 
     /// MR rows by two zmm of pixels: 16 accumulators, two loads and MR broadcasts per `k`; then
-    /// the activation in registers (Swish's sigmoid on `scaled`, written and read back whole, as
-    /// zmm) and masked stores of each run straight to the rows' planes: no tile in between.
+    /// the activation in registers and masked stores of each run straight to the rows' planes: no tile in between.
     ///
     /// # Safety
     /// AVX-512F and FMA; `src + offsets[k] + NB` within one allocation for every `k`; for each run
@@ -578,8 +588,6 @@ mod x86 {
         src: *const f32,
         offsets: &[usize],
         activation: Activation,
-        scaled: &mut [f32; MR * NB],
-        sigmoid: &mut dyn FnMut(&mut [f32]),
         rows: &[*mut f32],
         runs: &[(usize, usize, usize)],
     ) {
@@ -597,7 +605,7 @@ mod x86 {
             }
         }
         // SAFETY: AVX-512F is here (this function's contract).
-        unsafe { activate_zmm(&mut acc, activation, scaled, sigmoid) };
+        unsafe { activate_zmm(&mut acc, activation) };
         for (a, &row) in acc.iter().zip(rows) {
             for &(j, at, n) in runs {
                 // Lanes j .. j + n of the pair, to row[at ..]: the pair's lane 0 lands at at - j.
@@ -614,7 +622,7 @@ mod x86 {
     }
 
     /// A tile of [`CR`] channels by [`CP`] pixels: 16 accumulators, two weight loads and CP
-    /// broadcasts per `k`; the activation in registers (Swish's sigmoid on `scaled`, as zmm), then
+    /// broadcasts per `k`; the activation in registers, then
     /// each pixel's channels scattered to `out + c * plane + p` (`p < outputs`, `c < channels`).
     ///
     /// # Safety
@@ -629,8 +637,6 @@ mod x86 {
         offsets: &[usize],
         pixels: &[usize],
         activation: Activation,
-        scaled: &mut [f32; MR * NB],
-        sigmoid: &mut dyn FnMut(&mut [f32]),
         out: *mut f32,
         plane: usize,
         channels: usize,
@@ -652,7 +658,7 @@ mod x86 {
             }
         }
         // SAFETY: AVX-512F is here (this function's contract).
-        unsafe { activate_zmm(&mut acc, activation, scaled, sigmoid) };
+        unsafe { activate_zmm(&mut acc, activation) };
         let lanes = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
         let index = _mm512_mullo_epi32(lanes, _mm512_set1_epi32(plane as i32));
         let mask = (1u64 << channels) - 1;
