@@ -143,7 +143,7 @@ mod tests {
             let mut x = Tensor::from_shape(&[n, c, h, w], &values).unwrap();
             if dt == DatumType::F32 {
                 // Values with ties and both signs of zero, and the odd infinity.
-                let floats: Vec<f32> = values.iter().map(|&v| match v { -128 => f32::NEG_INFINITY, 127 => f32::INFINITY, 0..=3 => -0.0, v => v as f32 * 0.25 }).collect();
+                let floats: Vec<f32> = values.iter().map(|&v| match v { -128 => f32::NEG_INFINITY, 127 => f32::INFINITY, -12..=-1 => -0.0, 0..=11 => 0.0, v => v as f32 * 0.25 }).collect();
                 x = Tensor::from_shape(&[n, c, h, w], &floats).unwrap();
             }
             unsafe { x.set_datum_type(dt) };
