@@ -431,6 +431,7 @@ unsafe impl bytemuck::Zeroable for Line {}
 unsafe impl bytemuck::Pod for Line {}
 
 impl Lines {
+    #[cfg(target_arch = "x86_64")]
     fn as_slice(&self) -> &[f32] {
         bytemuck::cast_slice(&self.0)
     }

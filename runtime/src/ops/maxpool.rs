@@ -142,8 +142,12 @@ mod tests {
             let values: Vec<i8> = (0..n * c * h * w).map(|_| { s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407); (s >> 40) as u8 as i8 }).collect();
             let mut x = Tensor::from_shape(&[n, c, h, w], &values).unwrap();
             if dt == DatumType::F32 {
-                // Values with ties and both signs of zero, and the odd infinity.
-                let floats: Vec<f32> = values.iter().map(|&v| match v { -128 => f32::NEG_INFINITY, 127 => f32::INFINITY, -12..=-1 => -0.0, 0..=11 => 0.0, v => v as f32 * 0.25 }).collect();
+                // Values with ties, -0.0, and the odd infinity. Not +0.0 beside it: where a window's
+                // maximum is a zero of both signs tract's answer depends on the path and the
+                // architecture (its 2x2 pooling folds with `f32::max`, which aarch64 runs as
+                // `fmaxnm`: +0.0; x86-64 keeps the first), so no pooling can match it bit for bit
+                // everywhere. Perch's answer there is pinned by `kernels::pool`'s own test.
+                let floats: Vec<f32> = values.iter().map(|&v| match v { -128 => f32::NEG_INFINITY, 127 => f32::INFINITY, 0..=3 => -0.0, v => v as f32 * 0.25 }).collect();
                 x = Tensor::from_shape(&[n, c, h, w], &floats).unwrap();
             }
             unsafe { x.set_datum_type(dt) };
