@@ -258,7 +258,7 @@ impl FConvKernel {
     }
 
     /// Convolves `batch` NCHW images of `x` into `y`, with the logistic function in f32 as the
-    /// sigmoid of [`Activation::Swish`].
+    /// sigmoid of [`Activation::Swish`] (except on AVX-512, see [`Activation`]).
     pub fn run(&self, x: &[f32], batch: usize, y: &mut [f32]) -> Result<(), ConvKernelError> {
         self.run_with(x, batch, y, &mut Vec::new(), &mut logistic)
     }
@@ -492,7 +492,7 @@ mod x86 {
     /// changes no result: a denormal anywhere in it is lost in the final `+ 0.5`.)
     #[target_feature(enable = "avx512f")]
     #[inline]
-    fn sigmoid(v: __m512) -> __m512 {
+    pub(super) fn sigmoid(v: __m512) -> __m512 {
         const ALPHA: [f32; 5] = [4.37031012579801e-11, 1.15627324459942e-07, 6.08574864600143e-05, 8.51377133304701e-03, 2.48287947061529e-01];
         const BETA: [f32; 6] = [6.10247389755681e-13, 5.76102136993427e-09, 6.29106785017040e-06, 1.70198817374094e-03, 1.16817656904453e-01, 9.93151921023180e-01];
         // max then min answer their second operand for NaN, as tract's vmaxps and vminps do.
@@ -844,6 +844,30 @@ mod tests {
                     }
                 }
                 }
+            }
+        }
+    }
+
+    /// The in-register sigmoid against tract-linalg's AVX-512 kernel, bit for bit, across its
+    /// clamp, at zeros of both signs, denormals, infinities and NaN.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn the_register_sigmoid_is_tracts() {
+        use std::arch::x86_64::*;
+        if !std::arch::is_x86_feature_detected!("avx512f") {
+            return;
+        }
+        let mut v: Vec<f32> = (-4000..4000).map(|i| i as f32 * 0.0061).collect();
+        v.extend([0.0, -0.0, 14.5, -14.5, 14.499999, -14.500001, 1e-40, -1e-40, f32::MIN_POSITIVE, 88.0, -88.0, f32::INFINITY, f32::NEG_INFINITY, f32::NAN, f32::MAX, f32::MIN]);
+        v.resize(v.len().div_ceil(16) * 16, 0.5);
+        let mut want = v.clone();
+        tract_nnef::tract_core::tract_linalg::Func::Sigmoid.ew_f32().unwrap().run(&mut want).unwrap();
+        for (x, want) in v.chunks_exact(16).zip(want.chunks_exact(16)) {
+            let mut got = [0f32; 16];
+            // SAFETY: AVX-512F is here (checked above); 16 values each way.
+            unsafe { _mm512_storeu_ps(got.as_mut_ptr(), x86::sigmoid(_mm512_loadu_ps(x.as_ptr()))) };
+            for ((g, w), x) in got.iter().zip(want).zip(x) {
+                assert_eq!(g.to_bits(), w.to_bits(), "sigmoid({x:e}): {g:e} against tract's {w:e}");
             }
         }
     }

@@ -10,7 +10,7 @@ use tract_core::ops::math::{Add, Mul};
 use tract_core::ops::nn::{Reduce, Reducer};
 use tract_nnef::internal::*;
 
-use super::{other_input, scalar};
+use super::{other_input, replace_chain, scalar};
 
 /// `y[m][n] = bias[n] + sum over k of weights[n][k] * x[m][k]`, where `x[m]` is the input's row m
 /// or, with `pool`, the mean of its channels: `x[m][k] = scale * (sum of the pool values of channel
@@ -28,7 +28,8 @@ impl Eq for DenseExec {}
 
 impl std::hash::Hash for DenseExec {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        Arc::as_ptr(&self.weights).hash(state);
+        // The shapes, of what `eq` compares whole.
+        (self.weights.len(), self.bias.len(), self.pool.map(|(values, _)| values)).hash(state);
     }
 }
 
@@ -144,7 +145,8 @@ fn head_at(model: &TypedModel, node: &TypedNode) -> Option<(DenseExec, OutletId,
     let weights = model.outlet_fact(node.inputs[1]).ok()?.konst.clone()?;
     let x = model.outlet_fact(node.inputs[0]).ok()?;
     let (shape, expected) = (dims(x)?, dims(model.outlet_fact(OutletId::new(node.id, 0)).ok()?)?);
-    if weights.datum_type() != DatumType::F32 || x.datum_type != DatumType::F32 || weights.rank() < 2 {
+    // (No empty weights: the op divides by their row length and count.)
+    if weights.datum_type() != DatumType::F32 || x.datum_type != DatumType::F32 || weights.rank() < 2 || weights.len() == 0 {
         return None;
     }
     // The axes: `a` of the input, `b` of the weights, `c` of the output.
@@ -153,7 +155,7 @@ fn head_at(model: &TypedModel, node: &TypedNode) -> Option<(DenseExec, OutletId,
     let (a, b) = inputs.split_once(',')?;
     let (a, b, c): (Vec<char>, Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect(), c.chars().collect());
     let n = weights.shape()[0];
-    let shared = b.len() - 1;
+    let shared = weights.rank() - 1;
     let well_formed = c.len() == 2 && a.len() == shape.len() && b.len() == weights.rank() && a.len() > shared && a[0] == c[0] && b[0] == c[1] && a[0] != b[0];
     if !well_formed || a[1..=shared] != b[1..] || shape[1..=shared] != weights.shape()[1..] || shape[shared + 1..].iter().any(|&d| d != 1) || expected != [shape[0], n] {
         return None;
@@ -203,11 +205,7 @@ pub fn substitute(model: &mut TypedModel) -> TractResult<usize> {
     for id in 0..model.nodes().len() {
         let Some((op, input, last)) = head_at(model, model.node(id)) else { continue };
         let name = model.node(id).name.clone();
-        let mut patch = TypedModelPatch::default();
-        let x = patch.tap_model(model, input)?;
-        let y = patch.wire_node(name, op, &[x])?[0];
-        patch.shunt_outside(model, OutletId::new(last, 0), y)?;
-        patch.apply(model)?;
+        replace_chain(model, &name, op, &[input], last)?;
         replaced += 1;
     }
     Ok(replaced)
@@ -219,13 +217,7 @@ mod tests {
     use crate::tolerance::Tolerance;
     use tract_core::ops::binary::TypedBinOp;
 
-    fn values(n: usize, seed: usize) -> Vec<f32> {
-        (0..n).map(|i| ((i * 7919 + seed * 104729) % 1999) as f32 / 1000.0 - 1.0).collect()
-    }
-
-    fn konst(model: &mut TypedModel, name: &str, shape: &[usize], seed: usize) -> OutletId {
-        model.add_const(name, Tensor::from_shape(shape, &values(shape.iter().product(), seed)).unwrap()).unwrap()
-    }
+    use crate::ops::{test_konst as konst, test_values as values};
 
     /// Substitutes `model`'s heads (expecting `heads`), checks that only Perch's op is left, and
     /// compares its outputs with tract's on `input`.

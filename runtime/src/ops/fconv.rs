@@ -18,7 +18,7 @@ use tract_nnef::internal::*;
 use crate::kernels::conv::Geometry;
 use crate::kernels::fconv::{Activation, FConvKernel};
 use crate::kernels::Isa;
-use super::{other_input, scalar};
+use super::{other_input, replace_chain, scalar};
 
 /// A float convolution on Perch's kernel, with its activation (never serialized).
 #[derive(Debug, Clone)]
@@ -100,7 +100,8 @@ impl FConvExec {
                 ensure!(r.len() == y.len(), "PerchConv#f32: a residual of {} values for an output of {}", r.len(), y.len());
                 // What tract's `Add` then `Max` with zero compute, value for value.
                 match activation {
-                    Activation::Relu => y.iter_mut().zip(r).for_each(|(y, &r)| *y = (*y + r).max(0.0)),
+                    // max(sum, 0) as the SIMD max answers (0 for -0.0 and NaN), like the kernel's Relu.
+                    Activation::Relu => y.iter_mut().zip(r).for_each(|(y, &r)| *y = if *y + r > 0.0 { *y + r } else { 0.0 }),
                     _ => y.iter_mut().zip(r).for_each(|(y, &r)| *y += r),
                 }
             }
@@ -199,11 +200,8 @@ pub fn substitute(model: &mut TypedModel) -> TractResult<usize> {
             patch.apply(model)?;
             replaced += 1;
         } else if let Some((kernel, last)) = strided_pointwise(model, node) {
-            let mut patch = TypedModelPatch::default();
-            let x = patch.tap_model(model, node.inputs[0])?;
-            let y = patch.wire_node(&node.name, FConvExec::new(kernel)?, &[x])?[0];
-            patch.shunt_outside(model, OutletId::new(last, 0), y)?;
-            patch.apply(model)?;
+            let (name, x) = (node.name.clone(), node.inputs[0]);
+            replace_chain(model, &name, FConvExec::new(kernel)?, &[x], last)?;
             replaced += 1;
         }
     }
@@ -331,15 +329,13 @@ pub fn fuse_activations(model: &mut TypedModel) -> TractResult<usize> {
     for id in 0..model.nodes().len() {
         let node = model.node(id);
         let Some(conv) = node.op_as::<FConvExec>() else { continue };
-        if conv.kernel.activation() != Activation::None {
+        if conv.kernel.activation() != Activation::None || conv.residual.is_some() {
             continue;
         }
         let Some((activation, last)) = activation_after(model, node) else { continue };
-        let mut patch = TypedModelPatch::default();
-        let x = patch.tap_model(model, node.inputs[0])?;
-        let y = patch.wire_node(&node.name, FConvExec::new((*conv.kernel).clone().with_activation(activation))?, &[x])?[0];
-        patch.shunt_outside(model, OutletId::new(last, 0), y)?;
-        patch.apply(model)?;
+        let op = FConvExec::new((*conv.kernel).clone().with_activation(activation))?;
+        let (name, x) = (node.name.clone(), node.inputs[0]);
+        replace_chain(model, &name, op, &[x], last)?;
         fused += 1;
     }
     Ok(fused)
@@ -389,12 +385,9 @@ pub fn fuse_residuals(model: &mut TypedModel) -> TractResult<usize> {
             continue;
         }
         let Some((residual, activation, last)) = residual_after(model, node) else { continue };
-        let mut patch = TypedModelPatch::default();
-        let x = patch.tap_model(model, node.inputs[0])?;
-        let r = patch.tap_model(model, residual)?;
-        let y = patch.wire_node(&node.name, FConvExec { residual: Some(activation), ..conv.clone() }, &[x, r])?[0];
-        patch.shunt_outside(model, OutletId::new(last, 0), y)?;
-        patch.apply(model)?;
+        let op = FConvExec { residual: Some(activation), ..conv.clone() };
+        let (name, x) = (node.name.clone(), node.inputs[0]);
+        replace_chain(model, &name, op, &[x, residual], last)?;
         fused += 1;
     }
     Ok(fused)
@@ -404,11 +397,8 @@ pub fn fuse_residuals(model: &mut TypedModel) -> TractResult<usize> {
 mod tests {
     use super::*;
     use crate::tolerance::Tolerance;
+    use crate::ops::{test_konst as konst, test_values as values};
     use tract_core::ops::cnn::{KernelFormat, PaddingSpec, PoolSpec};
-
-    fn values(n: usize, seed: usize) -> Vec<f32> {
-        (0..n).map(|i| ((i * 7919 + seed * 104729) % 1999) as f32 / 1000.0 - 1.0).collect()
-    }
 
     /// A float model of three convolutions (3x3 padded by 1, 3x3 stride 2 padded `SameUpper`, 1x1
     /// stride 2) run by tract and with Perch's kernels swapped in.
@@ -447,11 +437,6 @@ mod tests {
         let view = |t: &TValue| t.try_as_plain_ram().unwrap().as_slice::<f32>().unwrap().to_vec();
         // Sums of 180 products in another order.
         Tolerance::CrossArch.check(&view(&got), &view(&want)).unwrap();
-    }
-
-    /// Constants of `values`, wired as `name`.
-    fn konst(model: &mut TypedModel, name: &str, shape: &[usize], seed: usize) -> OutletId {
-        model.add_const(name, Tensor::from_shape(shape, &values(shape.iter().product(), seed)).unwrap()).unwrap()
     }
 
     /// Conv, Swish (`Mul` by beta, `Sigmoid`, `Mul`), conv, Relu (`Max` with zero): both

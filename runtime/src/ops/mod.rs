@@ -133,6 +133,28 @@ pub(crate) fn conv_geometry_params() -> [Parameter; 5] {
     ]
 }
 
+/// Replaces the nodes from the readers of `inputs` up to `last` by `op` (named `name`) on those
+/// inputs: `last`'s output becomes `op`'s, and what only fed `last` is left dead, for tract to drop.
+pub(crate) fn replace_chain(model: &mut TypedModel, name: &str, op: impl Into<Box<dyn TypedOp>>, inputs: &[OutletId], last: usize) -> TractResult<()> {
+    let mut patch = TypedModelPatch::default();
+    let taps = inputs.iter().map(|&i| patch.tap_model(model, i)).collect::<TractResult<TVec<_>>>()?;
+    let y = patch.wire_node(name, op, &taps)?[0];
+    patch.shunt_outside(model, OutletId::new(last, 0), y)?;
+    patch.apply(model)
+}
+
+/// Test values in [-1, 1), spread by `seed`.
+#[cfg(test)]
+pub(crate) fn test_values(n: usize, seed: usize) -> Vec<f32> {
+    (0..n).map(|i| ((i * 7919 + seed * 104729) % 1999) as f32 / 1000.0 - 1.0).collect()
+}
+
+/// A constant of [`test_values`], wired as `name`.
+#[cfg(test)]
+pub(crate) fn test_konst(model: &mut TypedModel, name: &str, shape: &[usize], seed: usize) -> OutletId {
+    model.add_const(name, Tensor::from_shape(shape, &test_values(shape.iter().product(), seed)).unwrap()).unwrap()
+}
+
 /// The value of `outlet` where it is a constant of one f32.
 pub(crate) fn scalar(model: &TypedModel, outlet: OutletId) -> Option<f32> {
     let konst = model.outlet_fact(outlet).ok()?.konst.clone()?;
