@@ -325,6 +325,17 @@ fn activation_after(model: &TypedModel, node: &TypedNode) -> Option<(Activation,
 /// Fuses the activation after each of Perch's float convolutions (see [`Activation`]) into it;
 /// returns how many it fused. Runs after [`substitute`].
 pub fn fuse_activations(model: &mut TypedModel) -> TractResult<usize> {
+    fuse_each(model, |model, node, conv| {
+        let Some((activation, last)) = activation_after(model, node) else { return Ok(None) };
+        Ok(Some((FConvExec::new((*conv.kernel).clone().with_activation(activation))?, tvec!(node.inputs[0]), last)))
+    })
+}
+
+/// For each of Perch's float convolutions with neither an activation nor a residual yet, `fuse`
+/// may give the op it becomes, that op's inputs and the node whose output it gives (what lies
+/// between is taken in); returns how many it fused.
+#[allow(clippy::type_complexity)]
+fn fuse_each(model: &mut TypedModel, fuse: impl Fn(&TypedModel, &TypedNode, &FConvExec) -> TractResult<Option<(FConvExec, TVec<OutletId>, usize)>>) -> TractResult<usize> {
     let mut fused = 0;
     for id in 0..model.nodes().len() {
         let node = model.node(id);
@@ -332,10 +343,9 @@ pub fn fuse_activations(model: &mut TypedModel) -> TractResult<usize> {
         if conv.kernel.activation() != Activation::None || conv.residual.is_some() {
             continue;
         }
-        let Some((activation, last)) = activation_after(model, node) else { continue };
-        let op = FConvExec::new((*conv.kernel).clone().with_activation(activation))?;
-        let (name, x) = (node.name.clone(), node.inputs[0]);
-        replace_chain(model, &name, op, &[x], last)?;
+        let Some((op, inputs, last)) = fuse(model, node, conv)? else { continue };
+        let name = node.name.clone();
+        replace_chain(model, &name, op, &inputs, last)?;
         fused += 1;
     }
     Ok(fused)
@@ -377,20 +387,10 @@ fn residual_after(model: &TypedModel, node: &TypedNode) -> Option<(OutletId, Act
 /// tract's `Add`+`Max` pass over a tensor in memory (fashion-resnet: three, 8 us of 250 in one
 /// profile).
 pub fn fuse_residuals(model: &mut TypedModel) -> TractResult<usize> {
-    let mut fused = 0;
-    for id in 0..model.nodes().len() {
-        let node = model.node(id);
-        let Some(conv) = node.op_as::<FConvExec>() else { continue };
-        if conv.kernel.activation() != Activation::None || conv.residual.is_some() {
-            continue;
-        }
-        let Some((residual, activation, last)) = residual_after(model, node) else { continue };
-        let op = FConvExec { residual: Some(activation), ..conv.clone() };
-        let (name, x) = (node.name.clone(), node.inputs[0]);
-        replace_chain(model, &name, op, &[x, residual], last)?;
-        fused += 1;
-    }
-    Ok(fused)
+    fuse_each(model, |model, node, conv| {
+        let Some((residual, activation, last)) = residual_after(model, node) else { return Ok(None) };
+        Ok(Some((FConvExec { residual: Some(activation), ..conv.clone() }, tvec!(node.inputs[0], residual), last)))
+    })
 }
 
 #[cfg(test)]
