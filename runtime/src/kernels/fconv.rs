@@ -54,8 +54,6 @@ pub struct FConvKernel {
     reach: usize,
     /// Rows and columns of a phase.
     phase: [usize; 2],
-    /// Phases in the buffer (`sy * sx`).
-    phases: usize,
     activation: Activation,
     /// Per block of NB computed pixels, its runs of outputs (see [`runs`]).
     blocks: Vec<Vec<(usize, usize, usize)>>,
@@ -152,7 +150,7 @@ impl FConvKernel {
             .filter(|&(phase, ..)| used[phase])
             .map(|(phase, src, at, n)| Move { src, dst: phase * in_channels * plane + at, n })
             .collect();
-        let mut kernel = FConvKernel { geometry, in_channels, out_channels, weights: packed, bias: packed_bias, offsets, reach, phase, phases: sy * sx, activation: Activation::None, blocks: Vec::new(), moves, by_channels: None, isa };
+        let mut kernel = FConvKernel { geometry, in_channels, out_channels, weights: packed, bias: packed_bias, offsets, reach, phase, activation: Activation::None, blocks: Vec::new(), moves, by_channels: None, isa };
         // The last channel's moves lie within the input and the buffer (the others below them): the
         // AVX-512 split relies on it.
         let (last, buffer) = (in_channels - 1, kernel.buffer_len());
@@ -249,7 +247,8 @@ impl FConvKernel {
 
     /// The phases, and room for the last block's runs past them.
     fn buffer_len(&self) -> usize {
-        (self.phases * self.in_channels * self.phase[0] * self.phase[1]).max(self.extent().1)
+        let [sy, sx] = self.geometry.stride;
+        (sy * sx * self.in_channels * self.phase[0] * self.phase[1]).max(self.extent().1)
     }
 
     /// A zeroed phase buffer for [`FConvKernel::run_with`], to reuse across runs.
@@ -576,7 +575,8 @@ mod x86 {
     }
 
     /// MR rows by two zmm of pixels: 16 accumulators, two loads and MR broadcasts per `k`; then
-    /// the activation in registers and masked stores of each run straight to the rows' planes: no tile in between.
+    /// the activation in registers and masked stores of each run straight to the rows' planes: no
+    /// tile in between.
     ///
     /// # Safety
     /// AVX-512F and FMA; `src + offsets[k] + NB` within one allocation for every `k`; for each run
@@ -623,8 +623,8 @@ mod x86 {
     }
 
     /// A tile of [`CR`] channels by [`CP`] pixels: 16 accumulators, two weight loads and CP
-    /// broadcasts per `k`; the activation in registers, then
-    /// each pixel's channels scattered to `out + c * plane + p` (`p < outputs`, `c < channels`).
+    /// broadcasts per `k`; the activation in registers, then each pixel's channels scattered to
+    /// `out + c * plane + p` (`p < outputs`, `c < channels`).
     ///
     /// # Safety
     /// AVX-512F and FMA; `src + pixels[p] + offsets[k]` within one allocation; those writes within

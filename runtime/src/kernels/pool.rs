@@ -1,9 +1,9 @@
 //! Max pooling over NCHW planes (int8 or f32), without padding: the 2x2 pooling of stride 2 in one
 //! pass; other int8 pools per output row, the column-wise maximum of the kernel's input rows
 //! (contiguous, so vectorized), then the maximum along each output's window of that row; other f32
-//! pools window by window, in tract's order (see [`Pooled::ORDER_FREE`]). tract 0.23.9's `OptMaxPool` walks every window through a generic
-//! patch iterator: on fashion-cnn-s its three int8 pools took 18 us of a 75 us inference on x86-64,
-//! its three f32 pools 58 us of 161 us.
+//! pools window by window, in tract's order (see [`Pooled::ORDER_FREE`]). tract 0.23.9's
+//! `OptMaxPool` walks every window through a generic patch iterator: on fashion-cnn-s its three
+//! int8 pools took 18 us of a 75 us inference on x86-64, its three f32 pools 58 us of 161 us.
 
 use super::conv::Geometry;
 

@@ -10,7 +10,7 @@ use tract_core::ops::math::{Add, Mul};
 use tract_core::ops::nn::{Reduce, Reducer};
 use tract_nnef::internal::*;
 
-use super::{other_input, replace_chain, scalar};
+use super::{other_input, replace_chain, scalar, sole_reader};
 
 /// `y[m][n] = bias[n] + sum over k of weights[n][k] * x[m][k]`, where `x[m]` is the input's row m
 /// or, with `pool`, the mean of its channels: `x[m][k] = scale * (sum of the pool values of channel
@@ -119,14 +119,6 @@ impl TypedOp for DenseExec {
     as_op!();
 }
 
-/// The single reader of `outlet`, where it is not one of the model's outputs.
-fn sole_reader(model: &TypedModel, outlet: OutletId) -> Option<&TypedNode> {
-    match &model.outlet_successors(outlet)[..] {
-        [next] if !model.output_outlets().ok()?.contains(&outlet) => Some(model.node(next.node)),
-        _ => None,
-    }
-}
-
 /// Fixed dimensions of a fact.
 fn dims(fact: &TypedFact) -> Option<Vec<usize>> {
     fact.shape.iter().map(|d| d.to_usize().ok()).collect()
@@ -217,22 +209,21 @@ mod tests {
     use crate::tolerance::Tolerance;
     use tract_core::ops::binary::TypedBinOp;
 
-    use crate::ops::{test_konst as konst, test_values as values};
+    use crate::ops::{test_konst as konst, test_run, test_values as values};
 
     /// Substitutes `model`'s heads (expecting `heads`), checks that only Perch's op is left, and
     /// compares its outputs with tract's on `input`.
     fn check(model: TypedModel, input: Tensor, heads: usize) {
-        let want = model.clone().into_runnable().unwrap().run(tvec!(input.clone().into_tvalue())).unwrap().remove(0);
+        let want = test_run(model.clone(), &input);
         let mut perch = model;
         assert_eq!(substitute(&mut perch).unwrap(), heads, "{perch}");
         let perch = perch.into_optimized().unwrap();
         let others: Vec<_> = perch.nodes().iter().filter(|n| !n.op_is::<DenseExec>() && !n.op_is::<tract_core::ops::source::TypedSource>() && !n.op_is::<tract_core::ops::konst::Const>()).collect();
         assert!(heads == 0 || others.is_empty(), "{perch}");
-        let got = perch.into_runnable().unwrap().run(tvec!(input.into_tvalue())).unwrap().remove(0);
-        assert_eq!(got.shape(), want.shape());
-        let view = |t: &TValue| t.try_as_plain_ram().unwrap().as_slice::<f32>().unwrap().to_vec();
+        let got = test_run(perch, &input);
+        assert_eq!(got.0, want.0);
         // Sums of up to 150 products in another order.
-        Tolerance::CrossArch.check(&view(&got), &view(&want)).unwrap();
+        Tolerance::CrossArch.check(&got.1, &want.1).unwrap();
     }
 
     /// A ResNet's head: global average pooling (`Reduce<Sum>`, `Mul`), `mkab,nk->mn`, bias.

@@ -18,7 +18,7 @@ use tract_nnef::internal::*;
 use crate::kernels::conv::Geometry;
 use crate::kernels::fconv::{Activation, FConvKernel};
 use crate::kernels::Isa;
-use super::{other_input, replace_chain, scalar};
+use super::{other_input, replace_chain, scalar, sole_reader};
 
 /// A float convolution on Perch's kernel, with its activation (never serialized).
 #[derive(Debug, Clone)]
@@ -357,22 +357,16 @@ fn fuse_each(model: &mut TypedModel, fuse: impl Fn(&TypedModel, &TypedNode, &FCo
 /// output the fused op gives.
 fn residual_after(model: &TypedModel, node: &TypedNode) -> Option<(OutletId, Activation, usize)> {
     use tract_core::ops::math::Add;
-    let outputs = model.output_outlets().ok()?;
-    // The single reader of `outlet`, where it is not the model's output.
-    let sole = |outlet: OutletId| match &model.outlet_successors(outlet)[..] {
-        [next] if !outputs.contains(&outlet) => Some(model.node(next.node)),
-        _ => None,
-    };
     let y = OutletId::new(node.id, 0);
     let shape = &model.outlet_fact(y).ok()?.shape;
-    let add = sole(y)?;
+    let add = sole_reader(model, y)?;
     let residual = other_input::<Add>(add, y)?;
     let sum = OutletId::new(add.id, 0);
     let r = model.outlet_fact(residual).ok()?;
     if residual == y || r.datum_type != DatumType::F32 || &r.shape != shape || add.outputs.len() != 1 || &model.outlet_fact(sum).ok()?.shape != shape {
         return None;
     }
-    let relu = sole(sum).filter(|max| {
+    let relu = sole_reader(model, sum).filter(|max| {
         other_input::<Max>(max, sum).and_then(|zero| scalar(model, zero)) == Some(0.0) && max.outputs.len() == 1 && model.outlet_fact(OutletId::new(max.id, 0)).is_ok_and(|f| &f.shape == shape)
     });
     Some(match relu {
@@ -397,7 +391,7 @@ pub fn fuse_residuals(model: &mut TypedModel) -> TractResult<usize> {
 mod tests {
     use super::*;
     use crate::tolerance::Tolerance;
-    use crate::ops::{test_konst as konst, test_values as values};
+    use crate::ops::{test_konst as konst, test_run, test_values as values};
     use tract_core::ops::cnn::{KernelFormat, PaddingSpec, PoolSpec};
 
     /// A float model of three convolutions (3x3 padded by 1, 3x3 stride 2 padded `SameUpper`, 1x1
@@ -427,16 +421,15 @@ mod tests {
         // from it (value 0: -11.94 for -9.59; with explicit padding in place of SameUpper the two
         // agree), a tract 0.23.9 optimizer bug with a strided pointwise convolution after a SameUpper
         // one.
-        let want = model.clone().into_runnable().unwrap().run(tvec!(input.clone().into_tvalue())).unwrap().remove(0);
+        let want = test_run(model.clone(), &input);
         let mut perch = model;
         assert_eq!(substitute(&mut perch).unwrap(), 3);
         let perch = perch.into_optimized().unwrap();
         assert_eq!(perch.nodes().iter().filter(|n| n.op_is::<FConvExec>()).count(), 3, "{perch}");
-        let got = perch.into_runnable().unwrap().run(tvec!(input.into_tvalue())).unwrap().remove(0);
-        assert_eq!(got.shape(), want.shape());
-        let view = |t: &TValue| t.try_as_plain_ram().unwrap().as_slice::<f32>().unwrap().to_vec();
+        let got = test_run(perch, &input);
+        assert_eq!(got.0, want.0);
         // Sums of 180 products in another order.
-        Tolerance::CrossArch.check(&view(&got), &view(&want)).unwrap();
+        Tolerance::CrossArch.check(&got.1, &want.1).unwrap();
     }
 
     /// Conv, Swish (`Mul` by beta, `Sigmoid`, `Mul`), conv, Relu (`Max` with zero): both
@@ -469,14 +462,12 @@ mod tests {
             let model = model.into_optimized().unwrap();
             let left = model.nodes().iter().filter(|n| n.op_is::<ElementWiseOp>() || n.op.name().contains("Mul") || n.op.name().contains("Max")).count();
             assert_eq!(left == 0, fuse, "{model}");
-            let y = model.into_runnable().unwrap().run(tvec!(input.clone().into_tvalue())).unwrap().remove(0);
-            y.try_as_plain_ram().unwrap().as_slice::<f32>().unwrap().to_vec()
+            test_run(model, &input).1
         };
         let (fused, unfused) = (run(true), run(false));
         assert!(fused.iter().any(|&v| v == 0.0) && fused.iter().any(|&v| v > 0.0), "the Relu clamps some values and not others");
         Tolerance::Exact.check(&fused, &unfused).unwrap();
-        let want = model.into_runnable().unwrap().run(tvec!(input.into_tvalue())).unwrap().remove(0);
-        Tolerance::CrossArch.check(&fused, want.try_as_plain_ram().unwrap().as_slice::<f32>().unwrap()).unwrap();
+        Tolerance::CrossArch.check(&fused, &test_run(model, &input).1).unwrap();
     }
 
     /// A strided pointwise convolution, which tract's declutter turns into `Downsample`s and a
@@ -491,16 +482,15 @@ mod tests {
             let y = model.wire_node("shortcut", Conv::new(spec, KernelFormat::OIHW, 1, None), &[x, k, b]).unwrap()[0];
             model.select_output_outlets(&[y]).unwrap();
             let input = Tensor::from_shape(&[1, 5, h, w], &values(5 * h * w, 3)).unwrap();
-            let want = model.clone().into_runnable().unwrap().run(tvec!(input.clone().into_tvalue())).unwrap().remove(0);
+            let want = test_run(model.clone(), &input);
             let mut perch = model.into_decluttered().unwrap();
             assert!(perch.nodes().iter().all(|n| !n.op_is::<Conv>()), "tract's declutter keeps the Conv: {perch}");
             assert_eq!(substitute(&mut perch).unwrap(), 1, "{perch}");
             let perch = perch.into_optimized().unwrap();
             assert!(perch.nodes().iter().all(|n| n.op_is::<FConvExec>() || n.op_is::<tract_core::ops::source::TypedSource>() || n.op_is::<tract_core::ops::konst::Const>()), "{perch}");
-            let got = perch.into_runnable().unwrap().run(tvec!(input.into_tvalue())).unwrap().remove(0);
-            assert_eq!(got.shape(), want.shape());
-            let view = |t: &TValue| t.try_as_plain_ram().unwrap().as_slice::<f32>().unwrap().to_vec();
-            Tolerance::CrossArch.check(&view(&got), &view(&want)).unwrap();
+            let got = test_run(perch, &input);
+            assert_eq!(got.0, want.0);
+            Tolerance::CrossArch.check(&got.1, &want.1).unwrap();
         }
     }
 
@@ -542,13 +532,11 @@ mod tests {
             let sums = model.nodes().iter().filter(|n| n.op.name().contains("Add") || n.op.name().contains("Max")).count();
             // Left: the broadcast constant's Add (tract may fold it into another op).
             assert!(if fuse { sums <= 1 } else { sums >= 3 }, "{model}");
-            let outputs = model.into_runnable().unwrap().run(tvec!(input.clone().into_tvalue())).unwrap();
-            outputs.iter().flat_map(|y| y.try_as_plain_ram().unwrap().as_slice::<f32>().unwrap().to_vec()).collect::<Vec<f32>>()
+            test_run(model, &input).1
         };
         let (fused, unfused) = (run(true), run(false));
         Tolerance::Exact.check(&fused, &unfused).unwrap();
-        let want = model.into_runnable().unwrap().run(tvec!(input.into_tvalue())).unwrap();
-        let want: Vec<f32> = want.iter().flat_map(|y| y.try_as_plain_ram().unwrap().as_slice::<f32>().unwrap().to_vec()).collect();
+        let want = test_run(model, &input).1;
         assert!(want.iter().any(|&v| v < 0.0), "the unclamped output and the offset one have negative values");
         Tolerance::CrossArch.check(&fused, &want).unwrap();
     }

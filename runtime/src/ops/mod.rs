@@ -143,6 +143,22 @@ pub(crate) fn replace_chain(model: &mut TypedModel, name: &str, op: impl Into<Bo
     patch.apply(model)
 }
 
+/// The single reader of `outlet`, where it is not one of the model's outputs.
+pub(crate) fn sole_reader(model: &TypedModel, outlet: OutletId) -> Option<&TypedNode> {
+    match &model.outlet_successors(outlet)[..] {
+        [next] if !model.output_outlets().ok()?.contains(&outlet) => Some(model.node(next.node)),
+        _ => None,
+    }
+}
+
+/// `model`'s outputs on `input`: each one's shape, and all their values one after the other.
+#[cfg(test)]
+pub(crate) fn test_run(model: TypedModel, input: &Tensor) -> (Vec<Vec<usize>>, Vec<f32>) {
+    let outputs = model.into_runnable().unwrap().run(tvec!(input.clone().into_tvalue())).unwrap();
+    let values = outputs.iter().flat_map(|y| y.try_as_plain_ram().unwrap().as_slice::<f32>().unwrap().to_vec()).collect();
+    (outputs.iter().map(|y| y.shape().to_vec()).collect(), values)
+}
+
 /// Test values in [-1, 1), spread by `seed`.
 #[cfg(test)]
 pub(crate) fn test_values(n: usize, seed: usize) -> Vec<f32> {
