@@ -69,8 +69,9 @@ impl Classifier {
     }
 
     /// Like [`Classifier::new`], with tract's matrix products spread over `threads` threads (a pool
-    /// owned by this classifier). It pays off for large layers only: measure with `perch-run bench
-    /// --threads N`. More than one thread needs the crate's `multithread` feature.
+    /// owned by this classifier). With more than one, float convolutions run on tract's kernels
+    /// instead of Perch's one-thread ones: it pays off for large layers only, measure with `perch-run
+    /// bench --threads N`. More than one thread needs the crate's `multithread` feature (not a default).
     pub fn with_threads(plan: Plan, batch: usize, threads: usize) -> Result<Classifier, RunError> {
         let options = run_options(threads)?;
         let Plan { manifest, mut graph, checksum } = plan;

@@ -141,7 +141,7 @@ fn bin(name: &str) -> PathBuf {
 
 fn demo() -> Result {
     setup()?;
-    run(cargo().args(["build", "--release", "-p", "perch-host", "-p", "perch-runtime"]))?;
+    run(cargo().args(["build", "--release", "-p", "perch-host", "-p", "perch-run"]))?;
     let out = target_dir().join("demo");
     std::fs::create_dir_all(&out).map_err(|e| e.to_string())?;
     let model = root().join("models/fashion-cnn-s/fashion-cnn-s.onnx");
@@ -183,7 +183,8 @@ const CROSS: &[(&str, &str)] = &[
 fn test_cross() -> Result {
     for (target, runner) in CROSS {
         let mut cmd = cargo();
-        cmd.args(["test", "-p", "perch-runtime", "--target", target])
+        // With `multithread`, so Perch's int8 kernels are also checked split over threads on ARM.
+        cmd.args(["test", "-p", "perch-runtime", "-p", "perch-run", "--features", "perch-run/multithread", "--target", target])
             // The CLI tests start perch-run themselves; no binfmt handler is assumed, so they go through qemu.
             .env("PERCH_TEST_RUNNER", runner)
             // qemu-user shows tract the host's /proc/cpuinfo, so NEON must be asserted (on a Pi it is
@@ -193,7 +194,7 @@ fn test_cross() -> Result {
     }
     // Perch's int8 kernels again on a core with the dot product (SDOT; Cortex-A72 above has none).
     let mut cmd = cargo();
-    cmd.args(["test", "-p", "perch-runtime", "--target", "aarch64-unknown-linux-gnu", "--lib", "kernels"])
+    cmd.args(["test", "-p", "perch-runtime", "--features", "multithread", "--target", "aarch64-unknown-linux-gnu", "--lib", "kernels"])
         .env("CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER", "qemu-aarch64 -cpu cortex-a76 -L /usr/aarch64-linux-gnu");
     run(&mut cmd)
 }
@@ -201,6 +202,9 @@ fn test_cross() -> Result {
 fn test() -> Result {
     setup()?;
     run(cargo().args(["test", "--workspace"]))?;
+    // `multithread` is not a default feature (it costs the device binary 4.6 MB): its tests again with it.
+    run(cargo().args(["test", "-p", "perch-runtime", "--features", "multithread", "--lib", "threads"]))?;
+    run(cargo().args(["test", "-p", "perch-run", "--features", "multithread", "--test", "cli", "threads"]))?;
     test_cross()?;
     test_firmware()
 }
@@ -355,10 +359,10 @@ fn bench_int8() -> Result {
     setup()?;
     let plugin = insncount_plugin()?;
     let python = ort_venv()?;
-    run(cargo().args(["build", "--release", "-p", "perch-host", "-p", "perch-runtime", "--bin", "perch", "--bin", "perch-run"]))?;
+    run(cargo().args(["build", "--release", "-p", "perch-host", "-p", "perch-run", "--bin", "perch", "--bin", "perch-run"]))?;
     let (aarch64, armv7) = ("aarch64-unknown-linux-gnu", "armv7-unknown-linux-gnueabihf");
     for target in [aarch64, armv7] {
-        run(cargo().args(["build", "--release", "-p", "perch-runtime", "--bin", "perch-run", "--target", target]))?;
+        run(cargo().args(["build", "--release", "-p", "perch-run", "--target", target]))?;
     }
     let out = target_dir().join("bench-int8");
     std::fs::create_dir_all(&out).map_err(|e| e.to_string())?;
@@ -453,9 +457,9 @@ fn measure() -> Result {
         run(cargo().args(args))?;
         Ok(started.elapsed().as_secs_f64())
     };
-    let mut build_times = vec![("x86-64 perch + perch-run", timed(&["build", "--release", "-p", "perch-host", "-p", "perch-runtime"])?)];
+    let mut build_times = vec![("x86-64 perch + perch-run", timed(&["build", "--release", "-p", "perch-host", "-p", "perch-run"])?)];
     for target in ["aarch64-unknown-linux-gnu", "armv7-unknown-linux-gnueabihf"] {
-        let secs = timed(&["build", "--release", "-p", "perch-runtime", "--bin", "perch-run", "--target", target])?;
+        let secs = timed(&["build", "--release", "-p", "perch-run", "--target", target])?;
         build_times.push((target, secs));
     }
     for (what, secs) in &build_times {
@@ -538,7 +542,7 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result {
 fn bench_ort() -> Result {
     setup()?;
     let python = ort_venv()?;
-    run(cargo().args(["build", "--release", "-p", "perch-host", "-p", "perch-runtime", "--bin", "perch", "--bin", "perch-run"]))?;
+    run(cargo().args(["build", "--release", "-p", "perch-host", "-p", "perch-run", "--bin", "perch", "--bin", "perch-run"]))?;
     let out = target_dir().join("bench-ort");
     std::fs::create_dir_all(&out).map_err(|e| e.to_string())?;
     let mut specs = Vec::new();
@@ -574,7 +578,7 @@ fn bench_ort() -> Result {
 
 /// The load run: perch-run serve (release) with fashion-cnn-s, and the `load` example as 64 clients.
 fn bench_serve() -> Result {
-    run(cargo().args(["build", "--release", "-p", "perch-runtime", "--bin", "perch-run", "--example", "load"]))?;
+    run(cargo().args(["build", "--release", "-p", "perch-run", "-p", "perch-runtime", "--bin", "perch-run", "--example", "load"]))?;
     let out = target_dir().join("bench-serve");
     std::fs::create_dir_all(&out).map_err(|e| e.to_string())?;
     let plan = root().join("tests/cases/fashion-cnn-s/model.perch");

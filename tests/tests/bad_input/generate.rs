@@ -458,7 +458,7 @@ pub fn readme(cases: &[Case]) -> String {
         "# Bad input\n\n\
          Files of every format Perch reads, each damaged in one way, and the error each must give (a \
          substring of the message). `tests/tests/bad_input/` feeds each to the library loader, and \
-         `host-tools/tests/cli.rs` and `runtime/tests/cli.rs` to the command that reads it: every one \
+         `host-tools/tests/cli.rs` and `perch-run/tests/cli.rs` to the command that reads it: every one \
          must fail with that error, never succeed, never panic. The files are written by \
          `tests/tests/bad_input/generate.rs`:\n\n\
          ```sh\ncargo test -p perch-tests --test bad_input -- --ignored regenerate\n```\n\n\

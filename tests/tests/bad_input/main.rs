@@ -1,6 +1,6 @@
 //! Every file in tests/bad-input/ given to the loader of its format: each must fail with the error
 //! its README line names, quickly, and without a panic. (The commands that read these files are
-//! run on the same corpus in host-tools/tests/cli.rs and runtime/tests/cli.rs.)
+//! run on the same corpus in host-tools/tests/cli.rs and perch-run/tests/cli.rs.)
 
 mod generate;
 

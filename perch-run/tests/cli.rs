@@ -202,6 +202,22 @@ fn bench_text_and_bad_arguments() {
     assert_one_line_error(&threads, "0 threads: at least one is needed");
 }
 
+/// More than one thread needs the `multithread` feature: without it (the default build) asking for
+/// two is a one-line error; with it (`cargo xtask test` runs this test again with the feature) the
+/// plan runs on a pool and says so.
+#[test]
+fn threads_need_the_multithread_feature() {
+    let out = perch_run(&["bench", "--plan", &plan(), "--runs", "3", "--threads", "2", "--json", "--no-cold-start"]);
+    if cfg!(feature = "multithread") {
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(json["threads"], 2);
+        assert_eq!(json["runs"], 3);
+    } else {
+        assert_one_line_error(&out, "2 threads: this build has no `multithread` feature");
+    }
+}
+
 /// A folder with the case's images, one broken file and one text file named like an image.
 fn folder_with_bad_files() -> (tempfile::TempDir, usize) {
     let dir = tempfile::tempdir().unwrap();

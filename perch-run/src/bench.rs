@@ -29,7 +29,9 @@ pub struct Args {
     /// Images per run. Default: the plan's fixed batch size, else 1.
     #[arg(long, value_name = "N")]
     batch: Option<usize>,
-    /// Threads for tract's matrix products. More than 1 helps large layers only: measure.
+    /// Threads for tract's matrix products. More than 1 needs a build with the `multithread` feature,
+    /// and runs tract's convolutions instead of Perch's one-thread float ones: it helps large layers
+    /// only, measure.
     #[arg(long, value_name = "N", default_value_t = 1)]
     threads: usize,
     /// Run this image (decoded and preprocessed once, before timing) instead of the synthetic input.

@@ -53,7 +53,8 @@ enum Command {
   perch-run bench --plan model.perch                      5 s of runs, text report
   perch-run bench --plan model.perch --runs 1000 --json   exactly 1000 runs, JSON report
   perch-run bench --plan model.perch --profile            adds the time per node of the optimized model
-  perch-run bench --plan model.perch --threads 4          tract's matrix products on 4 threads")]
+  perch-run bench --plan model.perch --threads 4          tract's matrix products on 4 threads
+                                                          (builds with the `multithread` feature)")]
     Bench(bench::Args),
     /// Serve predictions over HTTP with TorchServe's inference API (and its management API's read side).
     ///
