@@ -321,21 +321,34 @@ fn a_full_queue_answers_503_at_once() {
 fn shutdown_finishes_the_request_in_flight() {
     let mut server = TestServer::start(config(), |_| {});
     let good = std::fs::read(&images()[0]).unwrap();
-    let mut raw = TcpStream::connect(server.addr).unwrap();
-    write!(raw, "PUT /predictions/fashion-cnn-s HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n", good.len()).unwrap();
-    raw.write_all(&good[..10]).unwrap();
-    wait_for_in_flight(server.addr);
+    let raw = upload_in_part(server.addr, "fashion-cnn-s", &good);
     let addr = server.addr;
     server.stop_accepting();
     wait_until_refused(addr);
-    raw.write_all(&good[10..]).unwrap();
-    let mut reply = String::new();
-    raw.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
-    let _ = raw.read_to_string(&mut reply);
+    let reply = finish_upload(raw, &good);
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
     let body = &reply[reply.find("\r\n\r\n").unwrap() + 4..];
     assert_eq!(json(body).as_object().unwrap().len(), 5, "{body}");
     assert_eq!(server.shutdown(), 0, "every connection drained");
+}
+
+/// A prediction request in flight: its head and the first 10 bytes of `image` sent to `model`, and
+/// the server has read the head.
+fn upload_in_part(addr: SocketAddr, model: &str, image: &[u8]) -> TcpStream {
+    let mut raw = TcpStream::connect(addr).unwrap();
+    write!(raw, "PUT /predictions/{model} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n", image.len()).unwrap();
+    raw.write_all(&image[..10]).unwrap();
+    wait_for_in_flight(addr);
+    raw
+}
+
+/// Sends the rest of [`upload_in_part`]'s `image` and reads the whole answer.
+fn finish_upload(mut raw: TcpStream, image: &[u8]) -> String {
+    raw.write_all(&image[10..]).unwrap();
+    let mut reply = String::new();
+    raw.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    let _ = raw.read_to_string(&mut reply);
+    reply
 }
 
 /// Waits until the server has one prediction request in flight (its headers read).
@@ -381,17 +394,11 @@ fn sigterm_drains_then_exits_cleanly() {
     let (status, _, body) = answer(client().put(&format!("http://{addr}/predictions/fashion")).send(&good[..]));
     assert_eq!(status, 200, "{body}");
     // A request in flight when SIGTERM comes: headers and part of the body sent.
-    let mut raw = TcpStream::connect(addr).unwrap();
-    write!(raw, "PUT /predictions/fashion HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n", good.len()).unwrap();
-    raw.write_all(&good[..10]).unwrap();
-    wait_for_in_flight(addr);
+    let raw = upload_in_part(addr, "fashion", &good);
     // SAFETY: kill(2) on our own child's pid.
     assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) }, 0);
     wait_until_refused(addr);
-    raw.write_all(&good[10..]).unwrap();
-    let mut reply = String::new();
-    raw.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
-    let _ = raw.read_to_string(&mut reply);
+    let reply = finish_upload(raw, &good);
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
     let status = child.wait().unwrap();
     let mut rest = String::new();
