@@ -13,7 +13,7 @@
 //! past the last channel).
 
 use super::conv::{ConvKernelError, Geometry};
-use super::Isa;
+use super::{vector, Isa};
 
 /// Output channels per microkernel tile.
 pub const MR: usize = 8;
@@ -385,11 +385,11 @@ fn base_in_bounds(kernel: &FConvKernel, base: usize, far: usize, len: usize) -> 
 fn activate(activation: Activation, tile: &mut [f32; MR * NB], scaled: &mut [f32; MR * NB], sigmoid: &mut dyn FnMut(&mut [f32])) {
     match activation {
         Activation::None => {}
-        Activation::Relu => tile.iter_mut().for_each(|v| *v = if *v > 0.0 { *v } else { 0.0 }),
+        Activation::Relu => vector::relu(tile),
         Activation::Swish { beta } => {
-            scaled.iter_mut().zip(tile.iter()).for_each(|(s, &v)| *s = v * beta);
+            vector::scaled(scaled, tile, beta);
             sigmoid(scaled);
-            tile.iter_mut().zip(scaled.iter()).for_each(|(v, &s)| *v *= s);
+            vector::mul(tile, scaled);
         }
     }
 }

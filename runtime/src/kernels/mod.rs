@@ -19,6 +19,7 @@ pub mod layout;
 pub mod micro;
 pub mod pool;
 pub mod quantize;
+pub mod vector;
 #[cfg(test)]
 mod tests;
 

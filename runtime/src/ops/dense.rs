@@ -11,6 +11,7 @@ use tract_core::ops::nn::{Reduce, Reducer};
 use tract_nnef::internal::*;
 
 use super::{other_input, replace_chain, scalar, sole_reader};
+use crate::kernels::vector::dot;
 
 /// `y[m][n] = bias[n] + sum over k of weights[n][k] * x[m][k]`, where `x[m]` is the input's row m
 /// or, with `pool`, the mean of its channels: `x[m][k] = scale * (sum of the pool values of channel
@@ -60,19 +61,6 @@ impl DenseExec {
             }
         }
     }
-}
-
-/// A dot product in 16 lanes (which vectorize), then their sum.
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let (a16, b16) = (a.chunks_exact(16), b.chunks_exact(16));
-    let tail: f32 = a16.remainder().iter().zip(b16.remainder()).map(|(x, y)| x * y).sum();
-    let mut lanes = [0f32; 16];
-    for (a, b) in a16.zip(b16) {
-        for i in 0..16 {
-            lanes[i] += a[i] * b[i];
-        }
-    }
-    lanes.iter().sum::<f32>() + tail
 }
 
 impl Op for DenseExec {

@@ -17,7 +17,7 @@ use tract_nnef::internal::*;
 
 use crate::kernels::conv::Geometry;
 use crate::kernels::fconv::{Activation, FConvKernel};
-use crate::kernels::Isa;
+use crate::kernels::{vector, Isa};
 use super::{other_input, replace_chain, scalar, sole_reader};
 
 /// A float convolution on Perch's kernel, with its activation (never serialized).
@@ -101,8 +101,8 @@ impl FConvExec {
                 // What tract's `Add` then `Max` with zero compute, value for value.
                 match activation {
                     // max(sum, 0) as the SIMD max answers (0 for -0.0 and NaN), like the kernel's Relu.
-                    Activation::Relu => y.iter_mut().zip(r).for_each(|(y, &r)| *y = if *y + r > 0.0 { *y + r } else { 0.0 }),
-                    _ => y.iter_mut().zip(r).for_each(|(y, &r)| *y += r),
+                    Activation::Relu => vector::add_relu(y, r),
+                    _ => vector::add(y, r),
                 }
             }
         }
