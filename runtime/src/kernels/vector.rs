@@ -32,10 +32,7 @@ pub fn add(y: &mut [f32], r: &[f32]) {
     // SAFETY: NEON is in every aarch64 target's baseline.
     neon::binary(y, r, |y, r| unsafe { std::arch::aarch64::vaddq_f32(y, r) }, |y, r| y + r);
     #[cfg(not(target_arch = "aarch64"))]
-    {
-        let n = y.len();
-        y.iter_mut().zip(&r[..n]).for_each(|(y, &r)| *y += r);
-    }
+    zip_in_place(y, r, |y, r| y + r);
 }
 
 /// `y = max(y + r, 0)` in place (tract's `Add` then its Relu, value for value).
@@ -51,10 +48,7 @@ pub fn add_relu(y: &mut [f32], r: &[f32]) {
         neon::binary(y, r, |y, r| unsafe { vmaxnmq_f32(vaddq_f32(y, r), zero) }, |y, r| relu1(y + r));
     }
     #[cfg(not(target_arch = "aarch64"))]
-    {
-        let n = y.len();
-        y.iter_mut().zip(&r[..n]).for_each(|(y, &r)| *y = relu1(*y + r));
-    }
+    zip_in_place(y, r, |y, r| relu1(y + r));
 }
 
 /// `y = y * s` in place.
@@ -66,10 +60,7 @@ pub fn mul(y: &mut [f32], s: &[f32]) {
     // SAFETY: NEON is in every aarch64 target's baseline.
     neon::binary(y, s, |y, s| unsafe { std::arch::aarch64::vmulq_f32(y, s) }, |y, s| y * s);
     #[cfg(not(target_arch = "aarch64"))]
-    {
-        let n = y.len();
-        y.iter_mut().zip(&s[..n]).for_each(|(y, &s)| *y *= s);
-    }
+    zip_in_place(y, s, |y, s| y * s);
 }
 
 /// `y = x * by`.
@@ -81,10 +72,7 @@ pub fn scaled(y: &mut [f32], x: &[f32], by: f32) {
     // SAFETY: NEON is in every aarch64 target's baseline.
     neon::binary(y, x, |_, x| unsafe { std::arch::aarch64::vmulq_n_f32(x, by) }, |_, x| x * by);
     #[cfg(not(target_arch = "aarch64"))]
-    {
-        let n = y.len();
-        y.iter_mut().zip(&x[..n]).for_each(|(y, &x)| *y = x * by);
-    }
+    zip_in_place(y, x, |_, x| x * by);
 }
 
 /// The sum of `a[i] * b[i]`, in 16 lanes (lane `i % 16` takes the products of `i`, in order), then
@@ -121,6 +109,16 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
         }
     }
     lanes.iter().sum::<f32>() + tail
+}
+
+/// `y = f(y, x)` value by value over `y`'s length.
+///
+/// # Panics
+/// When `x` is shorter than `y`.
+#[inline(always)]
+fn zip_in_place(y: &mut [f32], x: &[f32], f: impl Fn(f32, f32) -> f32) {
+    let n = y.len();
+    y.iter_mut().zip(&x[..n]).for_each(|(y, &x)| *y = f(*y, x));
 }
 
 /// `max(v, 0)` as FMAXNM answers it: 0 for NaN and for -0.0.
@@ -179,7 +177,7 @@ mod neon {
             // SAFETY: 4 values at each.
             unsafe { vst1q_f32(c.as_mut_ptr(), f(vld1q_f32(c.as_ptr()), vld1q_f32(x.as_ptr()))) };
         }
-        y4.into_remainder().iter_mut().zip(x4.remainder()).for_each(|(y, &x)| *y = f1(*y, x));
+        super::zip_in_place(y4.into_remainder(), x4.remainder(), f1);
     }
 }
 
