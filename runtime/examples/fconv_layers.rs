@@ -60,6 +60,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("{:34} {us:8.2} us  {:6.1} GMAC/s", layer.name, layer.kernel.macs() as f64 / us / 1e3);
     }
     println!("{:34} {total:8.2} us", "all");
+    // F(2x2, 3x3) against the direct kernel on the layers it serves, rounds interleaved (on a
+    // shared machine the minimum is the steadier figure).
+    for layer in layers.iter_mut().filter(|layer| layer.kernel.is_winograd()) {
+        let direct = layer.kernel.clone().without_winograd();
+        let mut buffer = direct.scratch();
+        let (mut wino, mut plain) = (Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            wino.push(median_us(1, || run(layer))?);
+            plain.push(median_us(1, || direct.run_with(&layer.x, 1, &mut layer.y, &mut buffer, &mut |v| sigmoid.run(v).expect("tract's sigmoid on an aligned slice")))?);
+        }
+        let stats = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            (v[v.len() / 2], v[0])
+        };
+        let ((w, wmin), (d, dmin)) = (stats(&mut wino), stats(&mut plain));
+        println!("{:34} winograd {w:7.2} us (min {wmin:6.2}), direct {d:7.2} us (min {dmin:6.2}): {:.2}x", layer.name, w / d);
+    }
     // Chained, as in a plan: every layer once per image, in order, so each finds its weights where
     // the other layers left the caches.
     let us = median_us(rounds, || layers.iter_mut().try_for_each(&mut run))?;

@@ -20,6 +20,7 @@ pub mod micro;
 pub mod pool;
 pub mod quantize;
 pub mod vector;
+pub mod winograd;
 #[cfg(test)]
 mod tests;
 

@@ -55,7 +55,8 @@ impl Op for FConvExec {
             Some(Activation::Relu) => format!("{activation}, plus its second input, then Relu"),
             Some(_) => format!("{activation}, plus its second input"),
         };
-        Ok(vec![format!("{:?}, {} kernel{activation}", self.kernel.geometry(), self.kernel.isa().name())])
+        let winograd = if self.kernel.is_winograd() { ", Winograd F(2x2, 3x3)" } else { "" };
+        Ok(vec![format!("{:?}, {} kernel{winograd}{activation}", self.kernel.geometry(), self.kernel.isa().name())])
     }
 
     op_as_typed_op!();
