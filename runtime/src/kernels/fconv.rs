@@ -22,8 +22,9 @@ pub const MR: usize = 8;
 pub const NB: usize = 32;
 /// Output channels per tile of the AVX-512 channels-vectorized kernel (two zmm).
 pub const CR: usize = 32;
-/// Output pixels per tile of the channels-vectorized kernel.
-pub const CP: usize = 8;
+/// Output pixels per tile of the channels-vectorized kernel, at most (24 accumulators; the
+/// pixels are split into groups as even as they come: 49 as 7 of 7).
+pub const CP: usize = 12;
 /// Packed weights up to this size are read from L1 for every block (half of a 48 KB L1, leaving
 /// room for the block's input).
 const WEIGHTS_IN_L1: usize = 24 * 1024;
@@ -90,9 +91,10 @@ struct ByChannels {
     weights: Lines,
     /// `[tile][CR]`.
     bias: Vec<f32>,
-    /// Per output pixel, where its runs start in the phase buffer (`oy * pitch + ox`), padded to a
-    /// multiple of CP with the last one.
+    /// Per output pixel, where its runs start in the phase buffer (`oy * pitch + ox`).
     pixels: Vec<usize>,
+    /// `(first pixel, count)`: the pixels in groups of at most CP, as even as they come.
+    groups: Vec<(usize, usize)>,
 }
 
 impl FConvKernel {
@@ -162,12 +164,15 @@ impl FConvKernel {
         assert!(kernel.moves.iter().all(within), "a phase split out of bounds");
         let (count, [oh, ow], pitch) = (kernel.extent().0, geometry.output, phase[1]);
         kernel.blocks = (0..count).step_by(NB).map(|first| runs(first, NB.min(count - first), pitch, ow)).collect();
-        // Values computed per image by each layout. Measured on fashion-resnet and fashion-cnn-s
-        // (Xeon, AVX-512): channels win where they compute a fifth less (4x4 outputs: 35.9 against
-        // 59.8 us), and an eighth less at stride 1 (7x7: 17.0 against 18.6 us); at stride 2 an
-        // eighth less loses (25.3 against 23.9 us), as does a tenth less (14x14 outputs).
+        // Values computed per image by each layout (channels: exactly the outputs, in groups of
+        // up to CP pixels). Measured on fashion-resnet and fashion-cnn-s (Xeon, AVX-512): channels
+        // win where they compute a fifth less (4x4 outputs: 35.9 against 59.8 us; since the groups
+        // are exact, also fashion-resnet s1.conv1, 7x7 at stride 2: 13.5-16.2 against 14.5-18.2 us
+        // in plans), and an eighth less at stride 1 (7x7: 17.0 against 18.6 us); at stride 2 a
+        // seventh less loses (s0.conv1, 14x14: 31.7 against 27.6 us in a plan), as do the stem and
+        // the pointwise shortcuts (14.2 against 9.1 us, 7.6 against 5.3 us).
         let by_pixels = tiles * MR * kernel.blocks.len() * NB;
-        let by_channels = out_channels.div_ceil(CR) * CR * (oh * ow).div_ceil(CP) * CP;
+        let by_channels = out_channels.div_ceil(CR) * CR * oh * ow;
         let saves = by_channels * 5 <= by_pixels * 4 || (geometry.stride == [1, 1] && by_channels * 8 <= by_pixels * 7);
         // (Scatter offsets are i32.)
         if kernel.isa == Isa::Avx512Vnni && saves && oh * ow * CR < i32::MAX as usize {
@@ -334,16 +339,27 @@ impl FConvKernel {
             #[cfg(target_arch = "x86_64")]
             if let Some(by) = &self.by_channels {
                 // Every read lies below the last pixel's start + reach, within the buffer.
-                assert!(by.pixels.iter().all(|&q| q + self.reach < buffer.len()) && by.weights.as_slice().len() == by.bias.len() * k, "tile out of bounds");
+                assert!(by.pixels.len() == plane && by.pixels.iter().all(|&q| q + self.reach < buffer.len()) && by.weights.as_slice().len() == by.bias.len() * k, "tile out of bounds");
                 for (t, (weights, bias)) in by.weights.as_slice().chunks_exact(k * CR).zip(by.bias.chunks_exact(CR)).enumerate() {
                     let channels = CR.min(self.out_channels - t * CR);
                     let out = &mut y[t * CR * plane..][..channels * plane];
-                    for (g, group) in by.pixels.chunks_exact(CP).enumerate() {
-                        let outputs = CP.min(plane - g * CP);
+                    for &(first, n) in &by.groups {
+                        let (group, out) = (&by.pixels[first..first + n], out.as_mut_ptr().wrapping_add(first));
+                        let activation = self.activation;
                         // SAFETY: AVX-512F and FMA are here (`Isa::available`, FMA checked in `new`);
                         // reads in bounds (asserted above); the scatters write channel c < channels
-                        // of output pixel g * CP + p < plane: within `out`.
-                        unsafe { x86::channels_avx512(weights, bias, buffer.as_ptr(), &self.offsets, group, self.activation, out.as_mut_ptr().add(g * CP), plane, channels, outputs) };
+                        // of output pixel first + p < plane: within `out`.
+                        unsafe {
+                            macro_rules! dispatch {
+                                ($($n:literal)*) => {
+                                    match n {
+                                        $($n => x86::channels_avx512::<$n>(weights, bias, buffer.as_ptr(), &self.offsets, group, activation, out, plane, channels),)*
+                                        _ => unreachable!("a group of {n} pixels"),
+                                    }
+                                };
+                            }
+                            dispatch!(1 2 3 4 5 6 7 8 9 10 11 12)
+                        }
                     }
                 }
                 continue;
@@ -445,10 +461,16 @@ impl ByChannels {
             packed_bias[o] = bias[if bias.len() == 1 { 0 } else { o }];
         }
         let [oh, ow] = kernel.geometry.output;
-        let mut pixels: Vec<usize> = (0..oh).flat_map(|oy| (0..ow).map(move |ox| oy * kernel.phase[1] + ox)).collect();
-        let last = *pixels.last().expect("a non-empty output");
-        pixels.resize(pixels.len().div_ceil(CP) * CP, last);
-        ByChannels { weights: lines, bias: packed_bias, pixels }
+        let pixels: Vec<usize> = (0..oh).flat_map(|oy| (0..ow).map(move |ox| oy * kernel.phase[1] + ox)).collect();
+        let count = pixels.len().div_ceil(CP);
+        let mut groups = Vec::with_capacity(count);
+        let mut first = 0;
+        for g in 0..count {
+            let n = pixels.len() / count + usize::from(g < pixels.len() % count);
+            groups.push((first, n));
+            first += n;
+        }
+        ByChannels { weights: lines, bias: packed_bias, pixels, groups }
     }
 }
 
@@ -517,7 +539,7 @@ fn tile_portable(weights: &[f32], bias: &[f32], src: &[f32], offsets: &[usize], 
 
 #[cfg(target_arch = "x86_64")]
 pub(super) mod x86 {
-    use super::{Activation, CP, CR, MR, NB};
+    use super::{Activation, CR, MR, NB};
     use std::arch::x86_64::*;
 
     /// tract-linalg 0.23.9's AVX-512 sigmoid (`avx512_sigmoid_f32`, which tract's `Sigmoid` runs
@@ -564,16 +586,45 @@ pub(super) mod x86 {
 
     /// Splits an image into phases: for each channel c and move m, `m.n` values from `x + c * image
     /// + m.src`, every `step`-th, to `buffer + c * plane + m.dst`; 16 values (stride 1) or 32
-    /// deinterleaved (stride 2) per masked load and store.
+    /// deinterleaved (stride 2) per masked load and store. At stride 2 a row's two column phases
+    /// (consecutive moves, one value apart) share their loads.
     ///
     /// # Safety
     /// AVX-512F; every move of every channel within `x` and `buffer`, `m.n > 0`.
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn split_avx512(x: *const f32, buffer: *mut f32, moves: &[super::Move], channels: usize, image: usize, plane: usize, step: usize) {
         let evens = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+        let odds = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
+        // Lanes below n, of 16 or 32.
+        let below = |n: usize| if n >= 32 { u32::MAX } else { (1u32 << n) - 1 };
         for c in 0..channels {
             let (x, buffer) = (x.wrapping_add(c * image), buffer.wrapping_add(c * plane));
-            for m in moves {
+            let mut i = 0;
+            while i < moves.len() {
+                let m = &moves[i];
+                i += 1;
+                if step == 2 && moves.get(i).is_some_and(|next| next.src == m.src + 1) {
+                    let next = &moves[i];
+                    i += 1;
+                    // Values 0, 2, .., 2 (n - 1) from src to m's phase, 1, 3, .., 2 n' - 1 to
+                    // next's: 2 max(n, n') values read.
+                    let (mut src, mut dst, mut other) = (x.wrapping_add(m.src), buffer.wrapping_add(m.dst), buffer.wrapping_add(next.dst));
+                    let (mut left, mut n, mut n_next) = ((2 * m.n - 1).max(2 * next.n), m.n, next.n);
+                    while left > 0 {
+                        let mask = below(left);
+                        // SAFETY: the loads read (masked) within the two moves' values, the stores
+                        // write their destinations (the caller's contract).
+                        unsafe {
+                            let a = _mm512_maskz_loadu_ps(mask as u16, src);
+                            let b = _mm512_maskz_loadu_ps((mask >> 16) as u16, src.wrapping_add(16));
+                            _mm512_mask_storeu_ps(dst, below(n) as u16, _mm512_permutex2var_ps(a, evens, b));
+                            _mm512_mask_storeu_ps(other, below(n_next) as u16, _mm512_permutex2var_ps(a, odds, b));
+                        }
+                        (src, dst, other) = (src.wrapping_add(32), dst.wrapping_add(16), other.wrapping_add(16));
+                        (left, n, n_next) = (left.saturating_sub(32), n.saturating_sub(16), n_next.saturating_sub(16));
+                    }
+                    continue;
+                }
                 let (mut src, mut dst) = (x.wrapping_add(m.src), buffer.wrapping_add(m.dst));
                 // SAFETY: the loads read (masked) within the move's values, the stores write its
                 // destination (the caller's contract).
@@ -658,16 +709,17 @@ pub(super) mod x86 {
         }
     }
 
-    /// A tile of [`CR`] channels by [`CP`] pixels: 16 accumulators, two weight loads and CP
+    /// A tile of [`CR`] channels by N <= [`CP`] pixels: 2N accumulators, two weight loads and N
     /// broadcasts per `k`; the activation in registers, then each pixel's channels scattered to
-    /// `out + c * plane + p` (`p < outputs`, `c < channels`).
+    /// `out + c * plane + p` (`p < N`, `c < channels`).
     ///
     /// # Safety
-    /// AVX-512F and FMA; `src + pixels[p] + offsets[k]` within one allocation; those writes within
-    /// another; `weights` holds `offsets.len() * CR` values and `bias` CR.
+    /// AVX-512F and FMA; `pixels` holds N values; `src + pixels[p] + offsets[k]` within one
+    /// allocation; those writes within another; `weights` holds `offsets.len() * CR` values and
+    /// `bias` CR.
     #[target_feature(enable = "avx512f,fma")]
     #[allow(clippy::too_many_arguments)]
-    pub unsafe fn channels_avx512(
+    pub unsafe fn channels_avx512<const N: usize>(
         weights: &[f32],
         bias: &[f32],
         src: *const f32,
@@ -677,12 +729,11 @@ pub(super) mod x86 {
         out: *mut f32,
         plane: usize,
         channels: usize,
-        outputs: usize,
     ) {
         // SAFETY: CR = 32 values of bias; the reads are in bounds by the caller's contract.
         let b = unsafe { [_mm512_loadu_ps(bias.as_ptr()), _mm512_loadu_ps(bias.as_ptr().add(16))] };
-        let mut acc = [b; CP];
-        let bases: [*const f32; CP] = std::array::from_fn(|p| src.wrapping_add(pixels[p]));
+        let mut acc = [b; N];
+        let bases: [*const f32; N] = std::array::from_fn(|p| src.wrapping_add(pixels[p]));
         for (w, &offset) in weights.chunks_exact(CR).zip(offsets) {
             // SAFETY: in bounds by the caller's contract.
             unsafe {
@@ -705,7 +756,7 @@ pub(super) mod x86 {
         let lanes = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
         let index = _mm512_mullo_epi32(lanes, _mm512_set1_epi32(plane as i32));
         let mask = (1u64 << channels) - 1;
-        for (p, a) in acc.iter().enumerate().take(outputs) {
+        for (p, a) in acc.iter().enumerate() {
             let at = out.wrapping_add(p);
             // SAFETY: the masked scatters write channels below `channels` of pixel p, in bounds by
             // the caller's contract; masked-off lanes are not accessed.
