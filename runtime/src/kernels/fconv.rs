@@ -145,11 +145,14 @@ impl FConvKernel {
         // Columns x with (x + pad) % sx == px land in phase px, at phase column (x + pad) / sx;
         // padded row y = r + pad is phase row y / sy of row phase y % sy.
         let ([h, w], [pad_y, pad_x]) = (geometry.input, geometry.pad_before);
-        let columns: Vec<_> = (0..sx)
+        let mut columns: Vec<_> = (0..sx)
             .map(|px| (px, (px + sx - pad_x % sx) % sx))
             .filter(|&(_, first)| first < w)
             .map(|(px, first)| (px, first, (first + pad_x) / sx))
             .collect();
+        // A row's moves by first column: at stride 2 the AVX-512 split reads a row once for two
+        // moves one value apart.
+        columns.sort_by_key(|&(_, first, _)| first);
         let moves = (0..h)
             .flat_map(|r| columns.iter().map(move |&column| (r, column)))
             .map(|(r, (px, first, column))| (((r + pad_y) % sy) * sx + px, r * w + first, ((r + pad_y) / sy) * phase[1] + column, (w - first).div_ceil(sx)))
