@@ -121,7 +121,15 @@ impl FConvKernel {
             packed_bias[o] = bias[if bias.len() == 1 { 0 } else { o }];
         }
         let ([sy, sx], [dy, dx]) = (geometry.stride, geometry.dilation);
-        let phase = [0, 1].map(|a| geometry.padded()[a].div_ceil(geometry.stride[a]));
+        let mut phase = [0, 1].map(|a| geometry.padded()[a].div_ceil(geometry.stride[a]));
+        // Phase rows on whole vectors (zeros past the padded width) where that costs at most one
+        // block in 25: a block of NB pixels is then whole rows (one run to store per row), and
+        // a tap at an even column of its phase loads whole cache lines (the buffer starts on one).
+        let blocks = |pitch: usize| ((geometry.output[0].max(1) - 1) * pitch + geometry.output[1]).div_ceil(NB);
+        let wide = phase[1].next_multiple_of(16);
+        if blocks(wide) * 25 <= blocks(phase[1]) * 26 {
+            phase[1] = wide;
+        }
         let plane = phase[0] * phase[1];
         let mut used = vec![false; sy * sx];
         let mut offsets = Vec::with_capacity(k);
@@ -176,7 +184,7 @@ impl FConvKernel {
         // the pointwise shortcuts (14.2 against 9.1 us, 7.6 against 5.3 us).
         let by_pixels = tiles * MR * kernel.blocks.len() * NB;
         let by_channels = out_channels.div_ceil(CR) * CR * oh * ow;
-        let saves = by_channels * 5 <= by_pixels * 4 || (geometry.stride == [1, 1] && by_channels * 8 <= by_pixels * 7);
+        let saves = by_channels * 5 <= by_pixels * 4 || (geometry.stride == [1, 1] && by_channels * 8 < by_pixels * 7);
         // (Scatter offsets are i32.)
         if kernel.isa == Isa::Avx512Vnni && saves && oh * ow * CR < i32::MAX as usize {
             kernel.by_channels = Some(ByChannels::new(&kernel, weights, bias));
@@ -290,7 +298,8 @@ impl FConvKernel {
 
     /// A zeroed phase buffer for [`FConvKernel::run_with`], to reuse across runs.
     pub fn scratch(&self) -> Vec<f32> {
-        vec![0f32; self.buffer_len()]
+        // 16 more: `run_with` starts the phases on 64 bytes.
+        vec![0f32; self.buffer_len() + 16]
     }
 
     /// Convolves `batch` NCHW images of `x` into `y`, with the logistic function in f32 as the
@@ -317,9 +326,11 @@ impl FConvKernel {
             return Ok(());
         }
         let far = self.extent().1;
-        if buffer.len() != self.buffer_len() {
+        if buffer.len() != self.buffer_len() + 16 {
             *buffer = self.scratch();
         }
+        let skip = buffer.as_ptr().align_offset(64).min(16);
+        let buffer = &mut buffer[skip..][..self.buffer_len()];
         let k = self.offsets.len();
         // A tile, and NB values past it: a run is copied NB values at a time where its plane has room.
         let mut tile = Tile([0f32; MR * NB + NB]);
