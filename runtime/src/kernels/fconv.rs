@@ -397,7 +397,7 @@ impl FConvKernel {
                         // SAFETY: AVX-512F and FMA are here (`Isa::available`, FMA checked in
                         // `new`); the reads are in bounds (asserted); each run lies within a plane
                         // of `plane` values (`runs`), and `rows[..n]` are those planes.
-                        unsafe { x86::tile_avx512(weights, bias, buffer.as_ptr().add(first), &self.offsets, self.activation, &rows[..n], block_runs) };
+                        unsafe { x86::tile_avx512(weights, bias, buffer.as_ptr().add(first), &self.offsets, self.activation, &rows, n, block_runs) };
                         continue;
                     }
                     let computed: &mut [f32; MR * NB] = (&mut tile.0[..MR * NB]).try_into().expect("MR * NB values");
@@ -581,7 +581,7 @@ pub(super) mod x86 {
     /// AVX-512F.
     #[target_feature(enable = "avx512f")]
     #[inline]
-    pub(in crate::kernels) unsafe fn activate_zmm(acc: &mut [[__m512; 2]], activation: Activation) {
+    pub(in crate::kernels) unsafe fn activate_zmm<const N: usize>(acc: &mut [[__m512; 2]; N], activation: Activation) {
         match activation {
             Activation::None => {}
             Activation::Relu => {
@@ -682,7 +682,8 @@ pub(super) mod x86 {
     ///
     /// # Safety
     /// AVX-512F and FMA; `src + offsets[k] + NB` within one allocation for every `k`; for each run
-    /// `(j, at, n)` and each row pointer `p`, `p + at .. p + at + n` writable (j + n <= NB).
+    /// `(j, at, len)` and each of the first `n` row pointers `p`, `p + at .. p + at + len` writable
+    /// (j + len <= NB).
     #[target_feature(enable = "avx512f,fma")]
     #[allow(clippy::too_many_arguments)]
     pub unsafe fn tile_avx512(
@@ -691,7 +692,8 @@ pub(super) mod x86 {
         src: *const f32,
         offsets: &[usize],
         activation: Activation,
-        rows: &[*mut f32],
+        rows: &[*mut f32; MR],
+        n: usize,
         runs: &[(usize, usize, usize)],
     ) {
         let mut acc = [[_mm512_setzero_ps(); 2]; MR];
@@ -709,16 +711,19 @@ pub(super) mod x86 {
         }
         // SAFETY: AVX-512F is here (this function's contract).
         unsafe { activate_zmm(&mut acc, activation) };
-        for (a, &row) in acc.iter().zip(rows) {
-            for &(j, at, n) in runs {
-                // Lanes j .. j + n of the pair, to row[at ..]: the pair's lane 0 lands at at - j.
-                let mask = ((1u64 << n) - 1) << j;
-                let base = row.wrapping_add(at).wrapping_sub(j);
-                // SAFETY: the masked stores write only the run's lanes, in bounds by the caller's
-                // contract; masked-off lanes are not accessed.
-                unsafe {
-                    _mm512_mask_storeu_ps(base, mask as u16, a[0]);
-                    _mm512_mask_storeu_ps(base.wrapping_add(16), (mask >> 16) as u16, a[1]);
+        // Runs outside, rows inside (a fixed count, unrolled): the accumulators stay in registers.
+        for &(j, at, len) in runs {
+            // Lanes j .. j + len of each pair, to row[at ..]: the pair's lane 0 lands at at - j.
+            let mask = ((1u64 << len) - 1) << j;
+            for (r, (a, &row)) in acc.iter().zip(rows).enumerate() {
+                if r < n {
+                    let base = row.wrapping_add(at).wrapping_sub(j);
+                    // SAFETY: the masked stores write only the run's lanes, in bounds by the
+                    // caller's contract; masked-off lanes are not accessed.
+                    unsafe {
+                        _mm512_mask_storeu_ps(base, mask as u16, a[0]);
+                        _mm512_mask_storeu_ps(base.wrapping_add(16), (mask >> 16) as u16, a[1]);
+                    }
                 }
             }
         }
