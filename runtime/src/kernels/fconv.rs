@@ -338,9 +338,10 @@ impl FConvKernel {
         let mut scaled = Tile([0f32; MR * NB + NB]);
         let plane = oh * ow;
         let tiles = self.bias.len() / MR;
-        // Blocks in the outer loop reuse each block's input from L1 for every tile; tiles there,
-        // each tile's weights for every block: that order where all weights would not fit in L1.
-        let tiles_outer = self.weights.len() * size_of::<f32>() > WEIGHTS_IN_L1;
+        // Blocks in the outer loop reuse each block's input from L1 for every tile, and read all
+        // weights once per block (from L1 where they fit); tiles there, each tile's weights for
+        // every block, and the whole buffer once per tile: that order where it reads less.
+        let tiles_outer = self.weights.len() * size_of::<f32>() > WEIGHTS_IN_L1 && tiles * buffer.len() < self.blocks.len() * self.weights.len();
         let order = |i: usize| if tiles_outer { (i / self.blocks.len(), i % self.blocks.len()) } else { (i % tiles, i / tiles) };
         #[cfg(target_arch = "x86_64")]
         if let Some(winograd) = &self.winograd {
