@@ -122,13 +122,21 @@ impl FConvKernel {
             packed_bias[o] = bias[if bias.len() == 1 { 0 } else { o }];
         }
         let ([sy, sx], [dy, dx]) = (geometry.stride, geometry.dilation);
+        let isa = match isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 | Isa::Avx512Vnni if !std::arch::is_x86_feature_detected!("fma") => Isa::Portable,
+            Isa::NeonDot => Isa::Neon,
+            Isa::Armv7Neon => Isa::Portable,
+            isa => isa,
+        };
         let mut phase = [0, 1].map(|a| geometry.padded()[a].div_ceil(geometry.stride[a]));
-        // Phase rows on whole vectors (zeros past the padded width) where that costs at most one
-        // block in 25: a block of NB pixels is then whole rows (one run to store per row), and
-        // a tap at an even column of its phase loads whole cache lines (the buffer starts on one).
+        // On AVX-512, phase rows on whole vectors (zeros past the padded width) where that costs
+        // at most one block in 25: a block of NB pixels is then whole rows (one run to store per
+        // row), and a tap at an even column of its phase loads whole cache lines (the buffer
+        // starts on one). (Not measured on ARM, so not done there.)
         let blocks = |pitch: usize| ((geometry.output[0].max(1) - 1) * pitch + geometry.output[1]).div_ceil(NB);
         let wide = phase[1].next_multiple_of(16);
-        if blocks(wide) * 25 <= blocks(phase[1]) * 26 {
+        if isa == Isa::Avx512Vnni && blocks(wide) * 25 <= blocks(phase[1]) * 26 {
             phase[1] = wide;
         }
         let plane = phase[0] * phase[1];
@@ -143,13 +151,6 @@ impl FConvKernel {
                 }
             }
         }
-        let isa = match isa {
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 | Isa::Avx512Vnni if !std::arch::is_x86_feature_detected!("fma") => Isa::Portable,
-            Isa::NeonDot => Isa::Neon,
-            Isa::Armv7Neon => Isa::Portable,
-            isa => isa,
-        };
         let reach = offsets.iter().copied().max().unwrap_or(0);
         // Columns x with (x + pad) % sx == px land in phase px, at phase column (x + pad) / sx;
         // padded row y = r + pad is phase row y / sy of row phase y % sy.
@@ -340,8 +341,10 @@ impl FConvKernel {
         let tiles = self.bias.len() / MR;
         // Blocks in the outer loop reuse each block's input from L1 for every tile, and read all
         // weights once per block (from L1 where they fit); tiles there, each tile's weights for
-        // every block, and the whole buffer once per tile: that order where it reads less.
-        let tiles_outer = self.weights.len() * size_of::<f32>() > WEIGHTS_IN_L1 && tiles * buffer.len() < self.blocks.len() * self.weights.len();
+        // every block, and the whole buffer once per tile: that order where all weights would not
+        // fit in L1 and (measured on AVX-512 only) where it reads less.
+        let reads_less = self.isa != Isa::Avx512Vnni || tiles * buffer.len() < self.blocks.len() * self.weights.len();
+        let tiles_outer = self.weights.len() * size_of::<f32>() > WEIGHTS_IN_L1 && reads_less;
         let order = |i: usize| if tiles_outer { (i / self.blocks.len(), i % self.blocks.len()) } else { (i % tiles, i / tiles) };
         #[cfg(target_arch = "x86_64")]
         if let Some(winograd) = &self.winograd {
