@@ -31,8 +31,7 @@ thread_local! {
 }
 
 /// Tiles per tile of the products (one broadcast each) at most, by vectors of output channels:
-/// 24 accumulators (13 x 2 where tiles split so), two or four weight loads and 12 or 6 broadcasts
-/// per input channel.
+/// 24 accumulators at most, two or four weight loads and 12 or 6 broadcasts per input channel.
 #[cfg(target_arch = "x86_64")]
 const fn tiles_per_tile(vectors: usize) -> usize {
     if vectors == 4 { 6 } else { 12 }
@@ -242,7 +241,7 @@ impl Winograd {
             let (m, v) = rows[xi * row..].split_at_mut(row);
             for ot in 0..op / oc {
                 let u = &self.weights[(xi * op + ot * oc) * c..][..c * oc];
-                // Groups of tiles as even as they come (49 tiles: 12, 12, 12, 13 by 32 channels).
+                // Groups of tiles as even as they come (49 tiles by 32 channels: 10, 10, 10, 10, 9).
                 let groups = t.div_ceil(most);
                 let mut first = 0;
                 for g in 0..groups {
@@ -263,7 +262,7 @@ impl Winograd {
                         if oc == 64 {
                             dispatch!(4: 1 2 3 4 5 6)
                         } else {
-                            dispatch!(2: 1 2 3 4 5 6 7 8 9 10 11 12 13)
+                            dispatch!(2: 1 2 3 4 5 6 7 8 9 10 11 12)
                         }
                     }
                     first += n;
