@@ -908,6 +908,32 @@ mod tests {
         y
     }
 
+    /// Each image of `y` against the definition on `x`'s, then `activation`: within f32 rounding of
+    /// a sum of `K` products (relative to the sum of their magnitudes).
+    #[allow(clippy::too_many_arguments)]
+    fn check(g: &Geometry, c: usize, weights: &[f32], bias: &[f32], activation: Activation, x: &[f32], y: &[f32], what: &str) -> Result<(), TestCaseError> {
+        let ([h, w], [oh, ow]) = (g.input, g.output);
+        let k = c * g.kernel[0] * g.kernel[1];
+        let out = weights.len() / k;
+        let abs_weights: Vec<f32> = weights.iter().map(|v| v.abs()).collect();
+        for (b, (x, y)) in x.chunks_exact(c * h * w).zip(y.chunks_exact(out * oh * ow)).enumerate() {
+            let want = reference(g, c, weights, bias, x);
+            let abs_x: Vec<f32> = x.iter().map(|v| v.abs()).collect();
+            let scale = reference(g, c, &abs_weights, &[1.0], &abs_x);
+            for (i, ((&got, &sum), &scale)) in y.iter().zip(&want).zip(&scale).enumerate() {
+                // The activations' slopes are at most 1.1: the sum's error passes on scaled by
+                // that, plus the activation's own f32 rounding.
+                let want = match activation {
+                    Activation::None => sum,
+                    Activation::Relu => sum.max(0.0),
+                    Activation::Swish { beta } => sum / (1.0 + (-(beta as f64) * sum).exp()),
+                };
+                prop_assert!((got as f64 - want).abs() <= 1.1e-6 * (k as f64 + 1.0) * scale + 1e-6 * want.abs(), "{what} {activation:?} image {b} value {i}: {got} vs {want}");
+            }
+        }
+        Ok(())
+    }
+
     fn values(n: usize, seed: u64) -> Vec<f32> {
         let mut s = seed;
         (0..n)
@@ -938,7 +964,6 @@ mod tests {
             let weights = values(out * k, seed);
             let bias = values(if one_bias { 1 } else { out }, seed ^ 1);
             let x = values(batch * c * h * w, seed ^ 2);
-            let abs_weights: Vec<f32> = weights.iter().map(|v| v.abs()).collect();
             for isa in Isa::available() {
                 for kernel in FConvKernel::new(g, c, &weights, &bias, isa).unwrap().with_activation(activation).layouts(&weights, &bias) {
                 let layout = if kernel.winograd.is_some() { "winograd" } else if kernel.by_channels.is_some() { "channels" } else { "pixels" };
@@ -947,21 +972,7 @@ mod tests {
                 let mut buffer = kernel.scratch();
                 kernel.run_with(&values(x.len(), seed ^ 3), batch, &mut y, &mut buffer, &mut logistic).unwrap();
                 kernel.run_with(&x, batch, &mut y, &mut buffer, &mut logistic).unwrap();
-                for (b, (x, y)) in x.chunks_exact(c * h * w).zip(y.chunks_exact(out * output[0] * output[1])).enumerate() {
-                    let want = reference(&g, c, &weights, &bias, x);
-                    let abs_x: Vec<f32> = x.iter().map(|v| v.abs()).collect();
-                    let scale = reference(&g, c, &abs_weights, &[1.0], &abs_x);
-                    for (i, ((&got, &sum), &scale)) in y.iter().zip(&want).zip(&scale).enumerate() {
-                        // The activations' slopes are at most 1.1: the sum's error passes on
-                        // scaled by that, plus the activation's own f32 rounding.
-                        let want = match activation {
-                            Activation::None => sum,
-                            Activation::Relu => sum.max(0.0),
-                            Activation::Swish { beta } => sum / (1.0 + (-(beta as f64) * sum).exp()),
-                        };
-                        prop_assert!((got as f64 - want).abs() <= 1.1e-6 * (k as f64 + 1.0) * scale + 1e-6 * want.abs(), "{isa:?} {layout} {activation:?} image {b} value {i}: {got} vs {want}");
-                    }
-                }
+                check(&g, c, &weights, &bias, activation, &x, &y, &format!("{isa:?} {layout}"))?;
                 }
             }
         }
@@ -989,26 +1000,13 @@ mod tests {
             let weights = values(out * k, seed);
             let bias = values(if one_bias { 1 } else { out }, seed ^ 1);
             let x = values(batch * c * h * w, seed ^ 2);
-            let abs_weights: Vec<f32> = weights.iter().map(|v| v.abs()).collect();
             let kernel = FConvKernel::new(g, c, &weights, &bias, Isa::Avx512Vnni).unwrap().with_activation(activation);
             let kernel = FConvKernel { winograd: Some(Winograd::new(&g, c, out, &weights, &bias)), ..kernel };
             let mut y = vec![f32::NAN; batch * out * output[0] * output[1]];
             // The scratch as a plan leaves it: after another image (and other layers, elsewhere).
             kernel.run(&values(x.len(), seed ^ 3), batch, &mut y).unwrap();
             kernel.run(&x, batch, &mut y).unwrap();
-            for (b, (x, y)) in x.chunks_exact(c * h * w).zip(y.chunks_exact(out * output[0] * output[1])).enumerate() {
-                let want = reference(&g, c, &weights, &bias, x);
-                let abs_x: Vec<f32> = x.iter().map(|v| v.abs()).collect();
-                let scale = reference(&g, c, &abs_weights, &[1.0], &abs_x);
-                for (i, ((&got, &sum), &scale)) in y.iter().zip(&want).zip(&scale).enumerate() {
-                    let want = match activation {
-                        Activation::None => sum,
-                        Activation::Relu => sum.max(0.0),
-                        Activation::Swish { beta } => sum / (1.0 + (-(beta as f64) * sum).exp()),
-                    };
-                    prop_assert!((got as f64 - want).abs() <= 1.1e-6 * (k as f64 + 1.0) * scale + 1e-6 * want.abs(), "{activation:?} image {b} value {i}: {got} vs {want}");
-                }
-            }
+            check(&g, c, &weights, &bias, activation, &x, &y, "winograd")?;
         }
     }
 
