@@ -213,6 +213,63 @@ impl FConvKernel {
         std::iter::once(pixels).chain(channels).chain(winograd).collect()
     }
 
+    /// This pointwise convolution (1x1, unpadded: a ResNet's strided shortcut) run on the phases
+    /// `first` splits, where one of `first`'s taps reads exactly its input (a 3x3 convolution of the
+    /// same stride padded by 1: the centre tap): it then needs no split of its own and reads what
+    /// `first` has just loaded (see [`FConvKernel::run_pair`]). `None` where it does not apply.
+    pub fn sharing_phases(&self, first: &FConvKernel) -> Option<FConvKernel> {
+        let (g, f) = (&self.geometry, &first.geometry);
+        let [kh, kw] = f.kernel;
+        let tap = [0, 1].map(|a| (f.dilation[a] > 0 && f.pad_before[a].is_multiple_of(f.dilation[a])).then(|| f.pad_before[a] / f.dilation[a]).filter(|&t| t < f.kernel[a]));
+        let [Some(ty), Some(tx)] = tap else { return None };
+        let same = g.kernel == [1, 1] && g.pad_before == [0, 0] && g.stride == f.stride && g.input == f.input && g.output == f.output;
+        if !same || self.in_channels != first.in_channels || self.isa != first.isa || first.winograd.is_some() || self.winograd.is_some() {
+            return None;
+        }
+        let offsets: Vec<usize> = (0..self.in_channels).map(|c| first.offsets[(c * kh + ty) * kw + tx]).collect();
+        let reach = offsets.iter().copied().max().unwrap_or(0);
+        let mut kernel = FConvKernel { offsets, reach, phase: first.phase, blocks: first.blocks.clone(), moves: Vec::new(), by_channels: None, winograd: None, ..self.clone() };
+        // The layout `new` would choose, on these phases.
+        if self.by_channels.is_some() {
+            let k = self.in_channels;
+            let mut weights = vec![0f32; self.out_channels * k];
+            for (o, row) in weights.chunks_exact_mut(k).enumerate() {
+                for (i, w) in row.iter_mut().enumerate() {
+                    *w = self.weights[((o / MR) * k + i) * MR + o % MR];
+                }
+            }
+            kernel.by_channels = Some(ByChannels::new(&kernel, &weights, &self.bias[..self.out_channels]));
+        }
+        Some(kernel)
+    }
+
+    /// `first` (this kernel) and `second`, from [`FConvKernel::sharing_phases`] on it, on the same
+    /// `batch` images: one split per image, into `buffer` (as [`FConvKernel::run_with`]'s).
+    #[allow(clippy::too_many_arguments)]
+    pub fn run_pair(&self, second: &FConvKernel, x: &[f32], batch: usize, y: &mut [f32], y2: &mut [f32], buffer: &mut Vec<f32>, sigmoid: &mut dyn FnMut(&mut [f32])) -> Result<(), ConvKernelError> {
+        let g = &self.geometry;
+        let ([h, w], [oh, ow]) = (g.input, g.output);
+        let image = self.in_channels * h * w;
+        if x.len() != batch * image {
+            return Err(ConvKernelError::Input { got: vec![x.len()], expected: vec![batch, self.in_channels, h, w] });
+        }
+        let (out_image, out2) = (self.out_channels * oh * ow, second.out_channels * oh * ow);
+        if y.len() != batch * out_image || y2.len() != batch * out2 {
+            return Err(ConvKernelError::Output { got: y.len() + y2.len(), expected: batch * (out_image + out2) });
+        }
+        assert!(self.winograd.is_none() && second.phase == self.phase && second.reach <= self.reach && second.geometry.output == g.output, "a pair that does not share its phases");
+        if batch == 0 || out_image == 0 {
+            return Ok(());
+        }
+        let buffer = self.phases(buffer);
+        for ((x, y), y2) in x.chunks_exact(image).zip(y.chunks_exact_mut(out_image)).zip(y2.chunks_exact_mut(out2)) {
+            self.split(x, buffer);
+            self.compute(buffer, y, sigmoid);
+            second.compute(buffer, y2, sigmoid);
+        }
+        Ok(())
+    }
+
     /// Whether this kernel runs F(2x2, 3x3) (see [`Winograd::serves`]).
     pub fn is_winograd(&self) -> bool {
         self.winograd.is_some()
@@ -329,18 +386,39 @@ impl FConvKernel {
         if batch == 0 || out_image == 0 {
             return Ok(());
         }
-        let far = self.extent().1;
+        #[cfg(target_arch = "x86_64")]
+        if let Some(winograd) = &self.winograd {
+            for (x, y) in x.chunks_exact(image).zip(y.chunks_exact_mut(out_image)) {
+                winograd.run(x, y, self.activation);
+            }
+            return Ok(());
+        }
+        let buffer = self.phases(buffer);
+        for (x, y) in x.chunks_exact(image).zip(y.chunks_exact_mut(out_image)) {
+            self.split(x, buffer);
+            self.compute(buffer, y, sigmoid);
+        }
+        Ok(())
+    }
+
+    /// The phases in `buffer` (replaced by [`FConvKernel::scratch`] where its length differs),
+    /// from its first 64-byte boundary.
+    fn phases<'a>(&self, buffer: &'a mut Vec<f32>) -> &'a mut [f32] {
         if buffer.len() != self.buffer_len() + 16 {
             *buffer = self.scratch();
         }
         let skip = buffer.as_ptr().align_offset(64).min(16);
-        let buffer = &mut buffer[skip..][..self.buffer_len()];
-        let k = self.offsets.len();
+        &mut buffer[skip..][..self.buffer_len()]
+    }
+
+    /// One image's outputs `y` from the phases in `buffer`: its own split, or, for a kernel from
+    /// [`FConvKernel::sharing_phases`], the other kernel's.
+    fn compute(&self, buffer: &[f32], y: &mut [f32], sigmoid: &mut dyn FnMut(&mut [f32])) {
+        let [oh, ow] = self.geometry.output;
+        let (k, plane, tiles, far) = (self.offsets.len(), oh * ow, self.bias.len() / MR, self.extent().1);
         // A tile, and NB values past it: a run is copied NB values at a time where its plane has room.
         let mut tile = Tile([0f32; MR * NB + NB]);
         let mut scaled = Tile([0f32; MR * NB + NB]);
-        let plane = oh * ow;
-        let tiles = self.bias.len() / MR;
         // Blocks in the outer loop reuse each block's input from L1 for every tile, and read all
         // weights once per block (from L1 where they fit); tiles there, each tile's weights for
         // every block, and the whole buffer once per tile: that order where all weights would not
@@ -349,82 +427,71 @@ impl FConvKernel {
         let tiles_outer = self.weights.len() * size_of::<f32>() > WEIGHTS_IN_L1 && reads_less;
         let order = |i: usize| if tiles_outer { (i / self.blocks.len(), i % self.blocks.len()) } else { (i % tiles, i / tiles) };
         #[cfg(target_arch = "x86_64")]
-        if let Some(winograd) = &self.winograd {
-            for (x, y) in x.chunks_exact(image).zip(y.chunks_exact_mut(out_image)) {
-                winograd.run(x, y, self.activation);
-            }
-            return Ok(());
-        }
-        for (x, y) in x.chunks_exact(image).zip(y.chunks_exact_mut(out_image)) {
-            self.split(x, buffer);
-            #[cfg(target_arch = "x86_64")]
-            if let Some(by) = &self.by_channels {
-                // Every read lies below the last pixel's start + reach, within the buffer.
-                assert!(by.pixels.len() == plane && by.pixels.iter().all(|&q| q + self.reach < buffer.len()) && by.weights.as_slice().len() == by.bias.len() * k, "tile out of bounds");
-                for (t, (weights, bias)) in by.weights.as_slice().chunks_exact(k * CR).zip(by.bias.chunks_exact(CR)).enumerate() {
-                    let channels = CR.min(self.out_channels - t * CR);
-                    let out = &mut y[t * CR * plane..][..channels * plane];
-                    for &(first, n) in &by.groups {
-                        let (group, out) = (&by.pixels[first..first + n], out.as_mut_ptr().wrapping_add(first));
-                        let activation = self.activation;
-                        // SAFETY: AVX-512F and FMA are here (`Isa::available`, FMA checked in `new`);
-                        // reads in bounds (asserted above); the scatters write channel c < channels
-                        // of output pixel first + p < plane: within `out`.
-                        unsafe {
-                            macro_rules! dispatch {
-                                ($($n:literal)*) => {
-                                    match n {
-                                        $($n => x86::channels_avx512::<$n>(weights, bias, buffer.as_ptr(), &self.offsets, group, activation, out, plane, channels),)*
-                                        _ => unreachable!("a group of {n} pixels"),
-                                    }
-                                };
-                            }
-                            dispatch!(1 2 3 4 5 6 7 8)
+        if let Some(by) = &self.by_channels {
+            // Every read lies below the last pixel's start + reach, within the buffer.
+            assert!(by.pixels.len() == plane && by.pixels.iter().all(|&q| q + self.reach < buffer.len()) && by.weights.as_slice().len() == by.bias.len() * k, "tile out of bounds");
+            for (t, (weights, bias)) in by.weights.as_slice().chunks_exact(k * CR).zip(by.bias.chunks_exact(CR)).enumerate() {
+                let channels = CR.min(self.out_channels - t * CR);
+                let out = &mut y[t * CR * plane..][..channels * plane];
+                for &(first, n) in &by.groups {
+                    let (group, out) = (&by.pixels[first..first + n], out.as_mut_ptr().wrapping_add(first));
+                    let activation = self.activation;
+                    // SAFETY: AVX-512F and FMA are here (`Isa::available`, FMA checked in `new`);
+                    // reads in bounds (asserted above); the scatters write channel c < channels
+                    // of output pixel first + p < plane: within `out`.
+                    unsafe {
+                        macro_rules! dispatch {
+                            ($($n:literal)*) => {
+                                match n {
+                                    $($n => x86::channels_avx512::<$n>(weights, bias, buffer.as_ptr(), &self.offsets, group, activation, out, plane, channels),)*
+                                    _ => unreachable!("a group of {n} pixels"),
+                                }
+                            };
                         }
+                        dispatch!(1 2 3 4 5 6 7 8)
                     }
                 }
-                continue;
             }
-            for (t, block) in (0..tiles * self.blocks.len()).map(order) {
-                let (first, block_runs) = (block * NB, &self.blocks[block]);
-                {
-                    let weights = &self.weights[t * k * MR..][..k * MR];
-                    let bias = &self.bias[t * MR..][..MR];
-                    let planes = y[t * MR * plane..].chunks_exact_mut(plane).take(MR);
-                    #[cfg(target_arch = "x86_64")]
-                    if self.isa == Isa::Avx512Vnni {
-                        // Read bounds as in `tile`; the stores are to `planes`, at the runs.
-                        assert!(base_in_bounds(self, first, far, buffer.len()) && weights.len() == k * MR, "tile out of bounds");
-                        let mut rows = [std::ptr::null_mut(); MR];
-                        let n = planes.len();
-                        for (row, plane) in rows.iter_mut().zip(planes) {
-                            *row = plane.as_mut_ptr();
-                        }
-                        // SAFETY: AVX-512F and FMA are here (`Isa::available`, FMA checked in
-                        // `new`); the reads are in bounds (asserted); each run lies within a plane
-                        // of `plane` values (`runs`), and `rows[..n]` are those planes.
-                        unsafe { x86::tile_avx512(weights, bias, buffer.as_ptr().add(first), &self.offsets, self.activation, &rows, n, block_runs) };
-                        continue;
+            return;
+        }
+        for (t, block) in (0..tiles * self.blocks.len()).map(order) {
+            let (first, block_runs) = (block * NB, &self.blocks[block]);
+            {
+                let weights = &self.weights[t * k * MR..][..k * MR];
+                let bias = &self.bias[t * MR..][..MR];
+                let planes = y[t * MR * plane..].chunks_exact_mut(plane).take(MR);
+                #[cfg(target_arch = "x86_64")]
+                if self.isa == Isa::Avx512Vnni {
+                    // Read bounds as in `tile`; the stores are to `planes`, at the runs.
+                    assert!(base_in_bounds(self, first, far, buffer.len()) && weights.len() == k * MR, "tile out of bounds");
+                    let mut rows = [std::ptr::null_mut(); MR];
+                    let n = planes.len();
+                    for (row, plane) in rows.iter_mut().zip(planes) {
+                        *row = plane.as_mut_ptr();
                     }
-                    let computed: &mut [f32; MR * NB] = (&mut tile.0[..MR * NB]).try_into().expect("MR * NB values");
-                    let scaled: &mut [f32; MR * NB] = (&mut scaled.0[..MR * NB]).try_into().expect("MR * NB values");
-                    self.tile(weights, bias, buffer, first, far, computed);
-                    activate(self.activation, computed, scaled, sigmoid);
-                    for (r, y) in planes.enumerate() {
-                        for &(j, at, n) in block_runs {
-                            // Values past the run land on this plane's later pixels, which later
-                            // runs and blocks overwrite: a fixed-size copy, not a memcpy call.
-                            if at + NB <= plane {
-                                y[at..][..NB].copy_from_slice(&tile.0[r * NB + j..][..NB]);
-                            } else {
-                                y[at..][..n].copy_from_slice(&tile.0[r * NB + j..][..n]);
-                            }
+                    // SAFETY: AVX-512F and FMA are here (`Isa::available`, FMA checked in
+                    // `new`); the reads are in bounds (asserted); each run lies within a plane
+                    // of `plane` values (`runs`), and `rows[..n]` are those planes.
+                    unsafe { x86::tile_avx512(weights, bias, buffer.as_ptr().add(first), &self.offsets, self.activation, &rows, n, block_runs) };
+                    continue;
+                }
+                let computed: &mut [f32; MR * NB] = (&mut tile.0[..MR * NB]).try_into().expect("MR * NB values");
+                let scaled: &mut [f32; MR * NB] = (&mut scaled.0[..MR * NB]).try_into().expect("MR * NB values");
+                self.tile(weights, bias, buffer, first, far, computed);
+                activate(self.activation, computed, scaled, sigmoid);
+                for (r, y) in planes.enumerate() {
+                    for &(j, at, n) in block_runs {
+                        // Values past the run land on this plane's later pixels, which later
+                        // runs and blocks overwrite: a fixed-size copy, not a memcpy call.
+                        if at + NB <= plane {
+                            y[at..][..NB].copy_from_slice(&tile.0[r * NB + j..][..NB]);
+                        } else {
+                            y[at..][..n].copy_from_slice(&tile.0[r * NB + j..][..n]);
                         }
                     }
                 }
             }
         }
-        Ok(())
     }
 
     /// One tile: `out[r][j] = bias[r] + sum over k of weights[k][r] * src[base + offsets[k] + j]`,
@@ -1007,6 +1074,39 @@ mod tests {
             kernel.run(&values(x.len(), seed ^ 3), batch, &mut y).unwrap();
             kernel.run(&x, batch, &mut y).unwrap();
             check(&g, c, &weights, &bias, activation, &x, &y, "winograd")?;
+        }
+    }
+
+    proptest! {
+        /// A strided shortcut on the phases of the 3x3 convolution beside it (`run_pair`) gives,
+        /// like that convolution, what it gives alone, bit for bit: the same sums in the same order.
+        #[test]
+        fn a_shortcut_on_anothers_phases_is_the_shortcut(
+            c in 1usize..12, out in 1usize..40, out2 in 1usize..40, h in 1usize..16, w in 1usize..16,
+            stride in 1usize..4, batch in 1usize..3, seed in any::<u64>(),
+        ) {
+            let output = [(h - 1) / stride + 1, (w - 1) / stride + 1];
+            let g = Geometry { input: [h, w], kernel: [3, 3], stride: [stride; 2], dilation: [1, 1], pad_before: [1, 1], pad_after: [1, 1], output };
+            let g2 = Geometry { kernel: [1, 1], pad_before: [0, 0], pad_after: [0, 0], ..g };
+            let (weights, bias) = (values(out * c * 9, seed), values(out, seed ^ 1));
+            let (weights2, bias2) = (values(out2 * c, seed ^ 2), values(out2, seed ^ 3));
+            let x = values(batch * c * h * w, seed ^ 4);
+            for isa in Isa::available() {
+                let first = FConvKernel::new(g, c, &weights, &bias, isa).unwrap().with_activation(Activation::Relu);
+                let alone = FConvKernel::new(g2, c, &weights2, &bias2, isa).unwrap();
+                let Some(shared) = alone.sharing_phases(&first) else {
+                    prop_assert!(first.is_winograd(), "{isa:?}: no pair for a direct 3x3 convolution");
+                    continue;
+                };
+                let plane = output[0] * output[1];
+                let (mut y, mut y2) = (vec![f32::NAN; batch * out * plane], vec![f32::NAN; batch * out2 * plane]);
+                first.run_pair(&shared, &x, batch, &mut y, &mut y2, &mut Vec::new(), &mut logistic).unwrap();
+                let (mut want, mut want2) = (vec![0f32; y.len()], vec![0f32; y2.len()]);
+                first.run(&x, batch, &mut want).unwrap();
+                alone.run(&x, batch, &mut want2).unwrap();
+                prop_assert!(y.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "{isa:?}: the first convolution");
+                prop_assert!(y2.iter().zip(&want2).all(|(a, b)| a.to_bits() == b.to_bits()), "{isa:?}: the shortcut");
+            }
         }
     }
 

