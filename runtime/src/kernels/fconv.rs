@@ -247,17 +247,9 @@ impl FConvKernel {
     /// `batch` images: one split per image, into `buffer` (as [`FConvKernel::run_with`]'s).
     #[allow(clippy::too_many_arguments)]
     pub fn run_pair(&self, second: &FConvKernel, x: &[f32], batch: usize, y: &mut [f32], y2: &mut [f32], buffer: &mut Vec<f32>, sigmoid: &mut dyn FnMut(&mut [f32])) -> Result<(), ConvKernelError> {
-        let g = &self.geometry;
-        let ([h, w], [oh, ow]) = (g.input, g.output);
-        let image = self.in_channels * h * w;
-        if x.len() != batch * image {
-            return Err(ConvKernelError::Input { got: vec![x.len()], expected: vec![batch, self.in_channels, h, w] });
-        }
-        let (out_image, out2) = (self.out_channels * oh * ow, second.out_channels * oh * ow);
-        if y.len() != batch * out_image || y2.len() != batch * out2 {
-            return Err(ConvKernelError::Output { got: y.len() + y2.len(), expected: batch * (out_image + out2) });
-        }
-        assert!(self.winograd.is_none() && second.phase == self.phase && second.reach <= self.reach && second.geometry.output == g.output, "a pair that does not share its phases");
+        let (image, out_image) = self.sizes(x, batch, y)?;
+        let (_, out2) = second.sizes(x, batch, y2)?;
+        assert!(self.winograd.is_none() && second.phase == self.phase && second.reach <= self.reach && second.geometry.output == self.geometry.output, "a pair that does not share its phases");
         if batch == 0 || out_image == 0 {
             return Ok(());
         }
@@ -373,16 +365,7 @@ impl FConvKernel {
     /// outside the image (one of another length is replaced), and `sigmoid` (applied in place, to
     /// 64-byte aligned slices) for [`Activation::Swish`] (not called on AVX-512, see [`Activation`]).
     pub fn run_with(&self, x: &[f32], batch: usize, y: &mut [f32], buffer: &mut Vec<f32>, sigmoid: &mut dyn FnMut(&mut [f32])) -> Result<(), ConvKernelError> {
-        let g = &self.geometry;
-        let ([h, w], [oh, ow]) = (g.input, g.output);
-        let image = self.in_channels * h * w;
-        if x.len() != batch * image {
-            return Err(ConvKernelError::Input { got: vec![x.len()], expected: vec![batch, self.in_channels, h, w] });
-        }
-        let out_image = self.out_channels * oh * ow;
-        if y.len() != batch * out_image {
-            return Err(ConvKernelError::Output { got: y.len(), expected: batch * out_image });
-        }
+        let (image, out_image) = self.sizes(x, batch, y)?;
         if batch == 0 || out_image == 0 {
             return Ok(());
         }
@@ -399,6 +382,20 @@ impl FConvKernel {
             self.compute(buffer, y, sigmoid);
         }
         Ok(())
+    }
+
+    /// Values per input image and per output image, where `x` and `y` hold `batch` of them.
+    fn sizes(&self, x: &[f32], batch: usize, y: &[f32]) -> Result<(usize, usize), ConvKernelError> {
+        let ([h, w], [oh, ow]) = (self.geometry.input, self.geometry.output);
+        let image = self.in_channels * h * w;
+        if x.len() != batch * image {
+            return Err(ConvKernelError::Input { got: vec![x.len()], expected: vec![batch, self.in_channels, h, w] });
+        }
+        let out_image = self.out_channels * oh * ow;
+        if y.len() != batch * out_image {
+            return Err(ConvKernelError::Output { got: y.len(), expected: batch * out_image });
+        }
+        Ok((image, out_image))
     }
 
     /// The phases in `buffer` (replaced by [`FConvKernel::scratch`] where its length differs),

@@ -78,23 +78,26 @@ impl std::hash::Hash for FConvExec {
 }
 
 impl FConvExec {
+    /// `run` with tract's sigmoid kernel as the kernel's sigmoid, its first error the result.
+    fn with_sigmoid(&self, run: impl FnOnce(&mut dyn FnMut(&mut [f32])) -> TractResult<()>) -> TractResult<()> {
+        let mut failed = None;
+        run(&mut |v| {
+            if let Err(e) = self.sigmoid.run(v) {
+                failed.get_or_insert(e);
+            }
+        })?;
+        failed.map_or(Ok(()), Err)
+    }
+
     fn eval_with(&self, inputs: TVec<TValue>, buffer: &mut Vec<f32>) -> TractResult<TVec<TValue>> {
         let x = &inputs[0];
         let batch = x.shape()[0];
         // SAFETY: f32 has no invalid bit patterns, and the kernel writes every value.
         let mut y = unsafe { Tensor::uninitialized::<f32>(&self.kernel.output_dims(batch))? };
         {
-            let x = x.try_as_plain_ram()?;
-            let mut out = y.try_as_plain_ram_mut()?;
-            let mut failed = None;
-            self.kernel.run_with(x.as_slice::<f32>()?, batch, out.as_slice_mut::<f32>()?, buffer, &mut |v| {
-                if let Err(e) = self.sigmoid.run(v) {
-                    failed.get_or_insert(e);
-                }
-            })?;
-            if let Some(e) = failed {
-                return Err(e);
-            }
+            let plain = x.try_as_plain_ram()?;
+            let (x, mut out) = (plain.as_slice::<f32>()?, y.try_as_plain_ram_mut()?);
+            self.with_sigmoid(|sigmoid| Ok(self.kernel.run_with(x, batch, out.as_slice_mut::<f32>()?, buffer, sigmoid)?))?;
             if let Some(activation) = self.residual {
                 let r = inputs.get(1).context("PerchConv#f32 with a residual connection has no second input")?;
                 let r = r.try_as_plain_ram()?;
@@ -438,17 +441,9 @@ impl FConvPairExec {
         // SAFETY: f32 has no invalid bit patterns, and the kernels write every value.
         let (mut y, mut y2) = unsafe { (Tensor::uninitialized::<f32>(&self.first.kernel.output_dims(batch))?, Tensor::uninitialized::<f32>(&self.second.output_dims(batch))?) };
         {
-            let x = x.try_as_plain_ram()?;
-            let (mut out, mut out2) = (y.try_as_plain_ram_mut()?, y2.try_as_plain_ram_mut()?);
-            let mut failed = None;
-            self.first.kernel.run_pair(&self.second, x.as_slice::<f32>()?, batch, out.as_slice_mut::<f32>()?, out2.as_slice_mut::<f32>()?, buffer, &mut |v| {
-                if let Err(e) = self.first.sigmoid.run(v) {
-                    failed.get_or_insert(e);
-                }
-            })?;
-            if let Some(e) = failed {
-                return Err(e);
-            }
+            let plain = x.try_as_plain_ram()?;
+            let (x, mut out, mut out2) = (plain.as_slice::<f32>()?, y.try_as_plain_ram_mut()?, y2.try_as_plain_ram_mut()?);
+            self.first.with_sigmoid(|sigmoid| Ok(self.first.kernel.run_pair(&self.second, x, batch, out.as_slice_mut::<f32>()?, out2.as_slice_mut::<f32>()?, buffer, sigmoid)?))?;
         }
         Ok(tvec!(y.into_tvalue(), y2.into_tvalue()))
     }
