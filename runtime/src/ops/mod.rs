@@ -33,9 +33,24 @@ pub fn registry() -> Registry {
     registry
 }
 
-/// tract's NNEF framework with Perch's registry: use it for every plan read or write.
+/// tract's NNEF framework with the ops Perch plans may hold: NNEF's own, tract_core's ops of image
+/// classifiers (`tract_core_images`, from Perch's patched tract-nnef: no sequence, signal, sub-graph,
+/// scatter or language-model ops) and Perch's. Use it for every plan read or write: what the host can
+/// write is then exactly what a device can read, and a device binary links only these ops.
 pub fn nnef() -> tract_nnef::framework::Nnef {
-    tract_nnef::nnef().with_registry(registry())
+    use tract_nnef::resource::{DatLoader, GraphNnefLoader, GraphQuantLoader, TypedModelLoader};
+    tract_nnef::framework::Nnef {
+        stdlib: tract_nnef::framework::stdlib(),
+        registries: vec![tract_nnef::ops::tract_nnef(), tract_nnef::ops::tract_core_images(), registry()],
+        resource_loaders: vec![
+            GraphNnefLoader.into_boxed(),
+            DatLoader.into_boxed(),
+            GraphQuantLoader.into_boxed(),
+            TypedModelLoader::new(false).into_boxed(),
+        ],
+        allow_extended_identifier_syntax: false,
+        extern_all_constants: false,
+    }
 }
 
 /// Evaluates an op that is defined as a small graph of tract ops (what it declutters into): wires
@@ -244,5 +259,33 @@ mod tests {
         let y = model.wire_node("dyn", DynamicConv { pool_spec: spec(), group: 1 }, &[x, k, s, b]).unwrap();
         model.select_output_outlets(&y).unwrap();
         same_both_ways(model, Tensor::from_shape(&[1, 2, 6, 5], &values(60, |i| (i as f32 * 0.37).sin() * 3.0)).unwrap());
+    }
+
+    /// Perch's framework writes and reads image classifiers' ops, and nothing else: a sequence or
+    /// signal op (here tract_core's FFT) can neither be written into a plan nor read from one that
+    /// tract's full framework wrote. That keeps those ops out of device binaries.
+    #[test]
+    fn plans_hold_the_ops_of_image_classifiers_only() {
+        let model = |op: Box<dyn TypedOp>| {
+            let mut model = TypedModel::default();
+            let x = model.add_source("x", f32::fact([3, 8, 2])).unwrap();
+            let y = model.wire_node("op", op, &[x]).unwrap();
+            model.select_output_outlets(&y).unwrap();
+            model
+        };
+        let fft = model(Box::new(tract_core::ops::fft::Fft { axis: 1, inverse: false }));
+        let err = super::nnef().write_to_tar(&fft, std::io::sink()).unwrap_err();
+        assert!(format!("{err:#}").contains("No serializer found"), "{err:#}");
+        let mut tar = Vec::new();
+        tract_nnef::nnef().write_to_tar(&fft, &mut tar).unwrap();
+        let err = super::nnef().model_for_read(&mut &*tar).unwrap_err();
+        assert!(format!("{err:#}").contains("tract_core_fft"), "{err:#}");
+
+        // A tract_core op of the image set (a strided downsample) goes both ways.
+        let down = model(Box::new(tract_core::ops::Downsample { axis: 1, stride: 2, modulo: 0 }));
+        let mut tar = Vec::new();
+        super::nnef().write_to_tar(&down, &mut tar).unwrap();
+        let read = super::nnef().model_for_read(&mut &*tar).unwrap();
+        assert!(read.nodes.iter().any(|n| n.op_is::<tract_core::ops::Downsample>()), "{read}");
     }
 }

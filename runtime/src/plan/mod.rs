@@ -73,7 +73,10 @@ pub enum PlanError {
     Tensor { path: String, why: String },
     #[error("plan tensor {path} has {elements} elements, over the limit of {max}")]
     TensorTooLarge { path: String, elements: u64, max: u64 },
-    #[error("plan graph cannot be serialized: {0}")]
+    #[error(
+        "plan graph cannot be serialized: {0} (a plan holds NNEF's operators, tract_core's operators of image \
+         classifiers and Perch's own)"
+    )]
     Serialize(String),
 }
 

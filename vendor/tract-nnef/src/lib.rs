@@ -12,6 +12,9 @@ pub mod registry;
 pub mod resource;
 pub mod ser;
 pub mod tensors;
+// Perch: the `patch` model transform registers itself at start-up (inventory) and reads NNEF with the
+// default framework, which links every tract_core op into any binary that links tract-nnef.
+#[cfg(feature = "patch-transform")]
 mod transform;
 
 pub use ast::ProtoModel;

@@ -38,6 +38,26 @@ mod topk;
 mod trilu;
 
 pub fn register(registry: &mut Registry) {
+    register_images(registry);
+    fft::register(registry);
+    gru_cell::register(registry);
+    gru_seq::register(registry);
+    lstm_cell::register(registry);
+    scan::register(registry);
+    submodel::register(registry);
+    scatter::register(registry);
+    grid_sample::register(registry);
+    trilu::register(registry);
+    one_hot::register(registry);
+    cumsum::register(registry);
+    clamped_swiglu::register(registry);
+    rms_norm::register(registry);
+    dyn_slice::register(registry);
+}
+
+/// Perch: the ops of image classifiers (the rest of `register` less sequence, signal, sub-graph,
+/// scatter and language-model ops), so that a binary that reads only these links only these.
+pub fn register_images(registry: &mut Registry) {
     registry.register_unit_element_wise("tract_core_round_even", &ops::math::RoundHalfToEven {});
     registry.register_unit_element_wise("tract_core_erf", &ops::math::Erf {});
     registry.register_unit_element_wise("tract_core_hard_swish", &ops::nn::HardSwish {});
@@ -54,37 +74,23 @@ pub fn register(registry: &mut Registry) {
     registry.register_binary("tract_shr", &ops::math::ShiftRight);
     broadcast::register(registry);
     cast::register(registry);
-    clamped_swiglu::register(registry);
     #[cfg(feature = "complex")]
     complex::register(registry);
-    cumsum::register(registry);
     downsample::register(registry);
-    dyn_slice::register(registry);
     einsum::register(registry);
-    fft::register(registry);
     gather::register(registry);
     gelu_approximate::register(registry);
     pow_const::register(registry);
-    grid_sample::register(registry);
-    gru_cell::register(registry);
-    gru_seq::register(registry);
-    lstm_cell::register(registry);
     matmul::register(registry);
-    one_hot::register(registry);
     qconv::register(registry);
     qmatmul::register(registry);
     reduce::register(registry);
     resize::register(registry);
-    rms_norm::register(registry);
-    scan::register(registry);
-    scatter::register(registry);
     shape_of::register(registry);
     silu::register(registry);
     softmax::register(registry);
     source::register(registry);
-    submodel::register(registry);
     range::register(registry);
     topk::register(registry);
-    trilu::register(registry);
     is_inf::register(registry);
 }

@@ -16,6 +16,17 @@ pub fn tract_core() -> Registry {
     reg
 }
 
+/// Perch: the `tract_core` registry with the ops of image classifiers only (`core::register_images`).
+pub fn tract_core_images() -> Registry {
+    let mut reg = Registry::new("tract_core")
+        .with_doc("Extension `tract_core` exposes NNEF fragments for using")
+        .with_doc("operator defined by tract-core crate.")
+        .with_doc("")
+        .with_doc("Add `extension tract_core` to `graph.nnef`");
+    core::register_images(&mut reg);
+    reg
+}
+
 pub fn tract_resource() -> Registry {
     let mut reg = Registry::new("tract_resource")
         .with_doc("Extension `tract_resource` exposes NNEF fragments for accessing")
