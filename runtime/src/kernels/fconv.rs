@@ -843,18 +843,85 @@ pub(super) mod x86 {
         }
         // SAFETY: AVX-512F is here (this function's contract).
         unsafe { activate_zmm(&mut acc, activation) };
-        let lanes = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
-        let index = _mm512_mullo_epi32(lanes, _mm512_set1_epi32(plane as i32));
-        let mask = (1u64 << channels) - 1;
-        for (p, a) in acc.iter().enumerate() {
-            let at = out.wrapping_add(p);
-            // SAFETY: the masked scatters write channels below `channels` of pixel p, in bounds by
-            // the caller's contract; masked-off lanes are not accessed.
-            unsafe {
-                _mm512_mask_i32scatter_ps::<4>(at, mask as u16, index, a[0]);
-                _mm512_mask_i32scatter_ps::<4>(at.wrapping_add(16 * plane), (mask >> 16) as u16, index, a[1]);
+        // Each half's 16 channels by N pixels, transposed in registers: a channel's N pixels are
+        // consecutive in its plane, one masked store each (scatters took 14% of s1.conv1's time).
+        let pixels = ((1u32 << N) - 1) as u16;
+        for half in 0..channels.div_ceil(16) {
+            let rows = std::array::from_fn(|p| if p < N { acc[p][half] } else { _mm512_setzero_ps() });
+            // SAFETY: AVX-512F is here (this function's contract).
+            let by_channel = unsafe { transpose_8x16(rows) };
+            for (j, v) in by_channel.iter().enumerate() {
+                let c = 16 * half + 2 * j;
+                // SAFETY: the masked stores write pixels below N of channels below `channels`, in
+                // bounds by the caller's contract; masked-off lanes are not accessed (the second
+                // store's lanes 8.. land on channel c + 1's pixels 0..).
+                unsafe {
+                    if c < channels {
+                        _mm512_mask_storeu_ps(out.wrapping_add(c * plane), pixels, *v);
+                    }
+                    if c + 1 < channels {
+                        _mm512_mask_storeu_ps(out.wrapping_add((c + 1) * plane).wrapping_sub(8), pixels << 8, *v);
+                    }
+                }
             }
         }
+    }
+
+    /// The lane indices of [`transpose_8x16`]'s three steps, `[step][which of the pair]`.
+    static TRANSPOSE: [[[i32; 16]; 2]; 3] = [
+        [transpose_index(0, false), transpose_index(0, true)],
+        [transpose_index(1, false), transpose_index(1, true)],
+        [transpose_index(2, false), transpose_index(2, true)],
+    ];
+
+    /// For `_mm512_permutex2var_ps(x, index, y)` (lanes 16.. are y's): steps 0 and 1 swap a bit of
+    /// the register number (pixel bit 2, then 1) with a lane bit (channel bit 3, then 2), from the
+    /// pair of registers differing in it (`upper`: the one with the bit set). Step 2 swaps pixel bit
+    /// 0 with channel bit 1 and puts the lanes in their final order: channel bit 0, then the pixel.
+    const fn transpose_index(step: usize, upper: bool) -> [i32; 16] {
+        let mut index = [0i32; 16];
+        let mut l = 0;
+        while l < 16 {
+            let from = if step < 2 {
+                let bit = 8 >> step;
+                match (l & bit == 0, upper) {
+                    (true, false) => l,
+                    (false, false) => 16 + l - bit,
+                    (true, true) => l + bit,
+                    (false, true) => 16 + l,
+                }
+            } else {
+                // Lane l holds channel bit 0 = l >> 3 and pixel p = l & 7; before this step its
+                // value is in the register of p's bit 0, at lane (p2 p1 c1 c0).
+                let (c0, p) = (l >> 3, l & 7);
+                let lane = ((p >> 1) << 2) | ((upper as usize) << 1) | c0;
+                if p & 1 == 0 { lane } else { 16 + lane }
+            };
+            index[l] = from as i32;
+            l += 1;
+        }
+        index
+    }
+
+    /// 8 rows (pixels) of 16 lanes (channels) into 8 registers, register j holding channel 2j's
+    /// 8 pixels in lanes 0..8 and channel 2j + 1's in lanes 8..16: three steps of 8 two-register
+    /// permutes.
+    ///
+    /// # Safety
+    /// AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    pub(in crate::kernels) unsafe fn transpose_8x16(mut rows: [__m512; 8]) -> [__m512; 8] {
+        for (step, [lower, upper]) in TRANSPOSE.iter().enumerate() {
+            // SAFETY: 16 values each.
+            let (lower, upper) = unsafe { (_mm512_loadu_si512(lower.as_ptr().cast()), _mm512_loadu_si512(upper.as_ptr().cast())) };
+            let bit = 4 >> step;
+            for i in (0..8).filter(|i| i & bit == 0) {
+                let (x, y) = (rows[i], rows[i | bit]);
+                rows[i] = _mm512_permutex2var_ps(x, lower, y);
+                rows[i | bit] = _mm512_permutex2var_ps(x, upper, y);
+            }
+        }
+        rows
     }
 
     /// Four passes, each of half the rows by half the pixels (two ymm): 8 accumulators.
@@ -1104,6 +1171,31 @@ mod tests {
                 prop_assert!(y.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "{isa:?}: the first convolution");
                 prop_assert!(y2.iter().zip(&want2).all(|(a, b)| a.to_bits() == b.to_bits()), "{isa:?}: the shortcut");
             }
+        }
+    }
+
+    /// The channels layout's store transpose: register j holds channel 2j's pixels 0..8, then
+    /// channel 2j + 1's.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn the_store_transpose_puts_each_channels_pixels_together() {
+        use std::arch::x86_64::*;
+        if !std::arch::is_x86_feature_detected!("avx512f") {
+            return;
+        }
+        let value = |p: usize, c: usize| (p * 16 + c) as f32;
+        let rows: [[f32; 16]; 8] = std::array::from_fn(|p| std::array::from_fn(|c| value(p, c)));
+        let mut got = [[0f32; 16]; 8];
+        // SAFETY: AVX-512F is here (checked above); 16 values each way.
+        unsafe {
+            let t = x86::transpose_8x16(std::array::from_fn(|p| _mm512_loadu_ps(rows[p].as_ptr())));
+            for (g, t) in got.iter_mut().zip(t) {
+                _mm512_storeu_ps(g.as_mut_ptr(), t);
+            }
+        }
+        for (j, lanes) in got.iter().enumerate() {
+            let want: [f32; 16] = std::array::from_fn(|l| value(l % 8, 2 * j + l / 8));
+            assert_eq!(lanes, &want, "register {j}");
         }
     }
 
