@@ -968,44 +968,59 @@ mod neon {
     use super::{MR, NB};
     use std::arch::aarch64::*;
 
-    /// Four passes of MR rows by 8 pixels (two q registers): 16 accumulators, two pixel loads, two
-    /// weight loads and 16 by-lane FMLAs per `k`.
+    /// Three passes of MR rows by 12, 12 and 8 pixels (three or two q registers): up to 24
+    /// accumulators, three pixel loads, two weight loads and 24 by-lane FMLAs per `k` (passes of 8
+    /// took 4 weight loads and 4 loops per 64 FMLAs instead of 3).
     ///
     /// # Safety
     /// `src + offsets[k] + NB` within one allocation for every `k`.
     #[target_feature(enable = "neon")]
     pub unsafe fn tile(weights: &[f32], bias: &[f32], src: *const f32, offsets: &[usize], out: &mut [f32; MR * NB]) {
-        for quarter in 0..NB / 8 {
-            let mut acc = [[vdupq_n_f32(0.0); 2]; MR];
-            for (a, &b) in acc.iter_mut().zip(bias) {
-                *a = [vdupq_n_f32(b); 2];
-            }
-            for (w, &offset) in weights.chunks_exact(MR).zip(offsets) {
-                // SAFETY: in bounds by the caller's contract; `w` holds MR = 8 values.
-                let (x0, x1, w0, w1) = unsafe {
-                    let s = src.add(offset + quarter * 8);
-                    (vld1q_f32(s), vld1q_f32(s.add(4)), vld1q_f32(w.as_ptr()), vld1q_f32(w.as_ptr().add(4)))
-                };
-                // Row r: lane r % 4 of w0 or w1 (a macro, so the intrinsics keep this function's features).
-                macro_rules! rows {
-                    ($($r:literal $w:ident $lane:literal),*) => {$(
-                        acc[$r][0] = vfmaq_laneq_f32::<$lane>(acc[$r][0], x0, $w);
-                        acc[$r][1] = vfmaq_laneq_f32::<$lane>(acc[$r][1], x1, $w);
-                    )*};
-                }
-                rows!(0 w0 0, 1 w0 1, 2 w0 2, 3 w0 3, 4 w1 0, 5 w1 1, 6 w1 2, 7 w1 3);
-            }
-            for (r, a) in acc.iter().enumerate() {
-                let o = &mut out[r * NB + quarter * 8..][..8];
-                // SAFETY: 8 values.
-                unsafe {
-                    vst1q_f32(o.as_mut_ptr(), a[0]);
-                    vst1q_f32(o.as_mut_ptr().add(4), a[1]);
-                }
-            }
+        const { assert!(NB == 32) };
+        // SAFETY: pixels 0..12, 12..24 and 24..32 of each run: in bounds by the caller's contract.
+        unsafe {
+            pass::<3>(weights, bias, src, offsets, out, 0);
+            pass::<3>(weights, bias, src, offsets, out, 12);
+            pass::<2>(weights, bias, src, offsets, out, 24);
         }
     }
 
+    /// MR rows by 4Q pixels from pixel `first`.
+    ///
+    /// # Safety
+    /// `src + offsets[k] + first + 4Q` within one allocation for every `k`; first + 4Q <= NB.
+    #[target_feature(enable = "neon")]
+    #[inline]
+    unsafe fn pass<const Q: usize>(weights: &[f32], bias: &[f32], src: *const f32, offsets: &[usize], out: &mut [f32; MR * NB], first: usize) {
+        let mut acc = [[vdupq_n_f32(0.0); Q]; MR];
+        for (a, &b) in acc.iter_mut().zip(bias) {
+            *a = [vdupq_n_f32(b); Q];
+        }
+        for (w, &offset) in weights.chunks_exact(MR).zip(offsets) {
+            // SAFETY: in bounds by the caller's contract; `w` holds MR = 8 values.
+            let (x, w0, w1) = unsafe {
+                let s = src.add(offset + first);
+                let x: [float32x4_t; Q] = std::array::from_fn(|q| vld1q_f32(s.add(4 * q)));
+                (x, vld1q_f32(w.as_ptr()), vld1q_f32(w.as_ptr().add(4)))
+            };
+            // Row r: lane r % 4 of w0 or w1 (a macro, so the intrinsics keep this function's features).
+            macro_rules! rows {
+                ($($r:literal $w:ident $lane:literal),*) => {$(
+                    for (a, x) in acc[$r].iter_mut().zip(x) {
+                        *a = vfmaq_laneq_f32::<$lane>(*a, x, $w);
+                    }
+                )*};
+            }
+            rows!(0 w0 0, 1 w0 1, 2 w0 2, 3 w0 3, 4 w1 0, 5 w1 1, 6 w1 2, 7 w1 3);
+        }
+        for (r, a) in acc.iter().enumerate() {
+            let o = &mut out[r * NB + first..][..4 * Q];
+            for (q, a) in a.iter().enumerate() {
+                // SAFETY: 4 values at 4q < 4Q.
+                unsafe { vst1q_f32(o.as_mut_ptr().add(4 * q), *a) };
+            }
+        }
+    }
 }
 
 #[cfg(test)]
