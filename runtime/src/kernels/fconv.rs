@@ -314,16 +314,38 @@ impl FConvKernel {
         }
         for (c, image) in x.chunks_exact(h * w).enumerate() {
             let buffer = &mut buffer[c * plane..];
-            for &Move { src, dst, n } in &self.moves {
-                let (src, dst) = (&image[src..], &mut buffer[dst..][..n]);
+            let mut i = 0;
+            while i < self.moves.len() {
+                let Move { src, dst, n } = self.moves[i];
+                i += 1;
                 match sx {
-                    1 => dst.copy_from_slice(&src[..n]),
-                    // Pairs, which vectorize (a step_by loop does not).
+                    1 => buffer[dst..][..n].copy_from_slice(&image[src..][..n]),
+                    // A row's even values to this move's phase and, where the next move starts one
+                    // value on, its odd values to that one's, in one pass of pairs (which vectorize,
+                    // as de-interleaving loads on NEON; a step_by loop does not).
                     2 => {
-                        let pairs = src[..2 * n - 1].chunks(2);
-                        dst.iter_mut().zip(pairs).for_each(|(d, pair)| *d = pair[0]);
+                        let next = self.moves.get(i).filter(|next| next.src == src + 1 && next.dst != dst).copied();
+                        let Some(next) = next else {
+                            let pairs = image[src..][..2 * n - 1].chunks(2);
+                            buffer[dst..][..n].iter_mut().zip(pairs).for_each(|(d, pair)| *d = pair[0]);
+                            continue;
+                        };
+                        i += 1;
+                        let (evens, odds) = two_runs(buffer, (dst, n), (next.dst, next.n));
+                        let both = n.min(next.n);
+                        let pairs = image[src..][..2 * both].chunks_exact(2);
+                        for ((e, o), pair) in evens.iter_mut().zip(odds.iter_mut()).zip(pairs) {
+                            (*e, *o) = (pair[0], pair[1]);
+                        }
+                        // The one value more of either (n and n' differ by at most one).
+                        for (k, e) in evens.iter_mut().enumerate().skip(both) {
+                            *e = image[src + 2 * k];
+                        }
+                        for (k, o) in odds.iter_mut().enumerate().skip(both) {
+                            *o = image[src + 1 + 2 * k];
+                        }
                     }
-                    _ => dst.iter_mut().zip(src.iter().step_by(sx)).for_each(|(d, &v)| *d = v),
+                    _ => buffer[dst..][..n].iter_mut().zip(image[src..].iter().step_by(sx)).for_each(|(d, &v)| *d = v),
                 }
             }
         }
@@ -504,6 +526,18 @@ impl FConvKernel {
             Isa::Neon => unsafe { neon::tile(weights, bias, src.as_ptr().add(base), &self.offsets, out) },
             _ => tile_portable(weights, bias, &src[base..], &self.offsets, out),
         }
+    }
+}
+
+/// `buffer[a.0..a.0 + a.1]` and `buffer[b.0..b.0 + b.1]`, two runs that do not overlap, both
+/// mutable.
+fn two_runs(buffer: &mut [f32], a: (usize, usize), b: (usize, usize)) -> (&mut [f32], &mut [f32]) {
+    if a.0 < b.0 {
+        let (low, high) = buffer.split_at_mut(b.0);
+        (&mut low[a.0..][..a.1], &mut high[..b.1])
+    } else {
+        let (low, high) = buffer.split_at_mut(a.0);
+        (&mut high[..a.1], &mut low[b.0..][..b.1])
     }
 }
 
