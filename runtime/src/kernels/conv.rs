@@ -75,6 +75,8 @@ pub enum ConvKernelError {
     Input { got: Vec<usize>, expected: Vec<usize> },
     #[error("output buffer of {got} values, {expected} needed")]
     Output { got: usize, expected: usize },
+    #[error("the first convolution cannot write into the second's phases (FConvKernel::can_feed)")]
+    CannotFeed,
 }
 
 /// The spatial geometry of a convolution, paddings resolved for its input size.

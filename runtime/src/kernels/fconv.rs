@@ -262,6 +262,107 @@ impl FConvKernel {
         Ok(())
     }
 
+    /// Whether this kernel's outputs can go straight into `next`'s phases as it computes them (see
+    /// [`FConvKernel::run_fed`]): where `next` convolves exactly this kernel's output, and this
+    /// kernel runs AVX-512's pixel layout in blocks of whole output rows, with its weights in L1.
+    pub fn can_feed(&self, next: &FConvKernel) -> bool {
+        self.isa == Isa::Avx512Vnni
+            && next.isa == self.isa
+            && self.by_channels.is_none()
+            && self.winograd.is_none()
+            && next.winograd.is_none()
+            && NB.is_multiple_of(self.phase[1])
+            && self.weights.len() * size_of::<f32>() <= WEIGHTS_IN_L1
+            && next.in_channels == self.out_channels
+            && next.geometry.input == self.geometry.output
+    }
+
+    /// `source` then this kernel (and `second`, from [`FConvKernel::sharing_phases`] on it, into
+    /// `y2`), on `batch` images of `x`, where `source.can_feed(self)`: each block of `source`'s
+    /// output rows goes from registers to `rows` (a few rows, which stay in L1) and is split from
+    /// there into this kernel's phases, so `source`'s output is never written whole nor read back
+    /// (fashion-resnet's stem into its first stage). `buffers`: `source`'s phases, this kernel's and
+    /// `rows`, kept from run to run. The outputs are those of `source.run` then `run_pair` to the bit.
+    #[allow(clippy::too_many_arguments)]
+    pub fn run_fed(&self, source: &FConvKernel, second: Option<&FConvKernel>, x: &[f32], batch: usize, y: &mut [f32], y2: &mut [f32], buffers: &mut [Vec<f32>; 3], sigmoid: &mut dyn FnMut(&mut [f32])) -> Result<(), ConvKernelError> {
+        if !source.can_feed(self) {
+            return Err(ConvKernelError::CannotFeed);
+        }
+        let [h, w] = source.geometry.input;
+        let image = source.in_channels * h * w;
+        if x.len() != batch * image {
+            return Err(ConvKernelError::Input { got: vec![x.len()], expected: vec![batch, source.in_channels, h, w] });
+        }
+        let [oh, ow] = self.geometry.output;
+        let out_image = self.out_channels * oh * ow;
+        if y.len() != batch * out_image {
+            return Err(ConvKernelError::Output { got: y.len(), expected: batch * out_image });
+        }
+        let out2 = second.map_or(0, |s| s.out_channels * s.geometry.output[0] * s.geometry.output[1]);
+        if y2.len() != batch * out2 {
+            return Err(ConvKernelError::Output { got: y2.len(), expected: batch * out2 });
+        }
+        if let Some(second) = second {
+            assert!(second.phase == self.phase && second.reach <= self.reach && second.geometry.output == self.geometry.output, "a pair that does not share its phases");
+        }
+        if batch == 0 || out_image == 0 {
+            return Ok(());
+        }
+        let [own, phases, rows] = buffers;
+        let (own, phases) = (source.phases(own), self.phases(phases));
+        for (i, x) in x.chunks_exact(image).enumerate() {
+            source.split(x, own);
+            source.compute_into(own, self, phases, rows);
+            self.compute(phases, &mut y[i * out_image..][..out_image], sigmoid);
+            if let Some(second) = second {
+                second.compute(phases, &mut y2[i * out2..][..out2], sigmoid);
+            }
+        }
+        Ok(())
+    }
+
+    /// One image's outputs from the phases in `buffer`, block by block through `rows` into `next`'s
+    /// `phases` (see [`FConvKernel::run_fed`]).
+    #[cfg(target_arch = "x86_64")]
+    fn compute_into(&self, buffer: &[f32], next: &FConvKernel, phases: &mut [f32], rows: &mut Vec<f32>) {
+        let ([oh, ow], k, far) = (self.geometry.output, self.offsets.len(), self.extent().1);
+        // Output rows per block, and a channel's values in `rows`.
+        let per_block = NB / self.phase[1];
+        let channel = per_block * ow;
+        if rows.len() < self.out_channels * channel {
+            rows.resize(self.out_channels * channel, 0.0);
+        }
+        let (w, plane, sx) = (next.geometry.input[1], next.phase[0] * next.phase[1], next.geometry.stride[1]);
+        assert!(phases.len() == next.buffer_len() && w == ow, "phases for another convolution");
+        for (block, block_runs) in self.blocks.iter().enumerate() {
+            let (first, top) = (block * NB, block * per_block);
+            for (t, (weights, bias)) in self.weights.chunks_exact(k * MR).zip(self.bias.chunks_exact(MR)).enumerate() {
+                assert!(base_in_bounds(self, first, far, buffer.len()), "tile out of bounds");
+                let n = MR.min(self.out_channels - t * MR);
+                // Channel c's output row oy lands at rows[c * channel + (oy - top) * ow].
+                let mut planes = [std::ptr::null_mut(); MR];
+                for (r, plane) in planes.iter_mut().enumerate().take(n) {
+                    *plane = rows.as_mut_ptr().wrapping_add((t * MR + r) * channel).wrapping_sub(top * ow);
+                }
+                // SAFETY: AVX-512F and FMA are here (`can_feed`, FMA checked in `new`); the reads
+                // are in bounds (asserted); the block's runs lie in its output rows, top..top +
+                // per_block, so each of the first n planes' writes lies in its channel's rows.
+                unsafe { x86::tile_avx512(weights, bias, buffer.as_ptr().add(first), &self.offsets, self.activation, &planes, n, block_runs) };
+            }
+            // The moves of the block's rows (sorted by row), from `rows` as if it were the image.
+            let count = per_block.min(oh - top);
+            let (low, high) = (next.moves.partition_point(|m| m.src / w < top), next.moves.partition_point(|m| m.src / w < top + count));
+            // SAFETY: AVX-512F is here; every move reads within its row of each channel's rows in
+            // `rows` (channel stride `channel`) and writes within `phases` (asserted in `new`).
+            unsafe { x86::split_avx512(rows.as_ptr().wrapping_sub(top * w), phases.as_mut_ptr(), &next.moves[low..high], next.in_channels, channel, plane, sx) };
+        }
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    fn compute_into(&self, _: &[f32], _: &FConvKernel, _: &mut [f32], _: &mut Vec<f32>) {
+        unreachable!("can_feed holds on AVX-512 only");
+    }
+
     /// Whether this kernel runs F(2x2, 3x3) (see [`Winograd::serves`]).
     pub fn is_winograd(&self) -> bool {
         self.winograd.is_some()
@@ -1242,6 +1343,65 @@ mod tests {
                 prop_assert!(y.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "{isa:?}: the first convolution");
                 prop_assert!(y2.iter().zip(&want2).all(|(a, b)| a.to_bits() == b.to_bits()), "{isa:?}: the shortcut");
             }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        /// A convolution fed another's output rows as they are computed (`run_fed`), alone and with
+        /// a shortcut on its phases, gives what it gives on that output written whole, to the bit.
+        #[test]
+        fn a_convolution_fed_rows_as_they_come_is_the_convolution(
+            c in 1usize..4, mid in 1usize..20, out in 1usize..40, out2 in 1usize..40, side in prop::sample::select(vec![6usize, 14, 28, 30]),
+            stride in 1usize..3, batch in 1usize..3, relu in any::<bool>(), seed in any::<u64>(),
+        ) {
+            let output = (side - 1) / stride + 1;
+            let g0 = Geometry { input: [side; 2], kernel: [3, 3], stride: [1, 1], dilation: [1, 1], pad_before: [1, 1], pad_after: [1, 1], output: [side; 2] };
+            let g = Geometry { input: [side; 2], stride: [stride; 2], output: [output; 2], ..g0 };
+            let g2 = Geometry { kernel: [1, 1], pad_before: [0, 0], pad_after: [0, 0], ..g };
+            let (weights0, bias0) = (values(mid * c * 9, seed), values(mid, seed ^ 5));
+            let (weights, bias) = (values(out * mid * 9, seed ^ 6), values(out, seed ^ 1));
+            let (weights2, bias2) = (values(out2 * mid, seed ^ 2), values(out2, seed ^ 3));
+            let x = values(batch * c * side * side, seed ^ 4);
+            let mut fed = 0;
+            for isa in Isa::available() {
+                let activation = if relu { Activation::Relu } else { Activation::None };
+                let source = FConvKernel::new(g0, c, &weights0, &bias0, isa).unwrap().with_activation(activation);
+                let first = FConvKernel::new(g, mid, &weights, &bias, isa).unwrap().with_activation(Activation::Relu);
+                let shared = FConvKernel::new(g2, mid, &weights2, &bias2, isa).unwrap().sharing_phases(&first);
+                if !source.can_feed(&first) {
+                    let mut y = vec![0f32; batch * out * output * output];
+                    prop_assert_eq!(first.run_fed(&source, None, &x, batch, &mut y, &mut [], &mut Default::default(), &mut logistic), Err(ConvKernelError::CannotFeed));
+                    continue;
+                }
+                fed += 1;
+                let mut between = vec![0f32; batch * mid * side * side];
+                source.run(&x, batch, &mut between).unwrap();
+                let plane = output * output;
+                for second in [None, shared.as_ref()] {
+                    let out2 = second.map_or(0, |_| out2);
+                    let (mut y, mut y2) = (vec![f32::NAN; batch * out * plane], vec![f32::NAN; batch * out2 * plane]);
+                    let mut buffers = Default::default();
+                    // Twice on the same buffers: what the first run leaves changes nothing.
+                    for _ in 0..2 {
+                        first.run_fed(&source, second, &x, batch, &mut y, &mut y2, &mut buffers, &mut logistic).unwrap();
+                    }
+                    let (mut want, mut want2) = (vec![0f32; y.len()], vec![0f32; y2.len()]);
+                    match second {
+                        Some(second) => first.run_pair(second, &between, batch, &mut want, &mut want2, &mut Vec::new(), &mut logistic).unwrap(),
+                        None => first.run(&between, batch, &mut want).unwrap(),
+                    }
+                    prop_assert!(y.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "{:?}: the fed convolution", isa);
+                    prop_assert!(y2.iter().zip(&want2).all(|(a, b)| a.to_bits() == b.to_bits()), "{:?}: the shortcut", isa);
+                }
+            }
+            // A 28x28 image into a stride-2 convolution (fashion-resnet's stem into its first
+            // stage) is fed wherever AVX-512 runs.
+            #[cfg(target_arch = "x86_64")]
+            if side == 28 && stride == 2 && Isa::available().contains(&Isa::Avx512Vnni) {
+                prop_assert!(fed > 0, "a 28x28 stem was not fed");
+            }
+            let _ = fed;
         }
     }
 

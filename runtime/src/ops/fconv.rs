@@ -125,22 +125,23 @@ impl EvalOp for FConvExec {
     /// In a plan, the padded input buffer is kept from run to run (its padding stays zero): no
     /// allocation and no clearing per image.
     fn state(&self, _ctx: &EvalContext) -> TractResult<Option<Box<dyn OpState>>> {
-        Ok(Some(Box::new(FConvState { buffer: self.kernel.scratch() })))
+        Ok(Some(Box::new(FConvState { buffers: [self.kernel.scratch(), Vec::new(), Vec::new()] })))
     }
 }
 
-/// The kernel's phase buffer, one per tract state (for [`FConvExec`] and [`FConvPairExec`]).
+/// The kernel's phase buffer, one per tract state (for [`FConvExec`] and [`FConvPairExec`]); a
+/// fed pair's also holds its source's phases and rows (see [`FConvKernel::run_fed`]).
 #[derive(Debug, Clone)]
 struct FConvState {
-    buffer: Vec<f32>,
+    buffers: [Vec<f32>; 3],
 }
 
 impl OpState for FConvState {
     fn eval(&mut self, _ctx: &EvalContext, op: &dyn Op, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         if let Some(pair) = op.downcast_ref::<FConvPairExec>() {
-            return pair.eval_with(inputs, &mut self.buffer);
+            return pair.eval_with(inputs, &mut self.buffers);
         }
-        op.downcast_ref::<FConvExec>().context("PerchConv#f32 state on another op")?.eval_with(inputs, &mut self.buffer)
+        op.downcast_ref::<FConvExec>().context("PerchConv#f32 state on another op")?.eval_with(inputs, &mut self.buffers[0])
     }
 
     /// The buffer is scratch, rewritten on every run: nothing carries from one turn to the next.
@@ -398,11 +399,13 @@ pub fn fuse_residuals(model: &mut TypedModel) -> TractResult<usize> {
 /// A strided 3x3 convolution and the pointwise one beside it on the same input (a ResNet stage's
 /// first convolution and its shortcut), on one split of the input: the shortcut's kernel reads the
 /// first one's phases (see [`FConvKernel::sharing_phases`]). Two outputs, the first convolution's
-/// then the shortcut's (never serialized).
+/// then the shortcut's (never serialized). With a `source`, its input is that convolution's input,
+/// and `source`'s output goes into the phases as it is computed (see [`feed_pairs`]).
 #[derive(Debug, Clone)]
 pub struct FConvPairExec {
     first: FConvExec,
     second: Arc<FConvKernel>,
+    source: Option<Arc<FConvKernel>>,
 }
 
 impl Op for FConvPairExec {
@@ -413,6 +416,9 @@ impl Op for FConvPairExec {
     fn info(&self) -> TractResult<Vec<String>> {
         let mut info = self.first.info()?;
         info.push(format!("and on its phases {:?}", self.second.geometry()));
+        if let Some(source) = &self.source {
+            info.push(format!("fed by {:?} (then {:?}) as it computes", source.geometry(), source.activation()));
+        }
         Ok(info)
     }
 
@@ -421,7 +427,7 @@ impl Op for FConvPairExec {
 
 impl PartialEq for FConvPairExec {
     fn eq(&self, other: &Self) -> bool {
-        self.first == other.first && Arc::ptr_eq(&self.second, &other.second)
+        self.first == other.first && Arc::ptr_eq(&self.second, &other.second) && self.source.as_ref().map(Arc::as_ptr) == other.source.as_ref().map(Arc::as_ptr)
     }
 }
 
@@ -431,11 +437,12 @@ impl std::hash::Hash for FConvPairExec {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
         Arc::as_ptr(&self.first.kernel).hash(state);
         Arc::as_ptr(&self.second).hash(state);
+        self.source.as_ref().map(Arc::as_ptr).hash(state);
     }
 }
 
 impl FConvPairExec {
-    fn eval_with(&self, inputs: TVec<TValue>, buffer: &mut Vec<f32>) -> TractResult<TVec<TValue>> {
+    fn eval_with(&self, inputs: TVec<TValue>, buffers: &mut [Vec<f32>; 3]) -> TractResult<TVec<TValue>> {
         let x = &inputs[0];
         let batch = x.shape()[0];
         // SAFETY: f32 has no invalid bit patterns, and the kernels write every value.
@@ -443,7 +450,11 @@ impl FConvPairExec {
         {
             let plain = x.try_as_plain_ram()?;
             let (x, mut out, mut out2) = (plain.as_slice::<f32>()?, y.try_as_plain_ram_mut()?, y2.try_as_plain_ram_mut()?);
-            self.first.with_sigmoid(|sigmoid| Ok(self.first.kernel.run_pair(&self.second, x, batch, out.as_slice_mut::<f32>()?, out2.as_slice_mut::<f32>()?, buffer, sigmoid)?))?;
+            let (y, y2) = (out.as_slice_mut::<f32>()?, out2.as_slice_mut::<f32>()?);
+            match &self.source {
+                Some(source) => self.first.with_sigmoid(|sigmoid| Ok(self.first.kernel.run_fed(source, Some(&self.second), x, batch, y, y2, buffers, sigmoid)?))?,
+                None => self.first.with_sigmoid(|sigmoid| Ok(self.first.kernel.run_pair(&self.second, x, batch, y, y2, &mut buffers[0], sigmoid)?))?,
+            }
         }
         Ok(tvec!(y.into_tvalue(), y2.into_tvalue()))
     }
@@ -453,12 +464,12 @@ impl EvalOp for FConvPairExec {
     op_out_of_plan!();
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        self.eval_with(inputs, &mut Vec::new())
+        self.eval_with(inputs, &mut Default::default())
     }
 
-    /// The phase buffer kept from run to run, as [`FConvExec`]'s.
+    /// The phase buffers kept from run to run, as [`FConvExec`]'s.
     fn state(&self, _ctx: &EvalContext) -> TractResult<Option<Box<dyn OpState>>> {
-        Ok(Some(Box::new(FConvState { buffer: self.first.kernel.scratch() })))
+        Ok(Some(Box::new(FConvState { buffers: [self.first.kernel.scratch(), Vec::new(), Vec::new()] })))
     }
 }
 
@@ -470,7 +481,8 @@ impl TypedOp for FConvPairExec {
     }
 
     fn cost(&self, inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
-        Ok(tvec!((Cost::FMA(DatumType::F32), inputs[0].shape[0].clone() * (self.first.kernel.macs() + self.second.macs()))))
+        let source = self.source.as_ref().map_or(0, |s| s.macs());
+        Ok(tvec!((Cost::FMA(DatumType::F32), inputs[0].shape[0].clone() * (self.first.kernel.macs() + self.second.macs() + source))))
     }
 
     as_op!();
@@ -495,7 +507,7 @@ pub fn pair_shortcuts(model: &mut TypedModel) -> TractResult<usize> {
             Some((other.id, op.kernel.sharing_phases(&first.kernel)?))
         });
         let Some((second_id, second)) = sibling else { continue };
-        let (name, pair) = (node.name.clone(), FConvPairExec { first: first.clone(), second: Arc::new(second) });
+        let (name, pair) = (node.name.clone(), FConvPairExec { first: first.clone(), second: Arc::new(second), source: None });
         let mut patch = TypedModelPatch::default();
         let tap = patch.tap_model(model, x)?;
         let outputs = patch.wire_node(name, pair, &[tap])?;
@@ -505,6 +517,36 @@ pub fn pair_shortcuts(model: &mut TypedModel) -> TractResult<usize> {
         paired += 1;
     }
     Ok(paired)
+}
+
+/// Moves each `PerchConv#f32` whose output only a `PerchConvPair#f32` reads (fashion-resnet's stem,
+/// before its first stage) into that pair, as its source: its output rows then go into the pair's
+/// phases as they are computed, and the output is never written whole nor read back (see
+/// [`FConvKernel::run_fed`]; AVX-512 only, see [`FConvKernel::can_feed`]). Runs after
+/// [`pair_shortcuts`]; returns how many it moved.
+pub fn feed_pairs(model: &mut TypedModel) -> TractResult<usize> {
+    let outputs = model.output_outlets()?.to_vec();
+    let mut fed = 0;
+    for id in 0..model.nodes().len() {
+        let node = model.node(id);
+        let Some(pair) = node.op_as::<FConvPairExec>() else { continue };
+        let x = node.inputs[0];
+        let producer = model.node(x.node);
+        let Some(source) = producer.op_as::<FConvExec>() else { continue };
+        let sole = model.outlet_successors(x).len() == 1 && !outputs.contains(&x) && producer.outputs.len() == 1;
+        if pair.source.is_some() || node.inputs.len() != 1 || !sole || source.residual.is_some() || producer.inputs.len() != 1 || !source.kernel.can_feed(&pair.first.kernel) {
+            continue;
+        }
+        let (name, op) = (node.name.clone(), FConvPairExec { source: Some(source.kernel.clone()), ..pair.clone() });
+        let mut patch = TypedModelPatch::default();
+        let tap = patch.tap_model(model, producer.inputs[0])?;
+        let fed_outputs = patch.wire_node(name, op, &[tap])?;
+        patch.shunt_outside(model, OutletId::new(id, 0), fed_outputs[0])?;
+        patch.shunt_outside(model, OutletId::new(id, 1), fed_outputs[1])?;
+        patch.apply(model)?;
+        fed += 1;
+    }
+    Ok(fed)
 }
 
 #[cfg(test)]
@@ -699,6 +741,48 @@ mod tests {
         let (paired, apart) = (run(true), run(false));
         Tolerance::Exact.check(&paired, &apart).unwrap();
         Tolerance::CrossArch.check(&paired, &test_run(model, &input).1).unwrap();
+    }
+
+    /// A stem before a ResNet stage: where AVX-512 runs, it moves into the stage's pair (fed),
+    /// bit for bit the ops apart, and within rounding of tract's plan.
+    #[test]
+    fn a_stem_feeds_the_pair_after_it() {
+        use tract_core::ops::binary::TypedBinOp;
+        use tract_core::ops::math::Add;
+        let mut model = TypedModel::default();
+        let x = model.add_source("x", f32::fact([2, 3, 14, 14])).unwrap();
+        let conv = |model: &mut TypedModel, name: &str, input: OutletId, (cin, cout, size, stride): (usize, usize, usize, usize), seed: usize| {
+            let spec = PoolSpec::new(DataFormat::NCHW, tvec!(size, size), PaddingSpec::Explicit(tvec!(size / 2, size / 2), tvec!(size / 2, size / 2)), None, Some(tvec!(stride, stride)), cin, cout);
+            let (k, b) = (konst(model, &format!("{name}.k"), &[cout, cin, size, size], seed), konst(model, &format!("{name}.b"), &[cout], seed + 1));
+            model.wire_node(name, Conv::new(spec, KernelFormat::OIHW, 1, None), &[input, k, b]).unwrap()[0]
+        };
+        let zero = model.add_const("zero", tensor4(&[[[[0f32]]]])).unwrap();
+        let stem = conv(&mut model, "stem", x, (3, 6, 3, 1), 1);
+        let stem = model.wire_node("stem.relu", TypedBinOp(Box::new(Max), None), &[stem, zero]).unwrap()[0];
+        let a = conv(&mut model, "a", stem, (6, 7, 3, 2), 3);
+        let a = model.wire_node("a.relu", TypedBinOp(Box::new(Max), None), &[a, zero]).unwrap()[0];
+        let shortcut = conv(&mut model, "shortcut", stem, (6, 7, 1, 2), 5);
+        let sum = model.wire_node("sum", TypedBinOp(Box::new(Add), None), &[a, shortcut]).unwrap()[0];
+        model.select_output_outlets(&[sum]).unwrap();
+        let input = Tensor::from_shape(&[2, 3, 14, 14], &values(2 * 3 * 14 * 14, 13)).unwrap();
+        let avx512 = Isa::best() == Isa::Avx512Vnni;
+        let run = |feed: bool| {
+            let mut model = model.clone();
+            assert_eq!(substitute(&mut model).unwrap(), 3);
+            assert_eq!(fuse_activations(&mut model).unwrap(), 2);
+            assert_eq!(pair_shortcuts(&mut model).unwrap(), 1);
+            if feed {
+                assert_eq!(feed_pairs(&mut model).unwrap(), usize::from(avx512));
+            }
+            let model = model.into_optimized().unwrap();
+            let fed = model.nodes().iter().filter_map(|n| n.op_as::<FConvPairExec>()).filter(|p| p.source.is_some()).count();
+            assert_eq!(fed, usize::from(feed && avx512), "{model}");
+            assert_eq!(model.nodes().iter().filter(|n| n.op_is::<FConvExec>()).count(), usize::from(!(feed && avx512)), "{model}");
+            test_run(model, &input).1
+        };
+        let (fed, apart) = (run(true), run(false));
+        Tolerance::Exact.check(&fed, &apart).unwrap();
+        Tolerance::CrossArch.check(&fed, &test_run(model, &input).1).unwrap();
     }
 
     /// A Relu whose input is also read elsewhere (a residual connection) stays tract's.
