@@ -65,6 +65,9 @@ pub struct FConvKernel {
     /// The split of channel 0 (see [`Move`]); channel c's moves are `c * h * w` further in the
     /// input and `c * phase rows * phase columns` further in the buffer.
     moves: Vec<Move>,
+    /// The moves in pieces of one masked load or two (see [`Piece`]), for AVX-512's split at
+    /// strides 1 and 2 (empty elsewhere).
+    pieces: Vec<Piece>,
     /// The channels-vectorized layout, where AVX-512 runs it (see [`ByChannels`]).
     by_channels: Option<ByChannels>,
     /// F(2x2, 3x3), where AVX-512 runs it and it serves (see [`Winograd::serves`]); it then
@@ -80,6 +83,49 @@ struct Move {
     src: usize,
     dst: usize,
     n: usize,
+}
+
+/// Up to 16 values of a row (stride 1) or 32 (stride 2) for AVX-512's split, its masks worked out
+/// once at load: the `load` lanes from `src`; at stride 1 all of them to `dst[0]`, at stride 2 the
+/// even ones to `dst[0]` and the odd ones to `dst[1]`, each under its `store` mask (0 where a row's
+/// odd values go nowhere). Channel 0's offsets, as [`Move`]'s.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Piece {
+    src: usize,
+    dst: [usize; 2],
+    load: u32,
+    store: [u16; 2],
+}
+
+/// The pieces of `moves` (sorted by row, a row's two stride-2 moves one value apart consecutive),
+/// at stride 1 or 2; none at another.
+fn pieces(moves: &[Move], step: usize) -> Vec<Piece> {
+    // Lanes below n, of 16 or 32.
+    let below = |n: usize| if n >= 32 { u32::MAX } else { (1u32 << n) - 1 };
+    let mut pieces = Vec::new();
+    let mut i = 0;
+    while i < moves.len() && step <= 2 {
+        let m = moves[i];
+        i += 1;
+        if step == 1 {
+            for at in (0..m.n).step_by(16) {
+                let lanes = below(16.min(m.n - at));
+                pieces.push(Piece { src: m.src + at, dst: [m.dst + at; 2], load: lanes, store: [lanes as u16, 0] });
+            }
+            continue;
+        }
+        // A row's odd values to the next move's phase where it starts one value on.
+        let next = moves.get(i).filter(|next| next.src == m.src + 1).copied();
+        i += usize::from(next.is_some());
+        let (n2, dst2) = next.map_or((0, m.dst), |next| (next.n, next.dst));
+        // Values 0, 2, .., 2 (n - 1) read, and 1, .., 2 n2 - 1.
+        let read = (2 * m.n - 1).max(2 * n2);
+        for at in (0..read).step_by(32) {
+            let (evens, odds) = (m.n.saturating_sub(at / 2), n2.saturating_sub(at / 2));
+            pieces.push(Piece { src: m.src + at, dst: [m.dst + at / 2, dst2 + at / 2], load: below(read - at), store: [below(evens.min(16)) as u16, below(odds.min(16)) as u16] });
+        }
+    }
+    pieces
 }
 
 /// The AVX-512 layout for small images: a tile is [`CR`] output channels (two zmm of weights per
@@ -166,18 +212,26 @@ impl FConvKernel {
         // A row's moves by first column: at stride 2 the AVX-512 split reads a row once for two
         // moves one value apart.
         columns.sort_by_key(|&(_, first, _)| first);
-        let moves = (0..h)
+        let moves: Vec<Move> = (0..h)
             .flat_map(|r| columns.iter().map(move |&column| (r, column)))
             .map(|(r, (px, first, column))| (((r + pad_y) % sy) * sx + px, r * w + first, ((r + pad_y) / sy) * phase[1] + column, (w - first).div_ceil(sx)))
             .filter(|&(phase, ..)| used[phase])
             .map(|(phase, src, at, n)| Move { src, dst: phase * in_channels * plane + at, n })
             .collect();
-        let mut kernel = FConvKernel { geometry, in_channels, out_channels, weights: packed, bias: packed_bias, offsets, reach, phase, activation: Activation::None, blocks: Vec::new(), moves, by_channels: None, winograd: None, isa };
+        let pieces = if isa == Isa::Avx512Vnni { pieces(&moves, sx) } else { Vec::new() };
+        let mut kernel = FConvKernel { geometry, in_channels, out_channels, weights: packed, bias: packed_bias, offsets, reach, phase, activation: Activation::None, blocks: Vec::new(), moves, pieces, by_channels: None, winograd: None, isa };
         // The last channel's moves lie within the input and the buffer (the others below them): the
         // AVX-512 split relies on it.
         let (last, buffer) = (in_channels - 1, kernel.buffer_len());
         let within = |m: &Move| m.n > 0 && last * h * w + m.src + (m.n - 1) * sx < in_channels * h * w && last * plane + m.dst + m.n <= buffer;
         assert!(kernel.moves.iter().all(within), "a phase split out of bounds");
+        // And so do its pieces' masked lanes (the highest of each mask).
+        let top = |mask: u32| (32 - mask.leading_zeros() as usize).saturating_sub(1);
+        let whole = |p: &Piece| {
+            let stores = (0..2).filter(|&j| p.store[j] != 0).all(|j| last * plane + p.dst[j] + top(p.store[j] as u32) < buffer);
+            p.load != 0 && last * h * w + p.src + top(p.load) < in_channels * h * w && stores
+        };
+        assert!(kernel.pieces.iter().all(whole), "a phase split out of bounds");
         let (count, [oh, ow], pitch) = (kernel.extent().0, geometry.output, phase[1]);
         kernel.blocks = (0..count).step_by(NB).map(|first| runs(first, NB.min(count - first), pitch, ow)).collect();
         // Values computed per image by each layout (channels: exactly the outputs, in groups of
@@ -228,7 +282,7 @@ impl FConvKernel {
         }
         let offsets: Vec<usize> = (0..self.in_channels).map(|c| first.offsets[(c * kh + ty) * kw + tx]).collect();
         let reach = offsets.iter().copied().max().unwrap_or(0);
-        let mut kernel = FConvKernel { offsets, reach, phase: first.phase, blocks: first.blocks.clone(), moves: Vec::new(), by_channels: None, winograd: None, ..self.clone() };
+        let mut kernel = FConvKernel { offsets, reach, phase: first.phase, blocks: first.blocks.clone(), moves: Vec::new(), pieces: Vec::new(), by_channels: None, winograd: None, ..self.clone() };
         // The layout `new` would choose, on these phases.
         if self.by_channels.is_some() {
             let k = self.in_channels;
@@ -275,6 +329,7 @@ impl FConvKernel {
             && self.weights.len() * size_of::<f32>() <= WEIGHTS_IN_L1
             && next.in_channels == self.out_channels
             && next.geometry.input == self.geometry.output
+            && next.geometry.stride[1] <= 2
     }
 
     /// `source` then this kernel (and `second`, from [`FConvKernel::sharing_phases`] on it, into
@@ -349,12 +404,12 @@ impl FConvKernel {
                 // per_block, so each of the first n planes' writes lies in its channel's rows.
                 unsafe { x86::tile_avx512(weights, bias, buffer.as_ptr().add(first), &self.offsets, self.activation, &planes, n, block_runs) };
             }
-            // The moves of the block's rows (sorted by row), from `rows` as if it were the image.
+            // The pieces of the block's rows (sorted by row), from `rows` as if it were the image.
             let count = per_block.min(oh - top);
-            let (low, high) = (next.moves.partition_point(|m| m.src / w < top), next.moves.partition_point(|m| m.src / w < top + count));
-            // SAFETY: AVX-512F is here; every move reads within its row of each channel's rows in
+            let (low, high) = (next.pieces.partition_point(|p| p.src / w < top), next.pieces.partition_point(|p| p.src / w < top + count));
+            // SAFETY: AVX-512F is here; every piece reads within its row of each channel's rows in
             // `rows` (channel stride `channel`) and writes within `phases` (asserted in `new`).
-            unsafe { x86::split_avx512(rows.as_ptr().wrapping_sub(top * w), phases.as_mut_ptr(), &next.moves[low..high], next.in_channels, channel, plane, sx) };
+            unsafe { x86::split_avx512(rows.as_ptr().wrapping_sub(top * w), phases.as_mut_ptr(), &next.pieces[low..high], next.in_channels, channel, plane, sx) };
         }
     }
 
@@ -406,11 +461,11 @@ impl FConvKernel {
         let g = &self.geometry;
         let ([h, w], sx, plane) = (g.input, g.stride[1], self.phase[0] * self.phase[1]);
         #[cfg(target_arch = "x86_64")]
-        if self.isa == Isa::Avx512Vnni {
+        if self.isa == Isa::Avx512Vnni && sx <= 2 {
             assert!(x.len() == self.in_channels * h * w && buffer.len() == self.buffer_len(), "split out of bounds");
-            // SAFETY: AVX-512F is here (`Isa::available`); every move of every channel is in bounds
-            // of an input and a buffer of those lengths (asserted in `new`).
-            unsafe { x86::split_avx512(x.as_ptr(), buffer.as_mut_ptr(), &self.moves, self.in_channels, h * w, plane, sx) };
+            // SAFETY: AVX-512F is here (`Isa::available`); every piece of every channel is in
+            // bounds of an input and a buffer of those lengths (asserted in `new`).
+            unsafe { x86::split_avx512(x.as_ptr(), buffer.as_mut_ptr(), &self.pieces, self.in_channels, h * w, plane, sx) };
             return;
         }
         for (c, image) in x.chunks_exact(h * w).enumerate() {
@@ -825,79 +880,33 @@ pub(super) mod x86 {
         }
     }
 
-    /// Splits an image into phases: for each channel c and move m, `m.n` values from `x + c * image
-    /// + m.src`, every `step`-th, to `buffer + c * plane + m.dst`; 16 values (stride 1) or 32
-    /// deinterleaved (stride 2) per masked load and store. At stride 2 a row's two column phases
-    /// (consecutive moves, one value apart) share their loads.
+    /// Splits an image into phases: for each piece and each channel c, the piece's masked lanes
+    /// from `x + c * image + p.src` to `buffer + c * plane + p.dst[..]` (see [`super::Piece`]),
+    /// at `step` 1 or 2; pieces outside and channels inside, so each piece's masks are set once.
     ///
     /// # Safety
-    /// AVX-512F; every move of every channel within `x` and `buffer`, `m.n > 0`.
+    /// AVX-512F; every piece of every channel within `x` and `buffer`; `step` 1 or 2.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn split_avx512(x: *const f32, buffer: *mut f32, moves: &[super::Move], channels: usize, image: usize, plane: usize, step: usize) {
+    pub(super) unsafe fn split_avx512(x: *const f32, buffer: *mut f32, pieces: &[super::Piece], channels: usize, image: usize, plane: usize, step: usize) {
         let evens = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
         let odds = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
-        // Lanes below n, of 16 or 32.
-        let below = |n: usize| if n >= 32 { u32::MAX } else { (1u32 << n) - 1 };
-        for c in 0..channels {
-            let (x, buffer) = (x.wrapping_add(c * image), buffer.wrapping_add(c * plane));
-            let mut i = 0;
-            while i < moves.len() {
-                let m = &moves[i];
-                i += 1;
-                if step == 2 && moves.get(i).is_some_and(|next| next.src == m.src + 1) {
-                    let next = &moves[i];
-                    i += 1;
-                    // Values 0, 2, .., 2 (n - 1) from src to m's phase, 1, 3, .., 2 n' - 1 to
-                    // next's: 2 max(n, n') values read.
-                    let (mut src, mut dst, mut other) = (x.wrapping_add(m.src), buffer.wrapping_add(m.dst), buffer.wrapping_add(next.dst));
-                    let (mut left, mut n, mut n_next) = ((2 * m.n - 1).max(2 * next.n), m.n, next.n);
-                    while left > 0 {
-                        let mask = below(left);
-                        // SAFETY: the loads read (masked) within the two moves' values, the stores
-                        // write their destinations (the caller's contract).
-                        unsafe {
-                            let a = _mm512_maskz_loadu_ps(mask as u16, src);
-                            let b = _mm512_maskz_loadu_ps((mask >> 16) as u16, src.wrapping_add(16));
-                            _mm512_mask_storeu_ps(dst, below(n) as u16, _mm512_permutex2var_ps(a, evens, b));
-                            _mm512_mask_storeu_ps(other, below(n_next) as u16, _mm512_permutex2var_ps(a, odds, b));
-                        }
-                        (src, dst, other) = (src.wrapping_add(32), dst.wrapping_add(16), other.wrapping_add(16));
-                        (left, n, n_next) = (left.saturating_sub(32), n.saturating_sub(16), n_next.saturating_sub(16));
-                    }
-                    continue;
-                }
-                let (mut src, mut dst) = (x.wrapping_add(m.src), buffer.wrapping_add(m.dst));
-                // SAFETY: the loads read (masked) within the move's values, the stores write its
-                // destination (the caller's contract).
+        for p in pieces {
+            let (mut src, mut even, mut odd) = (x.wrapping_add(p.src), buffer.wrapping_add(p.dst[0]), buffer.wrapping_add(p.dst[1]));
+            let (low, high) = (p.load as u16, (p.load >> 16) as u16);
+            for _ in 0..channels {
+                // SAFETY: the loads read (masked) within the piece's values, the stores write its
+                // destinations (the caller's contract); masked-off lanes are not accessed.
                 unsafe {
-                    match step {
-                        1 => {
-                            let mut left = m.n;
-                            while left > 0 {
-                                let mask = if left >= 16 { u16::MAX } else { (1u16 << left) - 1 };
-                                _mm512_mask_storeu_ps(dst, mask, _mm512_maskz_loadu_ps(mask, src));
-                                (src, dst, left) = (src.wrapping_add(16), dst.wrapping_add(16), left.saturating_sub(16));
-                            }
-                        }
-                        2 => {
-                            // Values 0, 2, .., 2 (n - 1) of the row: 2n - 1 read.
-                            let mut left = 2 * m.n - 1;
-                            while left > 0 {
-                                let mask = if left >= 32 { u32::MAX } else { (1u32 << left) - 1 };
-                                let a = _mm512_maskz_loadu_ps(mask as u16, src);
-                                let b = _mm512_maskz_loadu_ps((mask >> 16) as u16, src.wrapping_add(16));
-                                let stored = if left >= 32 { u16::MAX } else { ((1u32 << left.div_ceil(2)) - 1) as u16 };
-                                _mm512_mask_storeu_ps(dst, stored, _mm512_permutex2var_ps(a, evens, b));
-                                (src, dst, left) = (src.wrapping_add(32), dst.wrapping_add(16), left.saturating_sub(32));
-                            }
-                        }
-                        _ => {
-                            for i in 0..m.n {
-                                *dst.add(i) = *src.add(i * step);
-                            }
-                        }
+                    let a = _mm512_maskz_loadu_ps(low, src);
+                    if step == 1 {
+                        _mm512_mask_storeu_ps(even, p.store[0], a);
+                    } else {
+                        let b = _mm512_maskz_loadu_ps(high, src.wrapping_add(16));
+                        _mm512_mask_storeu_ps(even, p.store[0], _mm512_permutex2var_ps(a, evens, b));
+                        _mm512_mask_storeu_ps(odd, p.store[1], _mm512_permutex2var_ps(a, odds, b));
                     }
                 }
+                (src, even, odd) = (src.wrapping_add(image), even.wrapping_add(plane), odd.wrapping_add(plane));
             }
         }
     }
