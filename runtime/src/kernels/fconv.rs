@@ -533,6 +533,30 @@ impl FConvKernel {
         vec![0f32; self.buffer_len() + 16]
     }
 
+    /// [`FConvKernel::run_with`], then `residual` (y's shape) added and, where `relu`, a Relu
+    /// after it (a ResNet block's `Add` and `Max` with zero, value for value as
+    /// [`vector::add_relu`]): in Winograd's stores, else in a pass over `y`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn run_with_residual(&self, x: &[f32], batch: usize, y: &mut [f32], residual: &[f32], relu: bool, buffer: &mut Vec<f32>, sigmoid: &mut dyn FnMut(&mut [f32])) -> Result<(), ConvKernelError> {
+        if residual.len() != y.len() {
+            return Err(ConvKernelError::Output { got: residual.len(), expected: y.len() });
+        }
+        #[cfg(target_arch = "x86_64")]
+        if let Some(winograd) = &self.winograd {
+            let (image, out_image) = self.sizes(x, batch, y)?;
+            for ((x, y), r) in x.chunks_exact(image).zip(y.chunks_exact_mut(out_image)).zip(residual.chunks_exact(out_image)) {
+                winograd.run(x, y, self.activation, Some((r, relu)));
+            }
+            return Ok(());
+        }
+        self.run_with(x, batch, y, buffer, sigmoid)?;
+        match relu {
+            true => vector::add_relu(y, residual),
+            false => vector::add(y, residual),
+        }
+        Ok(())
+    }
+
     /// Convolves `batch` NCHW images of `x` into `y`, with the logistic function in f32 as the
     /// sigmoid of [`Activation::Swish`] (except on AVX-512, see [`Activation`]).
     pub fn run(&self, x: &[f32], batch: usize, y: &mut [f32]) -> Result<(), ConvKernelError> {
@@ -550,7 +574,7 @@ impl FConvKernel {
         #[cfg(target_arch = "x86_64")]
         if let Some(winograd) = &self.winograd {
             for (x, y) in x.chunks_exact(image).zip(y.chunks_exact_mut(out_image)) {
-                winograd.run(x, y, self.activation);
+                winograd.run(x, y, self.activation, None);
             }
             return Ok(());
         }

@@ -132,12 +132,13 @@ impl Winograd {
         [(ph * pw * self.channels()).max(pixels * self.op()), 17 * self.row()]
     }
 
-    /// One NCHW image `x` into `y`, with `activation`.
+    /// One NCHW image `x` into `y`, with `activation`; then, with a `residual` (`(r, relu)`, r of
+    /// y's shape), `r` added in the stores and a Relu after it where `relu`.
     #[cfg(target_arch = "x86_64")]
-    pub fn run(&self, x: &[f32], y: &mut [f32], activation: Activation) {
+    pub fn run(&self, x: &[f32], y: &mut [f32], activation: Activation, residual: Option<(&[f32], bool)>) {
         let ([h, w], [oh, ow]) = (self.input, self.output);
         assert!(
-            x.len() == self.in_channels * h * w && y.len() == self.out_channels * oh * ow && self.in_channels * h * w < i32::MAX as usize,
+            x.len() == self.in_channels * h * w && y.len() == self.out_channels * oh * ow && self.in_channels * h * w < i32::MAX as usize && residual.is_none_or(|(r, _)| r.len() == y.len()),
             "Winograd buffers of the wrong size"
         );
         let [first, rows] = self.parts();
@@ -157,7 +158,7 @@ impl Winograd {
                 self.transform_input(first, &mut rows[row..]);
                 self.products(rows);
                 self.transform_output(rows, first, activation);
-                self.transpose(first, y);
+                self.transpose(first, y, residual);
             }
         });
     }
@@ -312,12 +313,13 @@ impl Winograd {
 
 impl Winograd {
     /// `outputs[pixel][op]` to NCHW `y`, in blocks of 16 pixels by 16 channels transposed in
-    /// registers.
+    /// registers; plus `residual`'s `r` and then, where its flag says so, a Relu (tract's `Add`
+    /// then `Max` with zero, value for value, as `vector::add_relu`), saving a pass over `y`.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
-    fn transpose(&self, outputs: &[f32], y: &mut [f32]) {
+    fn transpose(&self, outputs: &[f32], y: &mut [f32], residual: Option<(&[f32], bool)>) {
         let (plane, op, o) = (self.output[0] * self.output[1], self.op(), self.out_channels);
-        assert!(outputs.len() >= plane.div_ceil(L) * L * op && y.len() == o * plane, "Winograd transpose out of bounds");
+        assert!(outputs.len() >= plane.div_ceil(L) * L * op && y.len() == o * plane && residual.is_none_or(|(r, _)| r.len() == y.len()), "Winograd transpose out of bounds");
         for pb in (0..plane).step_by(L) {
             let mask = if pb + L <= plane { u16::MAX } else { (1u16 << (plane - pb)) - 1 };
             for ob in (0..o).step_by(L) {
@@ -328,7 +330,17 @@ impl Winograd {
                     let mut r: [__m512; 16] = std::array::from_fn(|p| _mm512_loadu_ps(outputs.as_ptr().add((pb + p) * op + ob)));
                     transpose16(&mut r);
                     for (c, v) in r.iter().enumerate().take(o - ob) {
-                        _mm512_mask_storeu_ps(y.as_mut_ptr().add((ob + c) * plane + pb), mask, *v);
+                        let at = (ob + c) * plane + pb;
+                        let v = match residual {
+                            None => *v,
+                            // (The same lanes of `r`, which has y's length.)
+                            Some((r, relu)) => {
+                                let sum = _mm512_add_ps(*v, _mm512_maskz_loadu_ps(mask, r.as_ptr().add(at)));
+                                // max(sum, 0) answers the second operand, 0, for -0.0 and NaN.
+                                if relu { _mm512_max_ps(sum, _mm512_setzero_ps()) } else { sum }
+                            }
+                        };
+                        _mm512_mask_storeu_ps(y.as_mut_ptr().add(at), mask, v);
                     }
                 }
             }

@@ -18,7 +18,7 @@ use tract_nnef::internal::*;
 
 use crate::kernels::conv::Geometry;
 use crate::kernels::fconv::{Activation, FConvKernel};
-use crate::kernels::{vector, Isa};
+use crate::kernels::Isa;
 use super::{other_input, replace_chain, scalar, sole_reader};
 
 /// A float convolution on Perch's kernel, with its activation (never serialized).
@@ -97,17 +97,18 @@ impl FConvExec {
         {
             let plain = x.try_as_plain_ram()?;
             let (x, mut out) = (plain.as_slice::<f32>()?, y.try_as_plain_ram_mut()?);
-            self.with_sigmoid(|sigmoid| Ok(self.kernel.run_with(x, batch, out.as_slice_mut::<f32>()?, buffer, sigmoid)?))?;
-            if let Some(activation) = self.residual {
-                let r = inputs.get(1).context("PerchConv#f32 with a residual connection has no second input")?;
-                let r = r.try_as_plain_ram()?;
-                let (r, y) = (r.as_slice::<f32>()?, out.as_slice_mut::<f32>()?);
-                ensure!(r.len() == y.len(), "PerchConv#f32: a residual of {} values for an output of {}", r.len(), y.len());
-                // What tract's `Add` then `Max` with zero compute, value for value.
-                match activation {
-                    // max(sum, 0) as the SIMD max answers (0 for -0.0 and NaN), like the kernel's Relu.
-                    Activation::Relu => vector::add_relu(y, r),
-                    _ => vector::add(y, r),
+            let y = out.as_slice_mut::<f32>()?;
+            match self.residual {
+                None => self.with_sigmoid(|sigmoid| Ok(self.kernel.run_with(x, batch, y, buffer, sigmoid)?))?,
+                Some(activation) => {
+                    let r = inputs.get(1).context("PerchConv#f32 with a residual connection has no second input")?;
+                    let r = r.try_as_plain_ram()?;
+                    let r = r.as_slice::<f32>()?;
+                    ensure!(r.len() == y.len(), "PerchConv#f32: a residual of {} values for an output of {}", r.len(), y.len());
+                    // What tract's `Add` then `Max` with zero compute, value for value: max(sum, 0)
+                    // as the SIMD max answers (0 for -0.0 and NaN), like the kernel's Relu.
+                    let relu = activation == Activation::Relu;
+                    self.with_sigmoid(|sigmoid| Ok(self.kernel.run_with_residual(x, batch, y, r, relu, buffer, sigmoid)?))?;
                 }
             }
         }
@@ -670,16 +671,18 @@ mod tests {
             let (k, b) = (konst(model, &format!("{name}.k"), &[cout, cin, size, size], seed), konst(model, &format!("{name}.b"), &[cout], seed + 1));
             model.wire_node(name, Conv::new(spec, KernelFormat::OIHW, 1, None), &[input, k, b]).unwrap()[0]
         };
-        let a = conv(&mut model, "a", x, 4, 6, 3, 1);
-        let b = conv(&mut model, "b", a, 6, 6, 3, 3);
-        let shortcut = conv(&mut model, "shortcut", x, 4, 6, 1, 5);
+        // 8 channels: on AVX-512, b and d run Winograd's F(2x2, 3x3), which adds the residual in
+        // its stores.
+        let a = conv(&mut model, "a", x, 4, 8, 3, 1);
+        let b = conv(&mut model, "b", a, 8, 8, 3, 3);
+        let shortcut = conv(&mut model, "shortcut", x, 4, 8, 1, 5);
         let sum = model.wire_node("sum", TypedBinOp(Box::new(Add), None), &[shortcut, b]).unwrap()[0];
         let zero = model.add_const("zero", tensor4(&[[[[0f32]]]])).unwrap();
         let block = model.wire_node("relu", TypedBinOp(Box::new(Max), None), &[sum, zero]).unwrap()[0];
-        let d = conv(&mut model, "d", block, 6, 6, 3, 7);
+        let d = conv(&mut model, "d", block, 8, 8, 3, 7);
         let out = model.wire_node("sum2", TypedBinOp(Box::new(Add), None), &[d, block]).unwrap()[0];
-        let e = conv(&mut model, "e", block, 6, 6, 1, 9);
-        let offset = konst(&mut model, "offset", &[1, 6, 1, 1], 11);
+        let e = conv(&mut model, "e", block, 8, 8, 1, 9);
+        let offset = konst(&mut model, "offset", &[1, 8, 1, 1], 11);
         let biased = model.wire_node("biased", TypedBinOp(Box::new(Add), None), &[e, offset]).unwrap()[0];
         model.select_output_outlets(&[out, biased]).unwrap();
         let input = Tensor::from_shape(&[1, 4, 9, 8], &values(4 * 9 * 8, 13)).unwrap();
@@ -694,6 +697,8 @@ mod tests {
             let sums = model.nodes().iter().filter(|n| n.op.name().contains("Add") || n.op.name().contains("Max")).count();
             // Left: the broadcast constant's Add (tract may fold it into another op).
             assert!(if fuse { sums <= 1 } else { sums >= 3 }, "{model}");
+            let winograd = model.nodes().iter().filter(|n| n.op.info().unwrap().concat().contains("Winograd")).count();
+            assert_eq!(winograd, if Isa::best() == Isa::Avx512Vnni { 2 } else { 0 }, "{model}");
             test_run(model, &input).1
         };
         let (fused, unfused) = (run(true), run(false));
