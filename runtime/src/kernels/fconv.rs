@@ -12,7 +12,9 @@
 //! im2col, no gathers. Weights are packed at plan load, `[K][MR]` per tile of MR channels (zeros
 //! past the last channel). On AVX-512, small images take a layout vectorized over output channels
 //! instead ([`CR`] by up to [`CP`] pixels), and 3x3 stride-1 layers Winograd's F(2x2, 3x3)
-//! ([`super::winograd`]).
+//! ([`super::winograd`]); there the split runs by [`Piece`]s whose masks are worked out at load, and
+//! a convolution whose output only the next one reads can write it into that one's phases as it
+//! computes it ([`FConvKernel::run_fed`]).
 
 use super::conv::{ConvKernelError, Geometry};
 use super::winograd::Winograd;
@@ -218,7 +220,7 @@ impl FConvKernel {
             .filter(|&(phase, ..)| used[phase])
             .map(|(phase, src, at, n)| Move { src, dst: phase * in_channels * plane + at, n })
             .collect();
-        let pieces = if isa == Isa::Avx512Vnni { pieces(&moves, sx) } else { Vec::new() };
+        let pieces = if cfg!(target_arch = "x86_64") && isa == Isa::Avx512Vnni { pieces(&moves, sx) } else { Vec::new() };
         let mut kernel = FConvKernel { geometry, in_channels, out_channels, weights: packed, bias: packed_bias, offsets, reach, phase, activation: Activation::None, blocks: Vec::new(), moves, pieces, by_channels: None, winograd: None, isa };
         // The last channel's moves lie within the input and the buffer (the others below them): the
         // AVX-512 split relies on it.
@@ -320,7 +322,9 @@ impl FConvKernel {
     /// [`FConvKernel::run_fed`]): where `next` convolves exactly this kernel's output, and this
     /// kernel runs AVX-512's pixel layout in blocks of whole output rows, with its weights in L1.
     pub fn can_feed(&self, next: &FConvKernel) -> bool {
-        self.isa == Isa::Avx512Vnni
+        // (A constant false off x86-64, which lets the compiler drop the feeding code there.)
+        cfg!(target_arch = "x86_64")
+            && self.isa == Isa::Avx512Vnni
             && next.isa == self.isa
             && self.by_channels.is_none()
             && self.winograd.is_none()

@@ -5,8 +5,9 @@
 //! product (ResNet shortcuts); the others stay tract's (stride-1 pointwise convolutions, matrix
 //! products by then, among them). [`fuse_activations`] then folds a Relu or a Swish after each into
 //! the kernel's store, and [`fuse_residuals`] a residual connection's `Add` (and the Relu after it)
-//! into the op; [`pair_shortcuts`] last runs each strided shortcut on the phases of the convolution
-//! beside it (`PerchConvPair#f32`).
+//! into the op; [`pair_shortcuts`] runs each strided shortcut on the phases of the convolution
+//! beside it (`PerchConvPair#f32`), and [`feed_pairs`] last moves a convolution whose output only
+//! such a pair reads (a stem) into the pair, which it then feeds row by row.
 
 use tract_core::ops::cnn::Conv;
 use tract_core::ops::element_wise::ElementWiseOp;
