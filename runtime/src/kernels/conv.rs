@@ -536,8 +536,8 @@ impl QConvKernel {
                     micro::requant_rows(self.isa, &acc[..rows], valid, bias, scales, self.y_zero_point.into(), &mut y[c0 * pixels + b0..], pixels);
                     continue;
                 }
-                for (i, acc) in acc.iter().enumerate().take(rows) {
-                    self.requantize(o0 + i, &acc[..valid], &mut y[(c0 + i) * pixels + b0..][..valid]);
+                if let Requant::Uniform(uniform) = &self.requant {
+                    micro::requant_uniform_rows(self.isa, uniform, &acc[..rows], valid, &self.bias[o0..o0 + rows], self.y_zero_point.into(), &mut y[c0 * pixels + b0..], pixels);
                 }
             }
         }

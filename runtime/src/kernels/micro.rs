@@ -360,13 +360,42 @@ impl Uniform {
 }
 
 /// [`Uniform::row`], with its f64 loop (rounded by adding 1.5 * 2^52) vectorized with AVX2 on CPUs
-/// that have it.
+/// that have it, and written out in AVX-512 (16 sums per step) on those that have that.
 pub fn requant_uniform_row(isa: Isa, uniform: &Uniform, acc: &[i32], bias: i32, zero_point: i32, out: &mut [i8]) {
     match isa {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `Isa::Avx2` and `Isa::Avx512Vnni` are only chosen where the CPU has AVX2.
-        Isa::Avx2 | Isa::Avx512Vnni => unsafe { x86::uniform_row(uniform, acc, bias, zero_point, out) },
+        // SAFETY: `Isa::Avx512Vnni` is only chosen where the CPU has AVX-512F and AVX2.
+        Isa::Avx512Vnni => unsafe { x86::uniform_row_512(uniform, acc, bias, zero_point, out) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Isa::Avx2` is only chosen where the CPU has AVX2.
+        Isa::Avx2 => unsafe { x86::uniform_row(uniform, acc, bias, zero_point, out) },
         _ => uniform.row(acc, bias, zero_point, out),
+    }
+}
+
+/// [`requant_uniform_row`] on each of `acc`'s rows (`valid` sums each), row `i` with `bias[i]` into
+/// `out[i * stride..][..valid]`: one call per tile, not per row (on AVX-512 the rows' steps then
+/// overlap; a row is only a block of 32 pixels).
+///
+/// # Panics
+/// When `bias` has fewer entries than `acc`, `valid` exceeds a row, or `out` is too short.
+#[allow(clippy::too_many_arguments)]
+pub fn requant_uniform_rows<const N: usize>(isa: Isa, uniform: &Uniform, acc: &[[i32; N]], valid: usize, bias: &[i32], zero_point: i32, out: &mut [i8], stride: usize) {
+    let rows = acc.len();
+    if rows == 0 || valid == 0 {
+        return;
+    }
+    assert!(bias.len() >= rows && valid <= N && (rows - 1) * stride + valid <= out.len(), "requantization out of bounds");
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx512Vnni {
+        for (i, acc) in acc.iter().enumerate() {
+            // SAFETY: `Isa::Avx512Vnni` is only chosen where the CPU has AVX-512F and AVX2.
+            unsafe { x86::uniform_row_512(uniform, &acc[..valid], bias[i], zero_point, &mut out[i * stride..][..valid]) };
+        }
+        return;
+    }
+    for (i, acc) in acc.iter().enumerate() {
+        requant_uniform_row(isa, uniform, &acc[..valid], bias[i], zero_point, &mut out[i * stride..][..valid]);
     }
 }
 
@@ -839,6 +868,45 @@ mod x86 {
     #[target_feature(enable = "avx2")]
     pub unsafe fn uniform_row(uniform: &super::Uniform, acc: &[i32], bias: i32, zero_point: i32, out: &mut [i8]) {
         uniform.row(acc, bias, zero_point, out)
+    }
+
+    /// [`super::Uniform::row`] 16 sums at a time: the bias added (wrapping), every sum checked
+    /// below 2^22 in magnitude (else the whole row goes through `row`, as there), each eight
+    /// widened to f64, multiplied by the factor, converted back rounding to nearest even (the
+    /// default MXCSR mode: `round_f64`'s result, the products being below 2^30), the zero point
+    /// added and narrowed to int8 with saturation (the clamp). LLVM left `row`'s loop (the check, a
+    /// 1.5 * 2^52 addition and a clamp per value) a third of fashion-resnet's per-tensor int8 time.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F and AVX2.
+    #[target_feature(enable = "avx512f,avx2")]
+    #[inline]
+    pub unsafe fn uniform_row_512(uniform: &super::Uniform, acc: &[i32], bias: i32, zero_point: i32, out: &mut [i8]) {
+        let n = acc.len().min(out.len());
+        // The zero point's addition cannot wrap below 2^30 (an int8 zero point always is).
+        let Some(factor) = uniform.factor.filter(|_| zero_point.unsigned_abs() < 1 << 30) else {
+            return uniform.row(acc, bias, zero_point, out);
+        };
+        let lanes = |i: usize| if n - i >= 16 { u16::MAX } else { (1u16 << (n - i)) - 1 };
+        // SAFETY (the loads and stores): masked to lanes below n, within `acc` and `out`.
+        unsafe {
+            let (b, limit) = (_mm512_set1_epi32(bias), _mm512_set1_epi32(1 << 22));
+            for i in (0..n).step_by(16) {
+                let v = _mm512_add_epi32(_mm512_maskz_loadu_epi32(lanes(i), acc.as_ptr().add(i)), b);
+                // Unsigned, as `unsigned_abs`: |i32::MIN| is 2^31.
+                if _mm512_mask_cmpge_epu32_mask(lanes(i), _mm512_abs_epi32(v), limit) != 0 {
+                    return uniform.row(acc, bias, zero_point, out);
+                }
+            }
+            let (f, z) = (_mm512_set1_pd(factor), _mm512_set1_epi32(zero_point));
+            for i in (0..n).step_by(16) {
+                let v = _mm512_add_epi32(_mm512_maskz_loadu_epi32(lanes(i), acc.as_ptr().add(i)), b);
+                let low = _mm512_cvtpd_epi32(_mm512_mul_pd(_mm512_cvtepi32_pd(_mm512_castsi512_si256(v)), f));
+                let high = _mm512_cvtpd_epi32(_mm512_mul_pd(_mm512_cvtepi32_pd(_mm512_extracti64x4_epi64::<1>(v)), f));
+                let r = _mm512_add_epi32(_mm512_inserti64x4::<1>(_mm512_castsi256_si512(low), high), z);
+                _mm512_mask_cvtsepi32_storeu_epi8(out.as_mut_ptr().add(i), lanes(i), r);
+            }
+        }
     }
 
     /// [`super::requant_row`] 8 at a time; returns how many it did.
