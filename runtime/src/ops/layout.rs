@@ -100,9 +100,10 @@ mod tests {
         DatumType::QI8(QParams::ZpScale { zero_point, scale })
     }
 
-    /// A convolution on Perch's kernels (per-channel scales) from `from` channels to `to`, `depthwise`
-    /// (3x3, padded) or pointwise.
-    fn conv(model: &mut TypedModel, name: &str, x: OutletId, from: usize, to: usize, depthwise: bool, seed: usize) -> OutletId {
+    /// A convolution on Perch's kernels (per-channel scales, or one for all where `uniform`) from
+    /// `from` channels to `to`, `depthwise` (3x3, padded) or pointwise.
+    #[allow(clippy::too_many_arguments)]
+    fn conv(model: &mut TypedModel, name: &str, x: OutletId, from: usize, to: usize, depthwise: bool, seed: usize, uniform: bool) -> OutletId {
         let (k, group) = if depthwise { (3, from) } else { (1, 1) };
         let spec = PoolSpec::new(DataFormat::NCHW, tvec!(k, k), PaddingSpec::Explicit(tvec!(k / 2, k / 2), tvec!(k / 2, k / 2)), None, None, from, to);
         let per_out = if depthwise { 9 } else { from };
@@ -110,7 +111,7 @@ mod tests {
         let kshape = [to, per_out / (k * k), k, k];
         let kernel = model.add_const(format!("{name}.k"), Tensor::from_shape(&kshape, &w).unwrap()).unwrap();
         let bias = model.add_const(format!("{name}.b"), Tensor::from_shape(&[to], &(0..to as i32).map(|i| i * 13 - 50).collect::<Vec<_>>()).unwrap()).unwrap();
-        let scales: Vec<f32> = (0..to).map(|i| 0.002 + (i % 7) as f32 * 0.0004).collect();
+        let scales: Vec<f32> = (0..to).map(|i| 0.002 + if uniform { 0.0 } else { (i % 7) as f32 * 0.0004 }).collect();
         let scales = model.add_const(format!("{name}.s"), Tensor::from_shape(&[to], &scales).unwrap()).unwrap();
         let (zp, scale) = model.outlet_fact(x).unwrap().datum_type.zp_scale();
         let op = QConv { conv: Conv::new(spec, KernelFormat::OIHW, group, Some(dt(seed as i32 - 3, 0.05))), x_zero_point: zp, x_scale: scale, engine: Engine::Perch };
@@ -118,20 +119,27 @@ mod tests {
     }
 
     /// MobileNetV2's inverted residual twice over, then a pointwise head: the tensors between
-    /// Perch's ops go channels-last, the outputs do not change.
+    /// Perch's ops go channels-last, the outputs do not change; with per-channel scales and with
+    /// one scale per convolution (tract's fixed point).
     #[test]
     fn channels_last_tensors_give_the_same_outputs() {
+        for uniform in [false, true] {
+            channels_last_tensors_give_the_same_outputs_with(uniform);
+        }
+    }
+
+    fn channels_last_tensors_give_the_same_outputs_with(uniform: bool) {
         let mut model = TypedModel::default();
         let x = model.add_source("x", dt(-5, 0.03).fact([2, 16, 7, 9])).unwrap();
-        let a = conv(&mut model, "a", x, 16, 24, false, 1);
+        let a = conv(&mut model, "a", x, 16, 24, false, 1, uniform);
         let mut y = a;
         for block in 0..2 {
-            let e = conv(&mut model, &format!("e{block}"), y, 24, 48, false, 2 + block);
-            let d = conv(&mut model, &format!("d{block}"), e, 48, 48, true, 4 + block);
-            let p = conv(&mut model, &format!("p{block}"), d, 48, 24, false, 6 + block);
+            let e = conv(&mut model, &format!("e{block}"), y, 24, 48, false, 2 + block, uniform);
+            let d = conv(&mut model, &format!("d{block}"), e, 48, 48, true, 4 + block, uniform);
+            let p = conv(&mut model, &format!("p{block}"), d, 48, 24, false, 6 + block, uniform);
             y = model.wire_node(format!("add{block}"), QAdd { output: dt(block as i32, 0.07) }, &[y, p]).unwrap()[0];
         }
-        let head = conv(&mut model, "head", y, 24, 20, false, 9);
+        let head = conv(&mut model, "head", y, 24, 20, false, 9, uniform);
         model.select_output_outlets(&[head]).unwrap();
         let mut optimized = model.into_optimized().unwrap();
         let input: Vec<i8> = (0..2 * 16 * 7 * 9).map(|i| (i * 53 % 256) as u8 as i8).collect();
@@ -141,12 +149,16 @@ mod tests {
         let planes = run(&optimized);
         let changed = channels_last(&mut optimized).unwrap();
         // a, and per block the expansion, the depthwise output and the projection, and the sum; on
-        // a CPU without the channels-last lane kernel the dense convolutions keep their planes.
-        let expected = if crate::kernels::micro::lanes_requantize(Isa::best()) { 1 + 4 * 2 } else { 2 };
-        assert_eq!(changed, expected);
+        // a CPU without the channels-last lane kernel (for a uniform scale: without its uniform
+        // requantization) the dense convolutions keep their planes.
+        use crate::kernels::micro::{lanes_requantize, lanes_requantize_uniform};
+        let isa = Isa::best();
+        let lanes = lanes_requantize(isa) && (!uniform || lanes_requantize_uniform(isa));
+        let expected = if lanes { 1 + 4 * 2 } else { 2 };
+        assert_eq!(changed, expected, "uniform: {uniform}");
         let nhwc = optimized.nodes().iter().filter_map(|n| n.op_as::<QConvExec>()).filter(|c| c.kernel.output_layout() == Layout::Nhwc).count();
         assert!(nhwc > 0);
-        assert_eq!(run(&optimized), planes);
+        assert_eq!(run(&optimized), planes, "uniform: {uniform}");
         assert_eq!(optimized.output_fact(0).unwrap().shape.to_vec(), planes.shape().iter().map(|&d| d.to_dim()).collect::<Vec<_>>());
     }
 }
