@@ -248,10 +248,15 @@ pub unsafe fn lane_tiles_requant(isa: Isa, row: Row, channels: usize, bias: *con
         (Isa::NeonDot, Layout::Nchw, Scales::PerChannel(scales)) => unsafe { aarch64::sdot_lane_tiles_requant::<false>(row, group_stride, bias, scales, zero_point, out, stride) },
         #[cfg(target_arch = "aarch64")]
         (Isa::NeonDot, Layout::Nhwc, Scales::PerChannel(scales)) => unsafe { aarch64::sdot_lane_tiles_requant::<true>(row, group_stride, bias, scales, zero_point, out, stride) },
+        // One copy of each kernel per kind of scale: no test of the kind per store.
         #[cfg(target_arch = "x86_64")]
-        (Isa::Avx512Vnni, Layout::Nchw, scales) => unsafe { x86::vnni_lane_tiles_requant(row, group_stride, bias, scales, zero_point, out, stride) },
+        (Isa::Avx512Vnni, Layout::Nchw, Scales::PerChannel(scales)) => unsafe { x86::vnni_lane_tiles_requant::<false>(row, group_stride, bias, scales, None, zero_point, out, stride) },
         #[cfg(target_arch = "x86_64")]
-        (Isa::Avx512Vnni, Layout::Nhwc, scales) => unsafe { x86::vnni_lane_tiles_requant_pixels(row, group_stride, bias, scales, zero_point, out, stride) },
+        (Isa::Avx512Vnni, Layout::Nchw, Scales::Uniform(uniform)) => unsafe { x86::vnni_lane_tiles_requant::<true>(row, group_stride, bias, std::ptr::null(), Some(uniform), zero_point, out, stride) },
+        #[cfg(target_arch = "x86_64")]
+        (Isa::Avx512Vnni, Layout::Nhwc, Scales::PerChannel(scales)) => unsafe { x86::vnni_lane_tiles_requant_pixels::<false>(row, group_stride, bias, scales, None, zero_point, out, stride) },
+        #[cfg(target_arch = "x86_64")]
+        (Isa::Avx512Vnni, Layout::Nhwc, Scales::Uniform(uniform)) => unsafe { x86::vnni_lane_tiles_requant_pixels::<true>(row, group_stride, bias, std::ptr::null(), Some(uniform), zero_point, out, stride) },
         _ => {
             let _ = (row, group_stride, bias, scales, zero_point, out, stride);
             unreachable!("{isa:?} has no requantizing lane kernel")
@@ -1066,31 +1071,15 @@ mod x86 {
 
     /// [`super::lane_tiles_requant`] on VPDPBUSD: [`vnni_lane_tile`] from the bias, each tile
     /// transposed to channel rows and each row of eight pixels requantized by its channel's scale
-    /// ([`requant8`]): no int32 tile is stored.
+    /// ([`requant8`]) or, where `UNIFORM`, by `uniform` ([`uniform8`]): no int32 tile is stored.
     ///
     /// # Safety
-    /// [`super::lane_tiles_requant`]'s contract, with `ks` the byte stride between weight groups; the
+    /// [`super::lane_tiles_requant`]'s contract, with `ks` the byte stride between weight groups and
+    /// `uniform` a uniform scale with an f64 factor where `UNIFORM` (`scales` is then not read); the
     /// CPU has AVX2, AVX512F, AVX512VL and AVX512-VNNI.
     #[target_feature(enable = "avx2,avx512f,avx512vl,avx512vnni")]
-    pub unsafe fn vnni_lane_tiles_requant(row: super::Row, ks: usize, bias: *const i32, scales: super::Scales, zero_point: i8, out: *mut i8, stride: usize) {
-        use super::Scales;
-        // One copy per kind of scale: no test of the kind per store.
-        unsafe {
-            match scales {
-                Scales::PerChannel(scales) => vnni_lane_tiles_requant_by::<false>(row, ks, bias, scales, None, zero_point, out, stride),
-                Scales::Uniform(uniform) => vnni_lane_tiles_requant_by::<true>(row, ks, bias, std::ptr::null(), Some(uniform), zero_point, out, stride),
-            }
-        }
-    }
-
-    /// [`vnni_lane_tiles_requant`] with per-channel `scales` or, where `UNIFORM`, `uniform`.
-    ///
-    /// # Safety
-    /// As [`vnni_lane_tiles_requant`]'s.
-    #[target_feature(enable = "avx2,avx512f,avx512vl,avx512vnni")]
-    #[inline]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn vnni_lane_tiles_requant_by<const UNIFORM: bool>(row: super::Row, ks: usize, bias: *const i32, scales: *const f32, uniform: Option<&super::Uniform>, zero_point: i8, out: *mut i8, stride: usize) {
+    pub unsafe fn vnni_lane_tiles_requant<const UNIFORM: bool>(row: super::Row, ks: usize, bias: *const i32, scales: *const f32, uniform: Option<&super::Uniform>, zero_point: i8, out: *mut i8, stride: usize) {
         use super::{LanePlan, NR_LANES};
         unsafe {
             let init = [_mm256_loadu_si256(bias as *const __m256i), _mm256_loadu_si256(bias.add(8) as *const __m256i)];
@@ -1245,31 +1234,16 @@ mod x86 {
     }
 
     /// [`super::lane_tiles_requant`] storing channels-last, on VPDPBUSD: [`vnni512_lane_tile`] from the bias, each
-    /// pixel's sixteen channels requantized ([`requant16_512`]) and stored as they are.
+    /// pixel's sixteen channels requantized ([`requant16_512`], or [`uniform16_512`] where `UNIFORM`)
+    /// and stored as they are.
     ///
     /// # Safety
     /// [`super::lane_tiles_requant`]'s contract (channels-last), with `ks` the byte stride between weight
-    /// groups; the CPU has AVX2, AVX512F, AVX512VL, AVX512BW and AVX512-VNNI.
+    /// groups and `uniform` as [`vnni_lane_tiles_requant`]'s; the CPU has AVX2, AVX512F, AVX512VL,
+    /// AVX512BW and AVX512-VNNI.
     #[target_feature(enable = "avx2,avx512f,avx512vl,avx512bw,avx512vnni")]
-    pub unsafe fn vnni_lane_tiles_requant_pixels(row: super::Row, ks: usize, bias: *const i32, scales: super::Scales, zero_point: i8, out: *mut i8, stride: usize) {
-        use super::Scales;
-        // One copy per kind of scale: no test of the kind per store.
-        unsafe {
-            match scales {
-                Scales::PerChannel(scales) => vnni_lane_tiles_requant_pixels_by::<false>(row, ks, bias, scales, None, zero_point, out, stride),
-                Scales::Uniform(uniform) => vnni_lane_tiles_requant_pixels_by::<true>(row, ks, bias, std::ptr::null(), Some(uniform), zero_point, out, stride),
-            }
-        }
-    }
-
-    /// [`vnni_lane_tiles_requant_pixels`] with per-channel `scales` or, where `UNIFORM`, `uniform`.
-    ///
-    /// # Safety
-    /// As [`vnni_lane_tiles_requant_pixels`]'s.
-    #[target_feature(enable = "avx2,avx512f,avx512vl,avx512bw,avx512vnni")]
-    #[inline]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn vnni_lane_tiles_requant_pixels_by<const UNIFORM: bool>(row: super::Row, ks: usize, bias: *const i32, scales: *const f32, uniform: Option<&super::Uniform>, zero_point: i8, out: *mut i8, stride: usize) {
+    pub unsafe fn vnni_lane_tiles_requant_pixels<const UNIFORM: bool>(row: super::Row, ks: usize, bias: *const i32, scales: *const f32, uniform: Option<&super::Uniform>, zero_point: i8, out: *mut i8, stride: usize) {
         use super::{LanePlan, NR_LANES};
         unsafe {
             let init = _mm512_loadu_si512(bias as *const __m512i);

@@ -709,6 +709,13 @@ mod tests {
         Tolerance::CrossArch.check(&fused, &want).unwrap();
     }
 
+    /// A float convolution of `size` x `size`, padded by `size / 2`, with random weights and bias.
+    fn conv(model: &mut TypedModel, name: &str, input: OutletId, (cin, cout, size, stride): (usize, usize, usize, usize), seed: usize) -> OutletId {
+        let spec = PoolSpec::new(DataFormat::NCHW, tvec!(size, size), PaddingSpec::Explicit(tvec!(size / 2, size / 2), tvec!(size / 2, size / 2)), None, Some(tvec!(stride, stride)), cin, cout);
+        let (k, b) = (konst(model, &format!("{name}.k"), &[cout, cin, size, size], seed), konst(model, &format!("{name}.b"), &[cout], seed + 1));
+        model.wire_node(name, Conv::new(spec, KernelFormat::OIHW, 1, None), &[input, k, b]).unwrap()[0]
+    }
+
     /// A ResNet stage with a strided shortcut: its first convolution and the shortcut become one
     /// `PerchConvPair#f32`, bit for bit the two ops apart, and within rounding of tract's plan.
     #[test]
@@ -717,11 +724,6 @@ mod tests {
         use tract_core::ops::math::Add;
         let mut model = TypedModel::default();
         let x = model.add_source("x", f32::fact([2, 5, 11, 9])).unwrap();
-        let conv = |model: &mut TypedModel, name: &str, input: OutletId, (cin, cout, size, stride): (usize, usize, usize, usize), seed: usize| {
-            let spec = PoolSpec::new(DataFormat::NCHW, tvec!(size, size), PaddingSpec::Explicit(tvec!(size / 2, size / 2), tvec!(size / 2, size / 2)), None, Some(tvec!(stride, stride)), cin, cout);
-            let (k, b) = (konst(model, &format!("{name}.k"), &[cout, cin, size, size], seed), konst(model, &format!("{name}.b"), &[cout], seed + 1));
-            model.wire_node(name, Conv::new(spec, KernelFormat::OIHW, 1, None), &[input, k, b]).unwrap()[0]
-        };
         let zero = model.add_const("zero", tensor4(&[[[[0f32]]]])).unwrap();
         let a = conv(&mut model, "a", x, (5, 7, 3, 2), 1);
         let a = model.wire_node("a.relu", TypedBinOp(Box::new(Max), None), &[a, zero]).unwrap()[0];
@@ -757,11 +759,6 @@ mod tests {
         use tract_core::ops::math::Add;
         let mut model = TypedModel::default();
         let x = model.add_source("x", f32::fact([2, 3, 14, 14])).unwrap();
-        let conv = |model: &mut TypedModel, name: &str, input: OutletId, (cin, cout, size, stride): (usize, usize, usize, usize), seed: usize| {
-            let spec = PoolSpec::new(DataFormat::NCHW, tvec!(size, size), PaddingSpec::Explicit(tvec!(size / 2, size / 2), tvec!(size / 2, size / 2)), None, Some(tvec!(stride, stride)), cin, cout);
-            let (k, b) = (konst(model, &format!("{name}.k"), &[cout, cin, size, size], seed), konst(model, &format!("{name}.b"), &[cout], seed + 1));
-            model.wire_node(name, Conv::new(spec, KernelFormat::OIHW, 1, None), &[input, k, b]).unwrap()[0]
-        };
         let zero = model.add_const("zero", tensor4(&[[[[0f32]]]])).unwrap();
         let stem = conv(&mut model, "stem", x, (3, 6, 3, 1), 1);
         let stem = model.wire_node("stem.relu", TypedBinOp(Box::new(Max), None), &[stem, zero]).unwrap()[0];
