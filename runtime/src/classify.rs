@@ -7,6 +7,8 @@ use std::sync::Arc;
 use image::DynamicImage;
 use tract_nnef::prelude::*;
 
+use crate::kernels::fconv::FConvKernel;
+use crate::kernels::Isa;
 use crate::plan::{Dim, Manifest, OutputKind, Plan, PlanError};
 use crate::preprocess::{ChannelPolicy, ImageError};
 
@@ -103,7 +105,8 @@ impl Classifier {
         }
         // tract's `into_optimized`, with Perch's float convolutions, the activations and residual
         // connections after them, the shortcuts beside them and the convolutions that feed a
-        // pair (on one thread: with more, tract's
+        // pair (where they beat tract's: not on 32-bit ARM, see `FConvKernel::pays_on`; on one
+        // thread: with more, tract's
         // matrix products use them all),
         // classifier heads, max pooling and input quantization taking tract's place between its
         // declutter and its codegen; after the codegen (where Perch's int8 pointwise convolutions
@@ -111,7 +114,7 @@ impl Classifier {
         // channels-last tensors between Perch's int8 convolutions.
         let runnable = graph
             .into_decluttered()
-            .and_then(|mut m| if threads == 1 { crate::ops::fconv::substitute(&mut m).and_then(|_| crate::ops::fconv::fuse_activations(&mut m)).and_then(|_| crate::ops::fconv::fuse_residuals(&mut m)).and_then(|_| crate::ops::fconv::pair_shortcuts(&mut m)).and_then(|_| crate::ops::fconv::feed_pairs(&mut m)).map(|_| m) } else { Ok(m) })
+            .and_then(|mut m| if threads == 1 && FConvKernel::pays_on(Isa::best()) { crate::ops::fconv::substitute(&mut m).and_then(|_| crate::ops::fconv::fuse_activations(&mut m)).and_then(|_| crate::ops::fconv::fuse_residuals(&mut m)).and_then(|_| crate::ops::fconv::pair_shortcuts(&mut m)).and_then(|_| crate::ops::fconv::feed_pairs(&mut m)).map(|_| m) } else { Ok(m) })
             .and_then(|mut m| crate::ops::dense::substitute(&mut m).map(|_| m))
             .and_then(|mut m| crate::ops::maxpool::substitute(&mut m).map(|_| m))
             .and_then(|mut m| crate::ops::quantize::substitute(&mut m).map(|_| m))

@@ -87,3 +87,18 @@ fn a_batch_gives_what_single_images_give() {
         assert!(batched.run(&images[..batch + 1].concat()).is_err());
     }
 }
+
+/// The float plans run Perch's float convolutions where they beat tract's, and tract's elsewhere
+/// (32-bit ARM: `FConvKernel::pays_on`).
+#[test]
+fn float_plans_run_perchs_convolutions_where_they_pay() {
+    use perch_runtime::kernels::fconv::FConvKernel;
+    use perch_runtime::kernels::Isa;
+    for dir in cases() {
+        let case: Value = serde_json::from_slice(&std::fs::read(dir.join("case.json")).unwrap()).unwrap();
+        let classifier = Classifier::load(dir.join(case["plan"].as_str().unwrap()), 1).unwrap();
+        // (The golden plans are float.)
+        let perch = classifier.optimized_model().nodes().iter().filter(|n| n.op.name().starts_with("PerchConv")).count();
+        assert_eq!(perch > 0, FConvKernel::pays_on(Isa::best()), "{}: {perch} of Perch's float convolutions", dir.display());
+    }
+}

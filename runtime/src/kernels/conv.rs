@@ -443,6 +443,10 @@ impl QConvKernel {
         let nhwc = self.output_layout == Layout::Nhwc;
         let mut pixels_block = [[0i8; MR_LANES]; BLOCK];
         let (mut tail_bias, mut tail_scales) = ([0i32; MR_LANES], [0f32; MR_LANES]);
+        // Whether the lane kernel requantizes in registers. (A uniform scale into channel planes is
+        // cheaper through the int32 tile and `requant_uniform_rows`, 16 sums a step: fashion-cnn-s
+        // per-tensor 0.558x against 0.536x ORT.)
+        let fused = self.fuses_requantization() && (nhwc || matches!(self.requant, Requant::PerChannel(_)));
         let span = kw * c;
         // Where each kernel row starts from a pixel's top-left input (in bytes), when packed.
         let rows: Vec<usize> = (0..kh).map(|ky| ky * g.dilation[0] * wp * c).collect();
@@ -492,11 +496,7 @@ impl QConvKernel {
                 // [i][t * nr + j], inside its MR_LANES x BLOCK values. Weights are in -127..=127
                 // (`QConvKernel::new`), the ISA from `Isa::available`, `lanes` only where it has them.
                 let rows = mr.min(channels - c0);
-                // (A uniform scale into channel planes is cheaper through the int32 tile and
-                // `requant_uniform_rows`, 16 sums a step: fashion-cnn-s per-tensor 0.558x against
-                // 0.536x ORT.)
-                let uniform_planes = !nhwc && matches!(self.requant, Requant::Uniform(_));
-                if self.fuses_requantization() && !uniform_planes {
+                if fused {
                     // Full tiles straight into the output planes, a block's last ones through `block`.
                     let full = valid == BLOCK && rows == mr;
                     let bias = if rows == mr {
