@@ -386,9 +386,12 @@ impl Uniform {
 }
 
 /// [`Uniform::row`], with its f64 loop (rounded by adding 1.5 * 2^52) vectorized with AVX2 on CPUs
-/// that have it, and written out in AVX-512 (16 sums per step) on those that have that.
+/// that have it, and written out in AVX-512 (16 sums per step) and aarch64 NEON (8) on those.
 pub fn requant_uniform_row(isa: Isa, uniform: &Uniform, acc: &[i32], bias: i32, zero_point: i32, out: &mut [i8]) {
     match isa {
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: NEON is architectural on aarch64.
+        Isa::Neon | Isa::NeonDot => unsafe { aarch64::uniform_row(uniform, acc, bias, zero_point, out) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `Isa::Avx512Vnni` is only chosen where the CPU has AVX-512F and AVX2.
         Isa::Avx512Vnni => unsafe { x86::uniform_row_512(uniform, acc, bias, zero_point, out) },
@@ -768,6 +771,47 @@ mod aarch64 {
                     *o.add(k) = super::requant_one(*a.add(k), *bias.get_unchecked(i), scale, zero_point);
                     k += 1;
                 }
+            }
+        }
+    }
+
+    /// [`super::Uniform::row`] 8 sums at a time: the bias added (wrapping), every sum checked below
+    /// 2^22 in magnitude (else the whole row goes through `row`, as there), each pair widened to
+    /// f64, multiplied by the factor and converted rounding to nearest, ties to even (FCVTNS:
+    /// `round_f64`'s result, the products being below 2^30), narrowed, the zero point added and
+    /// narrowed to int8 with saturation (the clamp); the last few through `row`'s own arithmetic.
+    /// LLVM left `row`'s loop about 25 instructions a sum here (fashion-resnet per-tensor int8:
+    /// 4.53 M instructions per inference against per-channel's 3.21 M).
+    ///
+    /// # Safety
+    /// None beyond the target's (NEON is architectural on aarch64).
+    #[target_feature(enable = "neon")]
+    pub unsafe fn uniform_row(uniform: &super::Uniform, acc: &[i32], bias: i32, zero_point: i32, out: &mut [i8]) {
+        let n = acc.len().min(out.len());
+        // The zero point's addition cannot wrap below 2^30 (an int8 zero point always is).
+        let Some(factor) = uniform.factor().filter(|_| zero_point.unsigned_abs() < 1 << 30) else {
+            return uniform.row(acc, bias, zero_point, out);
+        };
+        if acc[..n].iter().any(|&a| a.wrapping_add(bias).unsigned_abs() >= 1 << 22) {
+            return uniform.row(acc, bias, zero_point, out);
+        }
+        // SAFETY: the loads read acc[i..i + 8] and the stores write out[i..i + 8], i + 8 <= n.
+        unsafe {
+            let (b, z, f) = (vdupq_n_s32(bias), vdupq_n_s32(zero_point), vdupq_n_f64(factor));
+            // Two sums, scaled and rounded.
+            let pair = |v: int64x2_t| vcvtnq_s64_f64(vmulq_f64(vcvtq_f64_s64(v), f));
+            let four = |p: *const i32| {
+                let v = vaddq_s32(vld1q_s32(p), b);
+                let scaled = vcombine_s32(vmovn_s64(pair(vmovl_s32(vget_low_s32(v)))), vmovn_s64(pair(vmovl_high_s32(v))));
+                vqmovn_s32(vaddq_s32(scaled, z))
+            };
+            let mut i = 0;
+            while i + 8 <= n {
+                vst1_s8(out.as_mut_ptr().add(i), vqmovn_s16(vcombine_s16(four(acc.as_ptr().add(i)), four(acc.as_ptr().add(i + 4)))));
+                i += 8;
+            }
+            for (o, &a) in out[i..n].iter_mut().zip(&acc[i..n]) {
+                *o = super::super::round_f64(a.wrapping_add(bias) as f64 * factor).saturating_add(zero_point).clamp(-128, 127) as i8;
             }
         }
     }
