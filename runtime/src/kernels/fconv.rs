@@ -99,6 +99,14 @@ struct Piece {
     store: [u16; 2],
 }
 
+/// The move after `moves[i]` that takes the rest of the same row at stride 2: it starts one value
+/// on, into another phase (the moves are sorted by row, then first column). Both splits then read
+/// the row once for the two.
+fn odd_partner(moves: &[Move], i: usize) -> Option<Move> {
+    let m = moves[i];
+    moves.get(i + 1).filter(|next| next.src == m.src + 1 && next.dst != m.dst).copied()
+}
+
 /// The pieces of `moves` (sorted by row, a row's two stride-2 moves one value apart consecutive),
 /// at stride 1 or 2; none at another.
 fn pieces(moves: &[Move], step: usize) -> Vec<Piece> {
@@ -108,8 +116,8 @@ fn pieces(moves: &[Move], step: usize) -> Vec<Piece> {
     let mut i = 0;
     while i < moves.len() && step <= 2 {
         let m = moves[i];
-        i += 1;
         if step == 1 {
+            i += 1;
             for at in (0..m.n).step_by(16) {
                 let lanes = below(16.min(m.n - at));
                 pieces.push(Piece { src: m.src + at, dst: [m.dst + at; 2], load: lanes, store: [lanes as u16, 0] });
@@ -117,8 +125,8 @@ fn pieces(moves: &[Move], step: usize) -> Vec<Piece> {
             continue;
         }
         // A row's odd values to the next move's phase where it starts one value on.
-        let next = moves.get(i).filter(|next| next.src == m.src + 1).copied();
-        i += usize::from(next.is_some());
+        let next = odd_partner(moves, i);
+        i += 1 + usize::from(next.is_some());
         let (n2, dst2) = next.map_or((0, m.dst), |next| (next.n, next.dst));
         // Values 0, 2, .., 2 (n - 1) read, and 1, .., 2 n2 - 1.
         let read = (2 * m.n - 1).max(2 * n2);
@@ -493,8 +501,7 @@ impl FConvKernel {
                     // value on, its odd values to that one's, in one pass of pairs (which vectorize,
                     // as de-interleaving loads on NEON; a step_by loop does not).
                     2 => {
-                        let next = self.moves.get(i).filter(|next| next.src == src + 1 && next.dst != dst).copied();
-                        let Some(next) = next else {
+                        let Some(next) = odd_partner(&self.moves, i - 1) else {
                             let pairs = image[src..][..2 * n - 1].chunks(2);
                             buffer[dst..][..n].iter_mut().zip(pairs).for_each(|(d, pair)| *d = pair[0]);
                             continue;
