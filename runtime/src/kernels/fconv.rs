@@ -24,12 +24,14 @@ use super::{vector, Isa};
 pub const MR: usize = 8;
 /// Output pixels per microkernel tile.
 pub const NB: usize = 32;
-/// Output channels per tile of the AVX-512 channels-vectorized kernel (two zmm).
-pub const CR: usize = 32;
-/// Output pixels per tile of the channels-vectorized kernel, at most (16 accumulators; the
-/// pixels are split into groups as even as they come: 49 as 7 of 7). Groups of 12 spill
-/// accumulators and base pointers to the stack: fashion-resnet s0.conv1 ran 20% slower.
-pub const CP: usize = 8;
+/// Output channels per tile of the channels-vectorized kernel: two zmm on AVX-512, four q
+/// registers on NEON.
+pub const CR: usize = if cfg!(target_arch = "aarch64") { 16 } else { 32 };
+/// Output pixels per tile of the channels-vectorized kernel, at most (the pixels are split into
+/// groups as even as they come: 49 as 7 of 7). AVX-512: 16 accumulators (groups of 12 spill
+/// accumulators and base pointers to the stack: fashion-resnet s0.conv1 ran 20% slower); NEON: 24
+/// of its 32 registers.
+pub const CP: usize = if cfg!(target_arch = "aarch64") { 6 } else { 8 };
 /// Packed weights up to this size are read from L1 for every block (half of a 48 KB L1, leaving
 /// room for the block's input).
 const WEIGHTS_IN_L1: usize = 24 * 1024;
@@ -138,13 +140,14 @@ fn pieces(moves: &[Move], step: usize) -> Vec<Piece> {
     pieces
 }
 
-/// The AVX-512 layout for small images: a tile is [`CR`] output channels (two zmm of weights per
-/// `k`) by [`CP`] output pixels (each input value broadcast), and only output pixels are computed,
-/// where the pixel layout also computes the far columns of each phase row (half the work on a 4x4
-/// output from a 6-wide padded input). Tiles are transposed in registers and stored channel by
-/// channel (a group's pixels are consecutive in each plane).
+/// The layout for small images on AVX-512 and NEON ([`ByChannels::runs_on`]): a tile is [`CR`]
+/// output channels (two zmm or four q registers of weights per `k`) by [`CP`] output pixels (each
+/// input value broadcast), and only output pixels are computed, where the pixel layout also
+/// computes the far columns of each phase row (half the work on a 4x4 output from a 6-wide padded
+/// input). Tiles are stored channel by channel (a group's pixels are consecutive in each plane):
+/// transposed in registers on AVX-512.
 #[derive(Debug, Clone)]
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+#[cfg_attr(not(any(target_arch = "x86_64", target_arch = "aarch64")), allow(dead_code))]
 struct ByChannels {
     /// `[tile][k][CR]` (zeros past the last channel), on cache lines: each `k`'s two zmm loads
     /// are aligned, not split across lines.
@@ -254,13 +257,13 @@ impl FConvKernel {
         let by_pixels = tiles * MR * kernel.blocks.len() * NB;
         let by_channels = out_channels.div_ceil(CR) * CR * oh * ow;
         let saves = by_channels * 5 <= by_pixels * 4 || (geometry.stride == [1, 1] && by_channels * 8 < by_pixels * 7);
-        if kernel.isa == Isa::Avx512Vnni && saves {
+        if ByChannels::runs_on(kernel.isa) && saves {
             kernel.by_channels = Some(ByChannels::new(&kernel, weights, bias));
         }
         // F(2x2, 3x3) on AVX-512 where it serves. Measured on the Xeon: 0.67x to 0.76x the direct
         // kernel on the example models' layers it serves, alone (`fconv_layers`); fashion-cnn-s
         // 0.88x and fashion-resnet 0.96x in plans.
-        if kernel.isa == Isa::Avx512Vnni && Winograd::serves(&geometry, in_channels) {
+        if Winograd::runs_on(kernel.isa) && Winograd::serves(&geometry, in_channels) {
             kernel.winograd = Some(Winograd::new(&geometry, in_channels, out_channels, weights, bias));
         }
         Ok(kernel)
@@ -271,8 +274,8 @@ impl FConvKernel {
     #[cfg(test)]
     fn layouts(&self, weights: &[f32], bias: &[f32]) -> Vec<FConvKernel> {
         let pixels = FConvKernel { by_channels: None, winograd: None, ..self.clone() };
-        let channels = (self.isa == Isa::Avx512Vnni).then(|| FConvKernel { by_channels: Some(ByChannels::new(self, weights, bias)), winograd: None, ..self.clone() });
-        let winograd = (self.isa == Isa::Avx512Vnni && self.geometry.kernel == [3, 3] && self.geometry.stride == [1, 1] && self.geometry.dilation == [1, 1])
+        let channels = ByChannels::runs_on(self.isa).then(|| FConvKernel { by_channels: Some(ByChannels::new(self, weights, bias)), winograd: None, ..self.clone() });
+        let winograd = (Winograd::runs_on(self.isa) && self.geometry.kernel == [3, 3] && self.geometry.stride == [1, 1] && self.geometry.dilation == [1, 1])
             .then(|| FConvKernel { by_channels: None, winograd: Some(Winograd::new(&self.geometry, self.in_channels, self.out_channels, weights, bias)), ..self.clone() });
         std::iter::once(pixels).chain(channels).chain(winograd).collect()
     }
@@ -561,11 +564,11 @@ impl FConvKernel {
         if residual.len() != y.len() {
             return Err(ConvKernelError::Output { got: residual.len(), expected: y.len() });
         }
-        #[cfg(target_arch = "x86_64")]
+        #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
         if let Some(winograd) = &self.winograd {
             let (image, out_image) = self.sizes(x, batch, y)?;
             for ((x, y), r) in x.chunks_exact(image).zip(y.chunks_exact_mut(out_image)).zip(residual.chunks_exact(out_image)) {
-                winograd.run(x, y, self.activation, Some((r, relu)));
+                winograd.run(x, y, self.activation, Some((r, relu)), sigmoid);
             }
             return Ok(());
         }
@@ -591,10 +594,10 @@ impl FConvKernel {
         if batch == 0 || out_image == 0 {
             return Ok(());
         }
-        #[cfg(target_arch = "x86_64")]
+        #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
         if let Some(winograd) = &self.winograd {
             for (x, y) in x.chunks_exact(image).zip(y.chunks_exact_mut(out_image)) {
-                winograd.run(x, y, self.activation, None);
+                winograd.run(x, y, self.activation, None, sigmoid);
             }
             return Ok(());
         }
@@ -668,6 +671,42 @@ impl FConvKernel {
                             };
                         }
                         dispatch!(1 2 3 4 5 6 7 8)
+                    }
+                }
+            }
+            return;
+        }
+        #[cfg(target_arch = "aarch64")]
+        if let Some(by) = &self.by_channels {
+            // Every read lies below the last pixel's start + reach, within the buffer.
+            assert!(by.pixels.len() == plane && by.pixels.iter().all(|&q| q + self.reach < buffer.len()) && by.weights.as_slice().len() == by.bias.len() * k, "tile out of bounds");
+            for (t, (weights, bias)) in by.weights.as_slice().chunks_exact(k * CR).zip(by.bias.chunks_exact(CR)).enumerate() {
+                let channels = CR.min(self.out_channels - t * CR);
+                let out = &mut y[t * CR * plane..][..channels * plane];
+                for &(first, n) in &by.groups {
+                    let (group, values) = (&by.pixels[first..first + n], &mut tile.0[..n * CR]);
+                    // SAFETY: reads in bounds (asserted above); `values` holds n * CR.
+                    unsafe {
+                        match n {
+                            1 => neon::channels::<1>(weights, bias, buffer.as_ptr(), &self.offsets, group, values),
+                            2 => neon::channels::<2>(weights, bias, buffer.as_ptr(), &self.offsets, group, values),
+                            3 => neon::channels::<3>(weights, bias, buffer.as_ptr(), &self.offsets, group, values),
+                            4 => neon::channels::<4>(weights, bias, buffer.as_ptr(), &self.offsets, group, values),
+                            5 => neon::channels::<5>(weights, bias, buffer.as_ptr(), &self.offsets, group, values),
+                            6 => neon::channels::<6>(weights, bias, buffer.as_ptr(), &self.offsets, group, values),
+                            _ => unreachable!("a group of {n} pixels"),
+                        }
+                    }
+                    match self.activation {
+                        Activation::None => {}
+                        Activation::Relu => vector::relu(values),
+                        Activation::Swish { beta } => swish(values, beta, sigmoid),
+                    }
+                    // `values[p][c]` to channel c's plane, pixel first + p.
+                    for (c, out) in out.chunks_exact_mut(plane).enumerate() {
+                        for (p, out) in out[first..first + n].iter_mut().enumerate() {
+                            *out = values[p * CR + c];
+                        }
                     }
                 }
             }
@@ -752,6 +791,19 @@ fn base_in_bounds(kernel: &FConvKernel, base: usize, far: usize, len: usize) -> 
     base + kernel.reach + NB <= far && far <= len
 }
 
+/// Swish in place, over `v` of any length, as [`activate`] computes it on a tile: `v * sigmoid(beta
+/// * v)` value for value.
+#[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))]
+pub(super) fn swish(v: &mut [f32], beta: f32, sigmoid: &mut dyn FnMut(&mut [f32])) {
+    let mut scaled = Tile([0f32; MR * NB + NB]);
+    for v in v.chunks_mut(MR * NB) {
+        let scaled = &mut scaled.0[..v.len()];
+        vector::scaled(scaled, v, beta);
+        sigmoid(scaled);
+        vector::mul(v, scaled);
+    }
+}
+
 /// `activation` on a tile in place (`scaled`: room for Swish's sigmoid).
 fn activate(activation: Activation, tile: &mut [f32; MR * NB], scaled: &mut [f32; MR * NB], sigmoid: &mut dyn FnMut(&mut [f32])) {
     match activation {
@@ -766,6 +818,16 @@ fn activate(activation: Activation, tile: &mut [f32; MR * NB], scaled: &mut [f32
 }
 
 impl ByChannels {
+    /// Whether this build runs the layout on `isa` (`new` keeps it for NEON's two flavours as
+    /// [`Isa::Neon`]).
+    fn runs_on(isa: Isa) -> bool {
+        match isa {
+            Isa::Avx512Vnni => cfg!(target_arch = "x86_64"),
+            Isa::Neon => cfg!(target_arch = "aarch64"),
+            _ => false,
+        }
+    }
+
     fn new(kernel: &FConvKernel, weights: &[f32], bias: &[f32]) -> ByChannels {
         let (k, out) = (kernel.offsets.len(), kernel.out_channels);
         let tiles = out.div_ceil(CR);
@@ -807,7 +869,7 @@ unsafe impl bytemuck::Zeroable for Line {}
 unsafe impl bytemuck::Pod for Line {}
 
 impl Lines {
-    #[cfg(target_arch = "x86_64")]
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
     fn as_slice(&self) -> &[f32] {
         bytemuck::cast_slice(&self.0)
     }
@@ -1174,7 +1236,7 @@ pub(super) mod x86 {
 
 #[cfg(target_arch = "aarch64")]
 mod neon {
-    use super::{MR, NB};
+    use super::{CR, MR, NB};
     use std::arch::aarch64::*;
 
     /// Three passes of MR rows by 12, 12 and 8 pixels (three or two q registers): up to 24
@@ -1191,6 +1253,41 @@ mod neon {
             pass::<3>(weights, bias, src, offsets, out, 0);
             pass::<3>(weights, bias, src, offsets, out, 12);
             pass::<2>(weights, bias, src, offsets, out, 24);
+        }
+    }
+
+    /// A tile of [`CR`] = 16 channels (four q registers of weights per `k`) by N <= [`CP`]
+    /// pixels, each input value broadcast: `values[p][c] = bias[c] + sum over k of
+    /// weights[k][c] * src[pixels[p] + offsets[k]]`, in `k`'s order as the pixel tile's sums.
+    ///
+    /// # Safety
+    /// `pixels` holds N values; `src + pixels[p] + offsets[k]` within one allocation; `weights`
+    /// holds `offsets.len() * CR` values, `bias` CR and `values` N * CR.
+    #[target_feature(enable = "neon")]
+    pub unsafe fn channels<const N: usize>(weights: &[f32], bias: &[f32], src: *const f32, offsets: &[usize], pixels: &[usize], values: &mut [f32]) {
+        const { assert!(CR == 16) };
+        // SAFETY: CR values of bias.
+        let b: [float32x4_t; 4] = std::array::from_fn(|i| unsafe { vld1q_f32(bias.as_ptr().add(4 * i)) });
+        let mut acc = [b; N];
+        let bases: [*const f32; N] = std::array::from_fn(|p| src.wrapping_add(pixels[p]));
+        for (w, &offset) in weights.chunks_exact(CR).zip(offsets) {
+            // SAFETY: in bounds by the caller's contract.
+            unsafe {
+                let w: [float32x4_t; 4] = std::array::from_fn(|i| vld1q_f32(w.as_ptr().add(4 * i)));
+                for (a, base) in acc.iter_mut().zip(bases) {
+                    let x = *base.add(offset);
+                    for (a, w) in a.iter_mut().zip(w) {
+                        *a = vfmaq_n_f32(*a, w, x);
+                    }
+                }
+            }
+        }
+        assert!(values.len() >= N * CR, "tile out of bounds");
+        for (p, a) in acc.iter().enumerate() {
+            for (i, a) in a.iter().enumerate() {
+                // SAFETY: 4 values at p * CR + 4i < N * CR (asserted).
+                unsafe { vst1q_f32(values.as_mut_ptr().add(p * CR + 4 * i), *a) };
+            }
         }
     }
 
@@ -1337,7 +1434,7 @@ mod tests {
     proptest! {
         /// F(2x2, 3x3) against the definition on random 3x3 stride-1 geometries (any padding,
         /// odd sizes, channel counts off the vector and tile widths), within the bound above.
-        #[cfg(target_arch = "x86_64")]
+        #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
         #[test]
         fn winograd_computes_the_convolution(
             c in 1usize..40, out in 1usize..80, h in 1usize..18, w in 1usize..18,
@@ -1345,9 +1442,9 @@ mod tests {
             batch in 1usize..3, one_bias in any::<bool>(), seed in any::<u64>(),
             activation in prop_oneof![Just(Activation::None), Just(Activation::Relu), (0.25f32..3.0).prop_map(|beta| Activation::Swish { beta })],
         ) {
-            if !Isa::available().contains(&Isa::Avx512Vnni) {
+            let Some(isa) = Isa::available().into_iter().rfind(|&isa| Winograd::runs_on(isa)) else {
                 return Ok(());
-            }
+            };
             let padded = [h + pad_before[0] + pad_after[0], w + pad_before[1] + pad_after[1]];
             prop_assume!(padded[0] >= 3 && padded[1] >= 3);
             let output = padded.map(|p| p - 2);
@@ -1356,7 +1453,7 @@ mod tests {
             let weights = values(out * k, seed);
             let bias = values(if one_bias { 1 } else { out }, seed ^ 1);
             let x = values(batch * c * h * w, seed ^ 2);
-            let kernel = FConvKernel::new(g, c, &weights, &bias, Isa::Avx512Vnni).unwrap().with_activation(activation);
+            let kernel = FConvKernel::new(g, c, &weights, &bias, isa).unwrap().with_activation(activation);
             let kernel = FConvKernel { winograd: Some(Winograd::new(&g, c, out, &weights, &bias)), ..kernel };
             let mut y = vec![f32::NAN; batch * out * output[0] * output[1]];
             // The scratch as a plan leaves it: after another image (and other layers, elsewhere).

@@ -123,7 +123,7 @@ fn zip_in_place(y: &mut [f32], x: &[f32], f: impl Fn(f32, f32) -> f32) {
 
 /// `max(v, 0)` as FMAXNM answers it: 0 for NaN and for -0.0.
 #[inline(always)]
-fn relu1(v: f32) -> f32 {
+pub(super) fn relu1(v: f32) -> f32 {
     if v > 0.0 { v } else { 0.0 }
 }
 

@@ -557,6 +557,7 @@ mod tests {
     use crate::tolerance::Tolerance;
     use crate::ops::{test_konst as konst, test_run, test_values as values};
     use tract_core::ops::cnn::{KernelFormat, PaddingSpec, PoolSpec};
+    use crate::kernels::winograd::Winograd;
 
     /// A float model of three convolutions (3x3 padded by 1, 3x3 stride 2 padded `SameUpper`, 1x1
     /// stride 2) run by tract and with Perch's kernels swapped in.
@@ -672,8 +673,8 @@ mod tests {
             let (k, b) = (konst(model, &format!("{name}.k"), &[cout, cin, size, size], seed), konst(model, &format!("{name}.b"), &[cout], seed + 1));
             model.wire_node(name, Conv::new(spec, KernelFormat::OIHW, 1, None), &[input, k, b]).unwrap()[0]
         };
-        // 8 channels: on AVX-512, b and d run Winograd's F(2x2, 3x3), which adds the residual in
-        // its stores.
+        // 8 channels: on AVX-512 and NEON, b and d run Winograd's F(2x2, 3x3), which adds the
+        // residual in its stores.
         let a = conv(&mut model, "a", x, 4, 8, 3, 1);
         let b = conv(&mut model, "b", a, 8, 8, 3, 3);
         let shortcut = conv(&mut model, "shortcut", x, 4, 8, 1, 5);
@@ -699,7 +700,7 @@ mod tests {
             // Left: the broadcast constant's Add (tract may fold it into another op).
             assert!(if fuse { sums <= 1 } else { sums >= 3 }, "{model}");
             let winograd = model.nodes().iter().filter(|n| n.op.info().unwrap().concat().contains("Winograd")).count();
-            assert_eq!(winograd, if Isa::best() == Isa::Avx512Vnni { 2 } else { 0 }, "{model}");
+            assert_eq!(winograd, if Winograd::runs_on(Isa::best()) { 2 } else { 0 }, "{model}");
             test_run(model, &input).1
         };
         let (fused, unfused) = (run(true), run(false));
