@@ -43,7 +43,8 @@ pub enum Activation {
     /// `max(y, 0)`, as SIMD max instructions answer: 0 for -0.0 and NaN.
     Relu,
     /// `y * sigmoid(beta * y)` (Swish; SiLU at beta 1), the sigmoid the caller's, except on
-    /// AVX-512, which computes tract-linalg's AVX-512 sigmoid in registers (see `x86::sigmoid`).
+    /// AVX-512 and on aarch64, which compute tract-linalg's sigmoid for them in registers (see
+    /// `x86::sigmoid` and `vector::swish`).
     Swish { beta: f32 },
 }
 
@@ -568,7 +569,7 @@ impl FConvKernel {
         if let Some(winograd) = &self.winograd {
             let (image, out_image) = self.sizes(x, batch, y)?;
             for ((x, y), r) in x.chunks_exact(image).zip(y.chunks_exact_mut(out_image)).zip(residual.chunks_exact(out_image)) {
-                winograd.run(x, y, self.activation, Some((r, relu)), sigmoid);
+                winograd.run(x, y, self.activation, Some((r, relu)));
             }
             return Ok(());
         }
@@ -581,14 +582,15 @@ impl FConvKernel {
     }
 
     /// Convolves `batch` NCHW images of `x` into `y`, with the logistic function in f32 as the
-    /// sigmoid of [`Activation::Swish`] (except on AVX-512, see [`Activation`]).
+    /// sigmoid of [`Activation::Swish`] (except on AVX-512 and aarch64, see [`Activation`]).
     pub fn run(&self, x: &[f32], batch: usize, y: &mut [f32]) -> Result<(), ConvKernelError> {
         self.run_with(x, batch, y, &mut Vec::new(), &mut logistic)
     }
 
     /// [`FConvKernel::run`] with a phase buffer from [`FConvKernel::scratch`], which it keeps zero
     /// outside the image (one of another length is replaced), and `sigmoid` (applied in place, to
-    /// 64-byte aligned slices) for [`Activation::Swish`] (not called on AVX-512, see [`Activation`]).
+    /// 64-byte aligned slices) for [`Activation::Swish`] (not called on AVX-512 and aarch64, see
+    /// [`Activation`]).
     pub fn run_with(&self, x: &[f32], batch: usize, y: &mut [f32], buffer: &mut Vec<f32>, sigmoid: &mut dyn FnMut(&mut [f32])) -> Result<(), ConvKernelError> {
         let (image, out_image) = self.sizes(x, batch, y)?;
         if batch == 0 || out_image == 0 {
@@ -597,7 +599,7 @@ impl FConvKernel {
         #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
         if let Some(winograd) = &self.winograd {
             for (x, y) in x.chunks_exact(image).zip(y.chunks_exact_mut(out_image)) {
-                winograd.run(x, y, self.activation, None, sigmoid);
+                winograd.run(x, y, self.activation, None);
             }
             return Ok(());
         }
@@ -700,7 +702,7 @@ impl FConvKernel {
                     match self.activation {
                         Activation::None => {}
                         Activation::Relu => vector::relu(values),
-                        Activation::Swish { beta } => swish(values, beta, sigmoid),
+                        Activation::Swish { beta } => vector::swish(values, beta),
                     }
                     // `values[p][c]` to channel c's plane, pixel first + p.
                     for (c, out) in out.chunks_exact_mut(plane).enumerate() {
@@ -791,24 +793,18 @@ fn base_in_bounds(kernel: &FConvKernel, base: usize, far: usize, len: usize) -> 
     base + kernel.reach + NB <= far && far <= len
 }
 
-/// Swish in place, over `v` of any length, as [`activate`] computes it on a tile: `v * sigmoid(beta
-/// * v)` value for value.
-#[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))]
-pub(super) fn swish(v: &mut [f32], beta: f32, sigmoid: &mut dyn FnMut(&mut [f32])) {
-    let mut scaled = Tile([0f32; MR * NB + NB]);
-    for v in v.chunks_mut(MR * NB) {
-        let scaled = &mut scaled.0[..v.len()];
-        vector::scaled(scaled, v, beta);
-        sigmoid(scaled);
-        vector::mul(v, scaled);
-    }
-}
-
 /// `activation` on a tile in place (`scaled`: room for Swish's sigmoid).
 fn activate(activation: Activation, tile: &mut [f32; MR * NB], scaled: &mut [f32; MR * NB], sigmoid: &mut dyn FnMut(&mut [f32])) {
     match activation {
         Activation::None => {}
         Activation::Relu => vector::relu(tile),
+        // tract's aarch64 sigmoid in registers, to the bit.
+        #[cfg(target_arch = "aarch64")]
+        Activation::Swish { beta } => {
+            let _ = (scaled, sigmoid);
+            vector::swish(tile, beta);
+        }
+        #[cfg(not(target_arch = "aarch64"))]
         Activation::Swish { beta } => {
             vector::scaled(scaled, tile, beta);
             sigmoid(scaled);

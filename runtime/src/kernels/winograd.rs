@@ -162,11 +162,9 @@ impl Winograd {
     }
 
     /// One NCHW image `x` into `y`, with `activation`; then, with a `residual` (`(r, relu)`, r of
-    /// y's shape), `r` added in the stores and a Relu after it where `relu`. `sigmoid` is Swish's
-    /// on NEON, applied in place to 64-byte aligned slices as [`super::fconv`]'s direct kernel
-    /// does (AVX-512 computes it in registers).
+    /// y's shape), `r` added in the stores and a Relu after it where `relu`.
     #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
-    pub fn run(&self, x: &[f32], y: &mut [f32], activation: Activation, residual: Option<(&[f32], bool)>, sigmoid: &mut dyn FnMut(&mut [f32])) {
+    pub fn run(&self, x: &[f32], y: &mut [f32], activation: Activation, residual: Option<(&[f32], bool)>) {
         let ([h, w], [oh, ow]) = (self.input, self.output);
         assert!(
             x.len() == self.in_channels * h * w && y.len() == self.out_channels * oh * ow && self.in_channels * h * w < i32::MAX as usize && residual.is_none_or(|(r, _)| r.len() == y.len()),
@@ -186,7 +184,6 @@ impl Winograd {
             // within the slices, whose lengths each step asserts.
             #[cfg(target_arch = "x86_64")]
             unsafe {
-                let _ = &sigmoid;
                 self.gather(x, first);
                 self.transform_input(first, &mut rows[row..]);
                 self.products(rows);
@@ -200,10 +197,10 @@ impl Winograd {
                 self.products(rows);
                 self.transform_output(rows, first, activation);
                 match activation {
-                    // Swish's sigmoid is the caller's: over y, then the residual.
+                    // Swish over y (tract's sigmoid, see `vector::swish`), then the residual.
                     Activation::Swish { beta } => {
                         self.transpose(first, y, None);
-                        super::fconv::swish(y, beta, sigmoid);
+                        super::vector::swish(y, beta);
                         match residual {
                             Some((r, true)) => super::vector::add_relu(y, r),
                             Some((r, false)) => super::vector::add(y, r),
@@ -559,8 +556,7 @@ impl Winograd {
         }
     }
 
-    /// Each tile's `A^T M A` plus the bias, then a Relu (Swish is the caller's, after the
-    /// transpose), into the image's outputs channels-last (`outputs[pixel][op]`).
+    /// Each tile's `A^T M A` plus the bias, then a Relu (Swish is `run`'s, after the transpose), into the image's outputs channels-last (`outputs[pixel][op]`).
     fn transform_output(&self, m: &[f32], outputs: &mut [f32], activation: Activation) {
         let ([th, tw], [oh, ow], op, row) = (self.tiles, self.output, self.op(), self.row());
         assert!(m.len() >= 16 * row && outputs.len() >= oh * ow * op && self.bias.len() >= self.out_channels.div_ceil(L) * L, "Winograd output transform out of bounds");
