@@ -57,16 +57,31 @@ impl Pooled for i8 {
     fn pool_2x2(a: &[i8], b: &[i8], out: &mut [i8]) {
         use std::arch::aarch64::*;
         let (a, b) = (&a[..2 * out.len()], &b[..2 * out.len()]);
-        let whole = out.len() / 16 * 16;
-        for i in (0..whole).step_by(16) {
-            // SAFETY: 32 values from 2i < 2 * whole in each row, 16 outputs from i < whole.
+        let n = out.len();
+        // 16 outputs at a time, then 8; a last step that would run past the row starts earlier,
+        // overlapping the one before (an output depends on its inputs only); rows of fewer than
+        // 8 outputs value by value.
+        let mut i = 0;
+        while i < n && n >= 16 {
+            let at = i.min(n - 16);
+            // SAFETY: 32 values from 2at, at + 16 <= n, in each row; 16 outputs from at.
             unsafe {
-                let (x, y) = (vld2q_s8(a.as_ptr().add(2 * i)), vld2q_s8(b.as_ptr().add(2 * i)));
+                let (x, y) = (vld2q_s8(a.as_ptr().add(2 * at)), vld2q_s8(b.as_ptr().add(2 * at)));
                 // No NaN in integers: the maximum is the fold's in any order.
-                vst1q_s8(out.as_mut_ptr().add(i), vmaxq_s8(vmaxq_s8(x.0, x.1), vmaxq_s8(y.0, y.1)));
+                vst1q_s8(out.as_mut_ptr().add(at), vmaxq_s8(vmaxq_s8(x.0, x.1), vmaxq_s8(y.0, y.1)));
             }
+            i += 16;
         }
-        pool_2x2_scalar(a, b, out, whole);
+        while i < n && n >= 8 {
+            let at = i.min(n - 8);
+            // SAFETY: 16 values from 2at, at + 8 <= n, in each row; 8 outputs from at.
+            unsafe {
+                let (x, y) = (vld2_s8(a.as_ptr().add(2 * at)), vld2_s8(b.as_ptr().add(2 * at)));
+                vst1_s8(out.as_mut_ptr().add(at), vmax_s8(vmax_s8(x.0, x.1), vmax_s8(y.0, y.1)));
+            }
+            i += 8;
+        }
+        pool_2x2_scalar(a, b, out, i.min(n));
     }
 }
 
@@ -78,19 +93,24 @@ impl Pooled for f32 {
     fn pool_2x2(a: &[f32], b: &[f32], out: &mut [f32]) {
         use std::arch::aarch64::*;
         let (a, b) = (&a[..2 * out.len()], &b[..2 * out.len()]);
-        let whole = out.len() / 4 * 4;
+        let n = out.len();
         // `max_of`, lane by lane: v where m < v, else m (NaNs skipped, the first zero kept).
         // SAFETY: NEON is in every aarch64 target's baseline.
         let max_of = |m: float32x4_t, v: float32x4_t| unsafe { vbslq_f32(vcltq_f32(m, v), v, m) };
-        for i in (0..whole).step_by(4) {
-            // SAFETY: 8 values from 2i < 2 * whole in each row, 4 outputs from i < whole.
+        // 4 outputs at a time; a last step that would run past the row starts earlier, overlapping
+        // the one before (an output depends on its inputs only); rows of fewer than 4 value by value.
+        let mut i = 0;
+        while i < n && n >= 4 {
+            let at = i.min(n - 4);
+            // SAFETY: 8 values from 2at, at + 4 <= n, in each row; 4 outputs from at.
             unsafe {
-                let (x, y) = (vld2q_f32(a.as_ptr().add(2 * i)), vld2q_f32(b.as_ptr().add(2 * i)));
+                let (x, y) = (vld2q_f32(a.as_ptr().add(2 * at)), vld2q_f32(b.as_ptr().add(2 * at)));
                 let m = max_of(max_of(max_of(max_of(vdupq_n_f32(Self::LOWEST), x.0), x.1), y.0), y.1);
-                vst1q_f32(out.as_mut_ptr().add(i), m);
+                vst1q_f32(out.as_mut_ptr().add(at), m);
             }
+            i += 4;
         }
-        pool_2x2_scalar(a, b, out, whole);
+        pool_2x2_scalar(a, b, out, i.min(n));
     }
 }
 
@@ -168,7 +188,8 @@ mod tests {
     }
 
     proptest! {
-        /// The 2x2 rows (NEON on aarch64: whole vectors, then the rest) answer the scalar fold,
+        /// The 2x2 rows (NEON on aarch64: whole vectors, the last one overlapping the one before,
+        /// value by value in rows shorter than a vector) answer the scalar fold,
         /// bit for bit, NaNs, zeros of both signs and infinities included.
         #[test]
         fn rows_2x2_are_the_fold(
