@@ -101,6 +101,48 @@ pub fn swish(v: &mut [f32], beta: f32) {
     }
 }
 
+/// `out[i] = table[x[i] + 128]`: an int8 -> int8 function as a 256-entry table. On aarch64 16
+/// values at a time with four 64-byte table lookups (TBL, then TBX for each further quarter), the
+/// last 16 overlapping the ones before; a plain loop elsewhere and for fewer than 16 values.
+///
+/// # Panics
+/// When `out` and `x` differ in length.
+pub fn lookup(x: &[i8], table: &[i8; 256], out: &mut [i8]) {
+    assert_eq!(x.len(), out.len(), "a lookup into an output of another length");
+    #[cfg(target_arch = "aarch64")]
+    if x.len() >= 16 {
+        let n = x.len();
+        use std::arch::aarch64::*;
+        // SAFETY (each intrinsic): NEON is in every aarch64 target's baseline; the table's four
+        // quarters are 64 of its 256 values each; every step reads and writes 16 values from
+        // at <= n - 16.
+        unsafe {
+            let quarter = |q: usize| vld1q_s8_x4(table.as_ptr().add(64 * q));
+            let (t0, t1, t2, t3) = (quarter(0), quarter(1), quarter(2), quarter(3));
+            let (flip, step) = (vdupq_n_u8(0x80), vdupq_n_u8(64));
+            let mut i = 0;
+            while i < n {
+                let at = i.min(n - 16);
+                // x + 128 as an index: the sign bit flipped. An index past a quarter's 64 bytes
+                // leaves the lane as it is (TBX; TBL gives 0).
+                let index = veorq_u8(vreinterpretq_u8_s8(vld1q_s8(x.as_ptr().add(at))), flip);
+                let r = vqtbl4q_s8(t0, index);
+                let index = vsubq_u8(index, step);
+                let r = vqtbx4q_s8(r, t1, index);
+                let index = vsubq_u8(index, step);
+                let r = vqtbx4q_s8(r, t2, index);
+                let r = vqtbx4q_s8(r, t3, vsubq_u8(index, step));
+                vst1q_s8(out.as_mut_ptr().add(at), r);
+                i += 16;
+            }
+        }
+        return;
+    }
+    for (o, &v) in out.iter_mut().zip(x) {
+        *o = table[(v as u8 ^ 0x80) as usize];
+    }
+}
+
 /// The sum of `a[i] * b[i]`, in 16 lanes (lane `i % 16` takes the products of `i`, in order), then
 /// the lanes in order, then the products past the last whole 16.
 ///
@@ -278,6 +320,17 @@ mod tests {
             let mut want = v.clone();
             mul(&mut want, &scaled_copy);
             prop_assert!(same(&got, &want), "{:?} != {:?}", got, want);
+        }
+
+        /// The lookup (NEON on aarch64: whole vectors, the last overlapping) answers the table at
+        /// every length.
+        #[test]
+        fn lookups_are_the_table(x in prop::collection::vec(any::<i8>(), 0..70), seed in any::<u64>()) {
+            let table: [i8; 256] = std::array::from_fn(|i| (seed.rotate_left(i as u32 % 64) as i8).wrapping_add(i as i8));
+            let mut got = vec![0i8; x.len()];
+            lookup(&x, &table, &mut got);
+            let want: Vec<i8> = x.iter().map(|&v| table[(v as i16 + 128) as usize]).collect();
+            prop_assert_eq!(got, want);
         }
 
         /// The dot product sums in the documented order.

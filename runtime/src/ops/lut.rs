@@ -39,15 +39,13 @@ impl EvalOp for Lut {
         let (x, table) = (&inputs[0], &inputs[1]);
         let table = table.try_as_plain_ram()?;
         let table = table.as_slice::<i8>()?;
-        ensure!(table.len() == 256, "PerchLut table has {} entries, not 256", table.len());
+        let Ok(table) = <&[i8; 256]>::try_from(table) else { bail!("PerchLut table has {} entries, not 256", table.len()) };
         let x_plain = x.try_as_plain_ram()?;
         let xs = x_plain.as_slice::<i8>()?;
         let mut out = unsafe { Tensor::uninitialized_dt(self.output, x.shape())? };
         {
             let mut plain = out.try_as_plain_ram_mut()?;
-            for (o, v) in plain.as_slice_mut::<i8>()?.iter_mut().zip(xs) {
-                *o = table[(*v as i16 + 128) as usize];
-            }
+            crate::kernels::vector::lookup(xs, table, plain.as_slice_mut::<i8>()?);
         }
         Ok(tvec!(out.into_tvalue()))
     }
