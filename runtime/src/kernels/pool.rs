@@ -38,6 +38,24 @@ pub trait Pooled: Copy + PartialOrd {
     fn pool_2x2(a: &[Self], b: &[Self], out: &mut [Self]) {
         pool_2x2_scalar(a, b, out, 0);
     }
+
+    /// The 2x2 pooling of stride 2 of whole `[h][w]` planes of `x` into `[oh][ow]` planes of `y`,
+    /// row by row with [`Pooled::pool_2x2`] (on x86-64 with AVX-512, the instruction set checked
+    /// once for all rows: fashion-cnn-s's pools are 7 to 14 outputs a row).
+    #[inline(always)]
+    fn pool_planes_2x2(x: &[Self], y: &mut [Self], [h, w]: [usize; 2], [oh, ow]: [usize; 2]) {
+        planes_2x2(x, y, [h, w], [oh, ow], Self::pool_2x2);
+    }
+}
+
+/// [`Pooled::pool_planes_2x2`] with `row` for each output row.
+#[inline(always)]
+fn planes_2x2<T>(x: &[T], y: &mut [T], [h, w]: [usize; 2], [oh, ow]: [usize; 2], mut row: impl FnMut(&[T], &[T], &mut [T])) {
+    for (x, y) in x.chunks_exact(h * w).zip(y.chunks_exact_mut(oh * ow)) {
+        for (oy, out) in y.chunks_exact_mut(ow).enumerate() {
+            row(&x[2 * oy * w..][..2 * ow], &x[(2 * oy + 1) * w..][..2 * ow], out);
+        }
+    }
 }
 
 /// [`Pooled::pool_2x2`] from output `from` on.
@@ -83,6 +101,26 @@ impl Pooled for i8 {
         }
         pool_2x2_scalar(a, b, out, i.min(n));
     }
+
+    #[cfg(target_arch = "x86_64")]
+    fn pool_2x2(a: &[i8], b: &[i8], out: &mut [i8]) {
+        if std::arch::is_x86_feature_detected!("avx512bw") && std::arch::is_x86_feature_detected!("avx512vl") {
+            // SAFETY: AVX-512BW and VL are here (checked).
+            unsafe { x86::pool_2x2_i8(a, b, out) };
+        } else {
+            pool_2x2_scalar(a, b, out, 0);
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    fn pool_planes_2x2(x: &[i8], y: &mut [i8], input: [usize; 2], output: [usize; 2]) {
+        if std::arch::is_x86_feature_detected!("avx512bw") && std::arch::is_x86_feature_detected!("avx512vl") {
+            // SAFETY: AVX-512BW and VL are here (checked).
+            unsafe { x86::planes_i8(x, y, input, output) };
+        } else {
+            planes_2x2(x, y, input, output, |a, b, out| pool_2x2_scalar(a, b, out, 0));
+        }
+    }
 }
 
 impl Pooled for f32 {
@@ -112,6 +150,113 @@ impl Pooled for f32 {
         }
         pool_2x2_scalar(a, b, out, i.min(n));
     }
+
+    #[cfg(target_arch = "x86_64")]
+    fn pool_2x2(a: &[f32], b: &[f32], out: &mut [f32]) {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: AVX-512F is here (checked).
+            unsafe { x86::pool_2x2_f32(a, b, out) };
+        } else {
+            pool_2x2_scalar(a, b, out, 0);
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    fn pool_planes_2x2(x: &[f32], y: &mut [f32], input: [usize; 2], output: [usize; 2]) {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: AVX-512F is here (checked).
+            unsafe { x86::planes_f32(x, y, input, output) };
+        } else {
+            planes_2x2(x, y, input, output, |a, b, out| pool_2x2_scalar(a, b, out, 0));
+        }
+    }
+}
+
+/// The 2x2 rows on AVX-512, a whole row in one step or a few: masked loads and stores, so rows of
+/// any length (fashion-cnn-s's are 14 and 7 outputs) run no scalar tail.
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::{planes_2x2, Pooled};
+    use std::arch::x86_64::*;
+
+    /// [`Pooled::pool_planes_2x2`] for int8.
+    ///
+    /// # Safety
+    /// AVX-512BW and VL.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    pub unsafe fn planes_i8(x: &[i8], y: &mut [i8], input: [usize; 2], output: [usize; 2]) {
+        // SAFETY: the features are here by this function's contract.
+        planes_2x2(x, y, input, output, |a, b, out| unsafe { pool_2x2_i8(a, b, out) });
+    }
+
+    /// [`Pooled::pool_planes_2x2`] for f32.
+    ///
+    /// # Safety
+    /// AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn planes_f32(x: &[f32], y: &mut [f32], input: [usize; 2], output: [usize; 2]) {
+        // SAFETY: the feature is here by this function's contract.
+        planes_2x2(x, y, input, output, |a, b, out| unsafe { pool_2x2_f32(a, b, out) });
+    }
+
+    /// 32 outputs a step: the two rows' maximum byte by byte, then each pair's as 16-bit lanes
+    /// (both bytes sign-extended), narrowed back to bytes.
+    ///
+    /// # Safety
+    /// AVX-512BW and VL.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    #[inline]
+    pub unsafe fn pool_2x2_i8(a: &[i8], b: &[i8], out: &mut [i8]) {
+        let n = out.len();
+        let (a, b) = (&a[..2 * n], &b[..2 * n]);
+        for i in (0..n).step_by(32) {
+            let m = (n - i).min(32);
+            let (inputs, outputs) = (u64::MAX >> (64 - 2 * m), u32::MAX >> (32 - m));
+            // SAFETY: the masked lanes are inputs 2i .. 2i + 2m <= 2n of each row and outputs
+            // i .. i + m <= n; masked-off lanes are not accessed.
+            unsafe {
+                let (x, y) = (_mm512_maskz_loadu_epi8(inputs, a.as_ptr().add(2 * i)), _mm512_maskz_loadu_epi8(inputs, b.as_ptr().add(2 * i)));
+                // No NaN in integers: the maximum is the fold's in any order.
+                let v = _mm512_max_epi8(x, y);
+                let (even, odd) = (_mm512_srai_epi16::<8>(_mm512_slli_epi16::<8>(v)), _mm512_srai_epi16::<8>(v));
+                _mm256_mask_storeu_epi8(out.as_mut_ptr().add(i), outputs, _mm512_cvtepi16_epi8(_mm512_max_epi16(even, odd)));
+            }
+        }
+    }
+
+    /// 16 outputs a step: each row's even and odd values apart (VPERMT2PS), then the fold's
+    /// `max_of(m, v)`, `v` where `m < v` else `m`, which is VMAXPS(v, m) (the second operand
+    /// for NaN and for zeros of both signs), in the fold's order.
+    ///
+    /// # Safety
+    /// AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub unsafe fn pool_2x2_f32(a: &[f32], b: &[f32], out: &mut [f32]) {
+        let n = out.len();
+        let (a, b) = (&a[..2 * n], &b[..2 * n]);
+        let lanes: [i32; 16] = std::array::from_fn(|l| 2 * l as i32);
+        // SAFETY: 16 values.
+        let evens = unsafe { _mm512_loadu_si512(lanes.as_ptr().cast()) };
+        let odds = _mm512_add_epi32(evens, _mm512_set1_epi32(1));
+        for i in (0..n).step_by(16) {
+            let m = (n - i).min(16);
+            let low = (u32::MAX >> (32 - 2 * m.min(8))) as u16;
+            let high = if m > 8 { (u32::MAX >> (32 - 2 * (m - 8))) as u16 } else { 0 };
+            // SAFETY: the masked lanes are inputs 2i .. 2i + 2m <= 2n of each row (16 from 2i, the
+            // rest from 2i + 16) and outputs i .. i + m <= n; masked-off lanes are not accessed.
+            unsafe {
+                let row = |r: &[f32]| {
+                    let p = r.as_ptr().add(2 * i);
+                    let (lo, hi) = (_mm512_maskz_loadu_ps(low, p), _mm512_maskz_loadu_ps(high, p.wrapping_add(16)));
+                    (_mm512_permutex2var_ps(lo, evens, hi), _mm512_permutex2var_ps(lo, odds, hi))
+                };
+                let ((a0, a1), (b0, b1)) = (row(a), row(b));
+                let v = [a0, a1, b0, b1].into_iter().fold(_mm512_set1_ps(f32::LOWEST), |m, v| _mm512_max_ps(v, m));
+                _mm512_mask_storeu_ps(out.as_mut_ptr().add(i), (u32::MAX >> (32 - m)) as u16, v);
+            }
+        }
+    }
 }
 
 /// Max-pools `x` (whole `[h][w]` planes) into `y` (whole `[oh][ow]` planes), plane by plane.
@@ -125,11 +270,7 @@ pub fn max_pool<T: Pooled>(g: &Geometry, x: &[T], y: &mut [T]) {
     let ([kh, kw], [sy, sx], [dy, dx]) = (g.kernel, g.stride, g.dilation);
     if g.kernel == [2, 2] && g.stride == [2, 2] && g.dilation == [1, 1] {
         // The common 2x2 pooling: each output from two pairs, one pass, no row buffer.
-        for (x, y) in x.chunks_exact(h * w).zip(y.chunks_exact_mut(oh * ow)) {
-            for (oy, out) in y.chunks_exact_mut(ow).enumerate() {
-                T::pool_2x2(&x[2 * oy * w..][..2 * ow], &x[(2 * oy + 1) * w..][..2 * ow], out);
-            }
-        }
+        T::pool_planes_2x2(x, y, [h, w], [oh, ow]);
         return;
     }
     if !T::ORDER_FREE {
