@@ -10,11 +10,11 @@
 //! and dropped): a microkernel starts from the bias and, for each (input channel, kernel row, kernel
 //! column) `k`, adds MR broadcast weights times one contiguous run of NB values of the buffer. No
 //! im2col, no gathers. Weights are packed at plan load, `[K][MR]` per tile of MR channels (zeros
-//! past the last channel). On AVX-512, small images take a layout vectorized over output channels
-//! instead ([`CR`] by up to [`CP`] pixels), and 3x3 stride-1 layers Winograd's F(2x2, 3x3)
-//! ([`super::winograd`]); there the split runs by [`Piece`]s whose masks are worked out at load, and
-//! a convolution whose output only the next one reads can write it into that one's phases as it
-//! computes it ([`FConvKernel::run_fed`]).
+//! past the last channel). On AVX-512 and on aarch64 NEON, small images take a layout vectorized
+//! over output channels instead ([`CR`] by up to [`CP`] pixels), and 3x3 stride-1 layers Winograd's
+//! F(2x2, 3x3) ([`super::winograd`]); on AVX-512 the split also runs by [`Piece`]s whose masks are
+//! worked out at load, and a convolution whose output only the next one reads can write it into
+//! that one's phases as it computes it ([`FConvKernel::run_fed`]).
 
 use super::conv::{ConvKernelError, Geometry};
 use super::winograd::Winograd;
