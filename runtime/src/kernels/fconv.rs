@@ -650,7 +650,7 @@ impl FConvKernel {
         let reads_less = self.isa != Isa::Avx512Vnni || tiles * buffer.len() < self.blocks.len() * self.weights.len();
         let tiles_outer = self.weights.len() * size_of::<f32>() > WEIGHTS_IN_L1 && reads_less;
         let order = |i: usize| if tiles_outer { (i / self.blocks.len(), i % self.blocks.len()) } else { (i % tiles, i / tiles) };
-        #[cfg(target_arch = "x86_64")]
+        #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
         if let Some(by) = &self.by_channels {
             // Every read lies below the last pixel's start + reach, within the buffer.
             assert!(by.pixels.len() == plane && by.pixels.iter().all(|&q| q + self.reach < buffer.len()) && by.weights.as_slice().len() == by.bias.len() * k, "tile out of bounds");
@@ -658,56 +658,50 @@ impl FConvKernel {
                 let channels = CR.min(self.out_channels - t * CR);
                 let out = &mut y[t * CR * plane..][..channels * plane];
                 for &(first, n) in &by.groups {
-                    let (group, out) = (&by.pixels[first..first + n], out.as_mut_ptr().wrapping_add(first));
-                    let activation = self.activation;
-                    // SAFETY: AVX-512F and FMA are here (`Isa::available`, FMA checked in `new`);
-                    // reads in bounds (asserted above); the stores write channel c < channels
-                    // of output pixel first + p < plane: within `out`.
-                    unsafe {
-                        macro_rules! dispatch {
-                            ($($n:literal)*) => {
-                                match n {
-                                    $($n => x86::channels_avx512::<$n>(weights, bias, buffer.as_ptr(), &self.offsets, group, activation, out, plane, channels),)*
-                                    _ => unreachable!("a group of {n} pixels"),
-                                }
-                            };
-                        }
-                        dispatch!(1 2 3 4 5 6 7 8)
-                    }
-                }
-            }
-            return;
-        }
-        #[cfg(target_arch = "aarch64")]
-        if let Some(by) = &self.by_channels {
-            // Every read lies below the last pixel's start + reach, within the buffer.
-            assert!(by.pixels.len() == plane && by.pixels.iter().all(|&q| q + self.reach < buffer.len()) && by.weights.as_slice().len() == by.bias.len() * k, "tile out of bounds");
-            for (t, (weights, bias)) in by.weights.as_slice().chunks_exact(k * CR).zip(by.bias.chunks_exact(CR)).enumerate() {
-                let channels = CR.min(self.out_channels - t * CR);
-                let out = &mut y[t * CR * plane..][..channels * plane];
-                for &(first, n) in &by.groups {
-                    let (group, values) = (&by.pixels[first..first + n], &mut tile.0[..n * CR]);
-                    // SAFETY: reads in bounds (asserted above); `values` holds n * CR.
-                    unsafe {
-                        match n {
-                            1 => neon::channels::<1>(weights, bias, buffer.as_ptr(), &self.offsets, group, values),
-                            2 => neon::channels::<2>(weights, bias, buffer.as_ptr(), &self.offsets, group, values),
-                            3 => neon::channels::<3>(weights, bias, buffer.as_ptr(), &self.offsets, group, values),
-                            4 => neon::channels::<4>(weights, bias, buffer.as_ptr(), &self.offsets, group, values),
-                            5 => neon::channels::<5>(weights, bias, buffer.as_ptr(), &self.offsets, group, values),
-                            6 => neon::channels::<6>(weights, bias, buffer.as_ptr(), &self.offsets, group, values),
-                            _ => unreachable!("a group of {n} pixels"),
+                    let group = &by.pixels[first..first + n];
+                    #[cfg(target_arch = "x86_64")]
+                    {
+                        let (out, activation) = (out.as_mut_ptr().wrapping_add(first), self.activation);
+                        // SAFETY: AVX-512F and FMA are here (`Isa::available`, FMA checked in
+                        // `new`); reads in bounds (asserted above); the stores write channel c <
+                        // channels of output pixel first + p < plane: within `out`.
+                        unsafe {
+                            macro_rules! dispatch {
+                                ($($n:literal)*) => {
+                                    match n {
+                                        $($n => x86::channels_avx512::<$n>(weights, bias, buffer.as_ptr(), &self.offsets, group, activation, out, plane, channels),)*
+                                        _ => unreachable!("a group of {n} pixels"),
+                                    }
+                                };
+                            }
+                            dispatch!(1 2 3 4 5 6 7 8)
                         }
                     }
-                    match self.activation {
-                        Activation::None => {}
-                        Activation::Relu => vector::relu(values),
-                        Activation::Swish { beta } => vector::swish(values, beta),
-                    }
-                    // `values[p][c]` to channel c's plane, pixel first + p.
-                    for (c, out) in out.chunks_exact_mut(plane).enumerate() {
-                        for (p, out) in out[first..first + n].iter_mut().enumerate() {
-                            *out = values[p * CR + c];
+                    #[cfg(target_arch = "aarch64")]
+                    {
+                        let values = &mut tile.0[..n * CR];
+                        // SAFETY: reads in bounds (asserted above); `values` holds n * CR.
+                        unsafe {
+                            macro_rules! dispatch {
+                                ($($n:literal)*) => {
+                                    match n {
+                                        $($n => neon::channels::<$n>(weights, bias, buffer.as_ptr(), &self.offsets, group, values),)*
+                                        _ => unreachable!("a group of {n} pixels"),
+                                    }
+                                };
+                            }
+                            dispatch!(1 2 3 4 5 6)
+                        }
+                        match self.activation {
+                            Activation::None => {}
+                            Activation::Relu => vector::relu(values),
+                            Activation::Swish { beta } => vector::swish(values, beta),
+                        }
+                        // `values[p][c]` to channel c's plane, pixel first + p.
+                        for (c, out) in out.chunks_exact_mut(plane).enumerate() {
+                            for (p, out) in out[first..first + n].iter_mut().enumerate() {
+                                *out = values[p * CR + c];
+                            }
                         }
                     }
                 }
@@ -839,14 +833,7 @@ impl ByChannels {
         }
         let [oh, ow] = kernel.geometry.output;
         let pixels: Vec<usize> = (0..oh).flat_map(|oy| (0..ow).map(move |ox| oy * kernel.phase[1] + ox)).collect();
-        let count = pixels.len().div_ceil(CP);
-        let mut groups = Vec::with_capacity(count);
-        let mut first = 0;
-        for g in 0..count {
-            let n = pixels.len() / count + usize::from(g < pixels.len() % count);
-            groups.push((first, n));
-            first += n;
-        }
+        let groups = super::even_groups(pixels.len(), CP).collect();
         ByChannels { weights: lines, bias: packed_bias, pixels, groups }
     }
 }

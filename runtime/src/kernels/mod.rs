@@ -170,3 +170,14 @@ impl Requant {
         scaled.saturating_add(zero_point).clamp(-128, 127) as i8
     }
 }
+
+/// `count` items in groups of at most `most`, as even as they come (49 by at most 8: seven of 7;
+/// by at most 5: nine of 5 and one of 4), as `(first, length)` in order.
+pub(crate) fn even_groups(count: usize, most: usize) -> impl Iterator<Item = (usize, usize)> {
+    let groups = count.div_ceil(most.max(1));
+    (0..groups).scan(0, move |first, g| {
+        let n = count / groups + usize::from(g < count % groups);
+        *first += n;
+        Some((*first - n, n))
+    })
+}

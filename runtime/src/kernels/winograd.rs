@@ -293,10 +293,7 @@ impl Winograd {
             for ot in 0..op / oc {
                 let u = &self.weights[(xi * op + ot * oc) * c..][..c * oc];
                 // Groups of tiles as even as they come (49 tiles by 32 channels: 10, 10, 10, 10, 9).
-                let groups = t.div_ceil(most);
-                let mut first = 0;
-                for g in 0..groups {
-                    let n = t / groups + usize::from(g < t % groups);
+                for (first, n) in super::even_groups(t, most) {
                     let src = v[first * cp..].as_ptr();
                     let dst = m[first * op + ot * oc..].as_mut_ptr();
                     // SAFETY: tiles first..first+n of row xi, channels below c: within `v`; their
@@ -316,7 +313,6 @@ impl Winograd {
                             dispatch!(2: 1 2 3 4 5 6 7 8 9 10 11 12)
                         }
                     }
-                    first += n;
                 }
             }
         }
@@ -532,10 +528,7 @@ impl Winograd {
             for ot in 0..op / oc {
                 let u = &self.weights[(xi * op + ot * oc) * ck..][..ck * oc];
                 // Groups of tiles as even as they come (49 tiles: 5, ..., 5, 4).
-                let groups = t.div_ceil(MOST);
-                let mut first = 0;
-                for g in 0..groups {
-                    let n = t / groups + usize::from(g < t % groups);
+                for (first, n) in super::even_groups(t, MOST) {
                     let src = v[first * ck..].as_ptr();
                     let dst = m[first * op + ot * oc..].as_mut_ptr();
                     // SAFETY: tiles first..first+n of row xi, channels below ck: within `v`; their
@@ -550,13 +543,13 @@ impl Winograd {
                             _ => unreachable!("{n} tiles in a group of at most {MOST}"),
                         }
                     }
-                    first += n;
                 }
             }
         }
     }
 
-    /// Each tile's `A^T M A` plus the bias, then a Relu (Swish is `run`'s, after the transpose), into the image's outputs channels-last (`outputs[pixel][op]`).
+    /// Each tile's `A^T M A` plus the bias, then a Relu (Swish is `run`'s, after the transpose),
+    /// into the image's outputs channels-last (`outputs[pixel][op]`).
     fn transform_output(&self, m: &[f32], outputs: &mut [f32], activation: Activation) {
         let ([th, tw], [oh, ow], op, row) = (self.tiles, self.output, self.op(), self.row());
         assert!(m.len() >= 16 * row && outputs.len() >= oh * ow * op && self.bias.len() >= self.out_channels.div_ceil(L) * L, "Winograd output transform out of bounds");
