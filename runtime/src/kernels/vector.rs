@@ -1,5 +1,5 @@
-//! Element-wise f32 passes (activations, residual sums) and a 16-lane dot product, in explicit SIMD
-//! on aarch64.
+//! Element-wise f32 passes (activations, residual sums), a 16-lane dot product and int8 table
+//! lookups, in explicit SIMD on aarch64 (and the lookups in AVX-512 VBMI on x86-64).
 //!
 //! Plain loops are not enough for the board's binary: in `[profile.device]` the link-time
 //! optimization runs at perch-run's opt-level "s", where rustc turns LLVM's loop and SLP

@@ -4,8 +4,8 @@
 //! output channel where the direct convolution spends 36 (Lavin and Gray, "Fast Algorithms for
 //! Convolutional Neural Networks", 2016).
 //!
-//! Per image (AVX-512; NEON's steps, in `neon`, are the same by 4x4 transposes and 4 lanes): the
-//! input goes channels-last into a zero-padded buffer (16 channels per gather); each
+//! Per image (AVX-512; NEON's steps, in the aarch64 `impl` at the end, are the same by 4x4
+//! transposes and 4 lanes): the input goes channels-last into a zero-padded buffer (16 channels per gather); each
 //! tile's 4x4 block becomes `V = B^T d B` (adds only), 16 values per channel; 16 independent matrix
 //! products `M[xi] = U[xi] V[xi]` over the input channels, `U = G g G^T` the kernel transformed at
 //! load (in f64); each tile's outputs are `A^T M A` plus the bias, then the activation in
