@@ -32,6 +32,9 @@ pub trait Pooled: Copy + PartialOrd {
     /// build's link-time optimization at opt-level "s" would leave the loop scalar, see
     /// [`super::vector`]).
     ///
+    /// `a` and `b` may hold more values than the row's `2 * out.len()` (the rest of the input):
+    /// NEON reads a whole vector where a short row leaves room for it, and uses only the row's.
+    ///
     /// # Panics
     /// When a row holds fewer than `2 * out.len()` values.
     #[inline(always)]
@@ -48,12 +51,14 @@ pub trait Pooled: Copy + PartialOrd {
     }
 }
 
-/// [`Pooled::pool_planes_2x2`] with `row` for each output row.
+/// [`Pooled::pool_planes_2x2`] with `row` for each output row, given its two input rows from
+/// their first value to the input's end.
 #[inline(always)]
 fn planes_2x2<T>(x: &[T], y: &mut [T], [h, w]: [usize; 2], [oh, ow]: [usize; 2], mut row: impl FnMut(&[T], &[T], &mut [T])) {
-    for (x, y) in x.chunks_exact(h * w).zip(y.chunks_exact_mut(oh * ow)) {
+    for (p, y) in y.chunks_exact_mut(oh * ow).enumerate() {
         for (oy, out) in y.chunks_exact_mut(ow).enumerate() {
-            row(&x[2 * oy * w..][..2 * ow], &x[(2 * oy + 1) * w..][..2 * ow], out);
+            let first = p * h * w + 2 * oy * w;
+            row(&x[first..], &x[first + w..], out);
         }
     }
 }
@@ -74,11 +79,27 @@ impl Pooled for i8 {
     #[cfg(target_arch = "aarch64")]
     fn pool_2x2(a: &[i8], b: &[i8], out: &mut [i8]) {
         use std::arch::aarch64::*;
-        let (a, b) = (&a[..2 * out.len()], &b[..2 * out.len()]);
         let n = out.len();
+        if n < 8 && a.len() >= 16 && b.len() >= 16 {
+            // A short row, with room in the input for a whole vector: 8 outputs computed, n kept.
+            let mut lanes = [0i8; 8];
+            // SAFETY: 16 values in each of a and b (checked), 8 in `lanes`.
+            unsafe {
+                let (x, y) = (vld2_s8(a.as_ptr()), vld2_s8(b.as_ptr()));
+                vst1_s8(lanes.as_mut_ptr(), vmax_s8(vmax_s8(x.0, x.1), vmax_s8(y.0, y.1)));
+            }
+            // Lane by lane, a fixed count (a copy of n values would be a memcpy call).
+            for (l, &v) in lanes.iter().enumerate() {
+                if l < n {
+                    out[l] = v;
+                }
+            }
+            return;
+        }
+        let (a, b) = (&a[..2 * n], &b[..2 * n]);
         // 16 outputs at a time, then 8; a last step that would run past the row starts earlier,
         // overlapping the one before (an output depends on its inputs only); rows of fewer than
-        // 8 outputs value by value.
+        // 8 outputs at the input's end value by value.
         let mut i = 0;
         while i < n && n >= 16 {
             let at = i.min(n - 16);
@@ -130,13 +151,30 @@ impl Pooled for f32 {
     #[cfg(target_arch = "aarch64")]
     fn pool_2x2(a: &[f32], b: &[f32], out: &mut [f32]) {
         use std::arch::aarch64::*;
-        let (a, b) = (&a[..2 * out.len()], &b[..2 * out.len()]);
         let n = out.len();
         // `max_of`, lane by lane: v where m < v, else m (NaNs skipped, the first zero kept).
         // SAFETY: NEON is in every aarch64 target's baseline.
         let max_of = |m: float32x4_t, v: float32x4_t| unsafe { vbslq_f32(vcltq_f32(m, v), v, m) };
+        if n < 4 && a.len() >= 8 && b.len() >= 8 {
+            // A short row, with room in the input for a whole vector: 4 outputs computed, n kept.
+            let mut lanes = [0f32; 4];
+            // SAFETY: 8 values in each of a and b (checked), 4 in `lanes`.
+            unsafe {
+                let (x, y) = (vld2q_f32(a.as_ptr()), vld2q_f32(b.as_ptr()));
+                vst1q_f32(lanes.as_mut_ptr(), max_of(max_of(max_of(max_of(vdupq_n_f32(Self::LOWEST), x.0), x.1), y.0), y.1));
+            }
+            // Lane by lane, a fixed count (a copy of n values would be a memcpy call).
+            for (l, &v) in lanes.iter().enumerate() {
+                if l < n {
+                    out[l] = v;
+                }
+            }
+            return;
+        }
+        let (a, b) = (&a[..2 * n], &b[..2 * n]);
         // 4 outputs at a time; a last step that would run past the row starts earlier, overlapping
-        // the one before (an output depends on its inputs only); rows of fewer than 4 value by value.
+        // the one before (an output depends on its inputs only); rows of fewer than 4 at the
+        // input's end value by value.
         let mut i = 0;
         while i < n && n >= 4 {
             let at = i.min(n - 4);
@@ -329,25 +367,28 @@ mod tests {
     }
 
     proptest! {
-        /// The 2x2 rows (NEON on aarch64: whole vectors, the last one overlapping the one before,
-        /// value by value in rows shorter than a vector) answer the scalar fold,
+        /// The 2x2 rows (NEON on aarch64: whole vectors, the last one overlapping the one before;
+        /// rows shorter than a vector by one vector where the input goes on past them, else value
+        /// by value), with input values past them that they must not use, answer the scalar fold,
         /// bit for bit, NaNs, zeros of both signs and infinities included.
         #[test]
         fn rows_2x2_are_the_fold(
             f in prop::collection::vec((f32_value(), f32_value()), 0..80),
             i in prop::collection::vec((any::<i8>(), any::<i8>()), 0..80),
+            past in [0usize..24, 0usize..24],
         ) {
-            fn check<T: Pooled + std::fmt::Debug>(pairs: Vec<(T, T)>, bits: impl Fn(T) -> u32) {
+            fn check<T: Pooled + std::fmt::Debug>(pairs: Vec<(T, T)>, past: usize, bits: impl Fn(T) -> u32) {
                 let (a, b): (Vec<T>, Vec<T>) = pairs.into_iter().unzip();
-                let n = a.len() / 2;
+                let n = (a.len() - past.min(a.len())) / 2;
+                // Rows followed by `past` values of the input, which the pooling must not use.
                 let mut got = vec![T::LOWEST; n];
                 T::pool_2x2(&a, &b, &mut got);
                 let mut want = vec![T::LOWEST; n];
                 pool_2x2_scalar(&a, &b, &mut want, 0);
                 assert_eq!(got.iter().map(|&v| bits(v)).collect::<Vec<_>>(), want.iter().map(|&v| bits(v)).collect::<Vec<_>>(), "{got:?} != {want:?}");
             }
-            check(f, f32::to_bits);
-            check(i, |v: i8| v as u8 as u32);
+            check(f, past[0], f32::to_bits);
+            check(i, past[1], |v: i8| v as u8 as u32);
         }
     }
 }
