@@ -64,6 +64,18 @@ fn planes_2x2<T>(x: &[T], y: &mut [T], [h, w]: [usize; 2], [oh, ow]: [usize; 2],
 }
 
 /// [`Pooled::pool_2x2`] from output `from` on.
+/// `out`'s length of a vector's `lanes` into `out` (at most all of them), lane by lane: a fixed
+/// count, where a copy of `out.len()` values would be a memcpy call.
+#[cfg(target_arch = "aarch64")]
+#[inline(always)]
+fn keep<T: Copy, const L: usize>(lanes: &[T; L], out: &mut [T]) {
+    for (l, &v) in lanes.iter().enumerate() {
+        if l < out.len() {
+            out[l] = v;
+        }
+    }
+}
+
 #[inline(always)]
 fn pool_2x2_scalar<T: Pooled>(a: &[T], b: &[T], out: &mut [T], from: usize) {
     let (a, b) = (&a[..2 * out.len()], &b[..2 * out.len()]);
@@ -88,12 +100,7 @@ impl Pooled for i8 {
                 let (x, y) = (vld2_s8(a.as_ptr()), vld2_s8(b.as_ptr()));
                 vst1_s8(lanes.as_mut_ptr(), vmax_s8(vmax_s8(x.0, x.1), vmax_s8(y.0, y.1)));
             }
-            // Lane by lane, a fixed count (a copy of n values would be a memcpy call).
-            for (l, &v) in lanes.iter().enumerate() {
-                if l < n {
-                    out[l] = v;
-                }
-            }
+            keep(&lanes, out);
             return;
         }
         let (a, b) = (&a[..2 * n], &b[..2 * n]);
@@ -163,12 +170,7 @@ impl Pooled for f32 {
                 let (x, y) = (vld2q_f32(a.as_ptr()), vld2q_f32(b.as_ptr()));
                 vst1q_f32(lanes.as_mut_ptr(), max_of(max_of(max_of(max_of(vdupq_n_f32(Self::LOWEST), x.0), x.1), y.0), y.1));
             }
-            // Lane by lane, a fixed count (a copy of n values would be a memcpy call).
-            for (l, &v) in lanes.iter().enumerate() {
-                if l < n {
-                    out[l] = v;
-                }
-            }
+            keep(&lanes, out);
             return;
         }
         let (a, b) = (&a[..2 * n], &b[..2 * n]);
