@@ -141,12 +141,12 @@ fn pieces(moves: &[Move], step: usize) -> Vec<Piece> {
     pieces
 }
 
-/// The layout for small images on AVX-512 and NEON ([`ByChannels::runs_on`]): a tile is [`CR`]
-/// output channels (two zmm or four q registers of weights per `k`) by [`CP`] output pixels (each
-/// input value broadcast), and only output pixels are computed, where the pixel layout also
-/// computes the far columns of each phase row (half the work on a 4x4 output from a 6-wide padded
-/// input). Tiles are stored channel by channel (a group's pixels are consecutive in each plane):
-/// transposed in registers on AVX-512.
+/// The layout for small images on AVX-512 and NEON (where Winograd runs, [`Winograd::runs_on`]):
+/// a tile is [`CR`] output channels (two zmm or four q registers of weights per `k`) by [`CP`]
+/// output pixels (each input value broadcast), and only output pixels are computed, where the
+/// pixel layout also computes the far columns of each phase row (half the work on a 4x4 output
+/// from a 6-wide padded input). Tiles are stored channel by channel (a group's pixels are
+/// consecutive in each plane): transposed in registers on AVX-512.
 #[derive(Debug, Clone)]
 #[cfg_attr(not(any(target_arch = "x86_64", target_arch = "aarch64")), allow(dead_code))]
 struct ByChannels {
@@ -258,7 +258,7 @@ impl FConvKernel {
         let by_pixels = tiles * MR * kernel.blocks.len() * NB;
         let by_channels = out_channels.div_ceil(CR) * CR * oh * ow;
         let saves = by_channels * 5 <= by_pixels * 4 || (geometry.stride == [1, 1] && by_channels * 8 < by_pixels * 7);
-        if ByChannels::runs_on(kernel.isa) && saves {
+        if Winograd::runs_on(kernel.isa) && saves {
             kernel.by_channels = Some(ByChannels::new(&kernel, weights, bias));
         }
         // F(2x2, 3x3) on AVX-512 where it serves. Measured on the Xeon: 0.67x to 0.76x the direct
@@ -275,7 +275,7 @@ impl FConvKernel {
     #[cfg(test)]
     fn layouts(&self, weights: &[f32], bias: &[f32]) -> Vec<FConvKernel> {
         let pixels = FConvKernel { by_channels: None, winograd: None, ..self.clone() };
-        let channels = ByChannels::runs_on(self.isa).then(|| FConvKernel { by_channels: Some(ByChannels::new(self, weights, bias)), winograd: None, ..self.clone() });
+        let channels = Winograd::runs_on(self.isa).then(|| FConvKernel { by_channels: Some(ByChannels::new(self, weights, bias)), winograd: None, ..self.clone() });
         let winograd = (Winograd::runs_on(self.isa) && self.geometry.kernel == [3, 3] && self.geometry.stride == [1, 1] && self.geometry.dilation == [1, 1])
             .then(|| FConvKernel { by_channels: None, winograd: Some(Winograd::new(&self.geometry, self.in_channels, self.out_channels, weights, bias)), ..self.clone() });
         std::iter::once(pixels).chain(channels).chain(winograd).collect()
@@ -808,16 +808,6 @@ fn activate(activation: Activation, tile: &mut [f32; MR * NB], scaled: &mut [f32
 }
 
 impl ByChannels {
-    /// Whether this build runs the layout on `isa` (`new` keeps it for NEON's two flavours as
-    /// [`Isa::Neon`]).
-    fn runs_on(isa: Isa) -> bool {
-        match isa {
-            Isa::Avx512Vnni => cfg!(target_arch = "x86_64"),
-            Isa::Neon => cfg!(target_arch = "aarch64"),
-            _ => false,
-        }
-    }
-
     fn new(kernel: &FConvKernel, weights: &[f32], bias: &[f32]) -> ByChannels {
         let (k, out) = (kernel.offsets.len(), kernel.out_channels);
         let tiles = out.div_ceil(CR);

@@ -72,7 +72,8 @@ pub struct Winograd {
 }
 
 impl Winograd {
-    /// Whether this build runs F(2x2, 3x3) on `isa`: AVX-512 on x86-64, NEON on aarch64.
+    /// Whether this build runs F(2x2, 3x3) on `isa`: AVX-512 on x86-64, NEON on aarch64. The
+    /// channels layout of [`super::fconv`] runs on the same.
     pub fn runs_on(isa: Isa) -> bool {
         match isa {
             Isa::Avx512Vnni => cfg!(target_arch = "x86_64"),
