@@ -30,7 +30,7 @@ pub trait Pooled: Copy + PartialOrd {
     /// One output row of the 2x2 pooling of stride 2 from its two input rows: `out[i]` folds
     /// `a[2i]`, `a[2i + 1]`, `b[2i]`, `b[2i + 1]` in that order (on aarch64 in NEON: the device
     /// build's link-time optimization at opt-level "s" would leave the loop scalar, see
-    /// [`super::vector`]).
+    /// [`super::vector`]; x86-64's AVX-512 rows run through [`Pooled::pool_planes_2x2`]).
     ///
     /// `a` and `b` may hold more values than the row's `2 * out.len()` (the rest of the input):
     /// NEON reads a whole vector where a short row leaves room for it, and uses only the row's.
@@ -131,22 +131,12 @@ impl Pooled for i8 {
     }
 
     #[cfg(target_arch = "x86_64")]
-    fn pool_2x2(a: &[i8], b: &[i8], out: &mut [i8]) {
-        if std::arch::is_x86_feature_detected!("avx512bw") && std::arch::is_x86_feature_detected!("avx512vl") {
-            // SAFETY: AVX-512BW and VL are here (checked).
-            unsafe { x86::pool_2x2_i8(a, b, out) };
-        } else {
-            pool_2x2_scalar(a, b, out, 0);
-        }
-    }
-
-    #[cfg(target_arch = "x86_64")]
     fn pool_planes_2x2(x: &[i8], y: &mut [i8], input: [usize; 2], output: [usize; 2]) {
         if std::arch::is_x86_feature_detected!("avx512bw") && std::arch::is_x86_feature_detected!("avx512vl") {
             // SAFETY: AVX-512BW and VL are here (checked).
             unsafe { x86::planes_i8(x, y, input, output) };
         } else {
-            planes_2x2(x, y, input, output, |a, b, out| pool_2x2_scalar(a, b, out, 0));
+            planes_2x2(x, y, input, output, Self::pool_2x2);
         }
     }
 }
@@ -192,22 +182,12 @@ impl Pooled for f32 {
     }
 
     #[cfg(target_arch = "x86_64")]
-    fn pool_2x2(a: &[f32], b: &[f32], out: &mut [f32]) {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: AVX-512F is here (checked).
-            unsafe { x86::pool_2x2_f32(a, b, out) };
-        } else {
-            pool_2x2_scalar(a, b, out, 0);
-        }
-    }
-
-    #[cfg(target_arch = "x86_64")]
     fn pool_planes_2x2(x: &[f32], y: &mut [f32], input: [usize; 2], output: [usize; 2]) {
         if std::arch::is_x86_feature_detected!("avx512f") {
             // SAFETY: AVX-512F is here (checked).
             unsafe { x86::planes_f32(x, y, input, output) };
         } else {
-            planes_2x2(x, y, input, output, |a, b, out| pool_2x2_scalar(a, b, out, 0));
+            planes_2x2(x, y, input, output, Self::pool_2x2);
         }
     }
 }
@@ -369,9 +349,10 @@ mod tests {
     }
 
     proptest! {
-        /// The 2x2 rows (NEON on aarch64: whole vectors, the last one overlapping the one before;
-        /// rows shorter than a vector by one vector where the input goes on past them, else value
-        /// by value), with input values past them that they must not use, answer the scalar fold,
+        /// The 2x2 rows as planes run them (NEON on aarch64: whole vectors, the last one
+        /// overlapping the one before; rows shorter than a vector by one vector where the input
+        /// goes on past them, else value by value; AVX-512 masked rows on x86-64), with input
+        /// values past them that they must not use, answer the scalar fold,
         /// bit for bit, NaNs, zeros of both signs and infinities included.
         #[test]
         fn rows_2x2_are_the_fold(
@@ -381,10 +362,13 @@ mod tests {
         ) {
             fn check<T: Pooled + std::fmt::Debug>(pairs: Vec<(T, T)>, past: usize, bits: impl Fn(T) -> u32) {
                 let (a, b): (Vec<T>, Vec<T>) = pairs.into_iter().unzip();
-                let n = (a.len() - past.min(a.len())) / 2;
-                // Rows followed by `past` values of the input, which the pooling must not use.
+                let (w, n) = (a.len(), (a.len() - past.min(a.len())) / 2);
+                // One plane of the two rows, each `past` values (or one) longer than the row the
+                // pooling reads, which it must not use: the first row followed by the second.
                 let mut got = vec![T::LOWEST; n];
-                T::pool_2x2(&a, &b, &mut got);
+                if n > 0 {
+                    T::pool_planes_2x2(&[a.as_slice(), b.as_slice()].concat(), &mut got, [2, w], [1, n]);
+                }
                 let mut want = vec![T::LOWEST; n];
                 pool_2x2_scalar(&a, &b, &mut want, 0);
                 assert_eq!(got.iter().map(|&v| bits(v)).collect::<Vec<_>>(), want.iter().map(|&v| bits(v)).collect::<Vec<_>>(), "{got:?} != {want:?}");
