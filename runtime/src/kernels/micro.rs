@@ -297,6 +297,9 @@ pub fn requant_row(isa: Isa, acc: &[i32], bias: i32, scale: f32, zero_point: i32
         Isa::Neon | Isa::NeonDot => unsafe { aarch64::requant_row(acc, bias, scale, zero_point, out) },
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 | Isa::Avx512Vnni => unsafe { x86::requant_row(acc, bias, scale, zero_point, out) },
+        // SAFETY: lengths equal; `Isa::Armv7Neon` is only chosen where the CPU has NEON.
+        #[cfg(target_arch = "arm")]
+        Isa::Armv7Neon => unsafe { arm::requant_row(acc, bias, scale, zero_point, out) },
         _ => 0,
     };
     for (o, &a) in out[done..].iter_mut().zip(&acc[done..]) {
@@ -847,35 +850,56 @@ mod arm {
     /// 32-bit ARM NEON intrinsics and `neon` target feature are not stable; the assembler is told
     /// `.fpu neon` and the registers the compiler knows (d0-d15) are declared clobbered. The
     /// accumulators live in d16-d31, which the armv7-unknown-linux-gnueabihf target (`-d32`) never
-    /// allocates and the ABI does not preserve across calls; they are loaded from and stored to
-    /// memory around each run.
+    /// allocates and the ABI does not preserve across calls.
+    ///
+    /// One block of assembly per pair of pixels runs every tap: the accumulators stay in registers
+    /// from the first tap to the last and are summed across their lanes by VPADD into d0-d3 (an
+    /// output each). The four weight rows are read with register post-increments (`kp`, then back to
+    /// the first row's next 16 bytes). The general registers are short: the pixel's start and the
+    /// blocks per tap are kept on the stack, below the stack pointer moved down for them, so that
+    /// their registers serve as the second pixel's pointer and the block counter.
     ///
     /// # Safety
     /// [`super::tile`]'s contract, and the CPU has NEON ([`super::super::Isa::available`] checks the
     /// kernel's HWCAP).
     pub unsafe fn neon(ops: Operands, out: *mut i32, stride: usize) {
         let kp = ops.taps.len() * ops.len;
+        let blocks = ops.len / KU;
         for half in 0..NR / 2 {
-            let mut acc = [0i32; 4 * MR * 2];
-            let mut w = ops.w;
-            for &tap in ops.taps {
+            let (p0, p1) = (ops.x[2 * half], ops.x[2 * half + 1]);
+            let mut sums = [0i64; MR];
+            if blocks > 0 && !ops.taps.is_empty() {
+                let taps = ops.taps.as_ptr();
+                // SAFETY: the caller's contract: every tap's run of `len` bytes from both pixels, and
+                // the four weight rows of `kp` bytes, are readable; `taps` holds `taps.len()` offsets
+                // (usize is 32 bits here, one word each). The stack holds the two words pushed and is
+                // restored before the block ends.
                 unsafe {
                     std::arch::asm!(
                         ".fpu neon",
-                        "vldm {acc}, {{d16-d31}}",
-                        "add {w1}, {w0}, {kp}",
+                        "str {nblk}, [sp, #-4]!",
+                        "str {p0}, [sp, #-4]!",
+                        "vmov.i32 q8, #0",
+                        "vmov.i32 q9, #0",
+                        "vmov.i32 q10, #0",
+                        "vmov.i32 q11, #0",
+                        "vmov.i32 q12, #0",
+                        "vmov.i32 q13, #0",
+                        "vmov.i32 q14, #0",
+                        "vmov.i32 q15, #0",
+                        "3:",
+                        "ldr {x0}, [{taps}], #4",
+                        "ldr {p0}, [sp]",
+                        "add {x0}, {x0}, {p0}",
+                        "add {p0}, {x0}, {dx}",
+                        "ldr {nblk}, [sp, #4]",
                         "2:",
                         "vld1.8 {{d8, d9}}, [{x0}]!",
-                        "vld1.8 {{d10, d11}}, [{x1}]!",
-                        "vld1.8 {{d0, d1}}, [{w0}]!",
-                        "vld1.8 {{d2, d3}}, [{w1}]",
-                        "add {w1}, {w1}, {kp}",
-                        "vld1.8 {{d4, d5}}, [{w1}]",
-                        "add {w1}, {w1}, {kp}",
-                        "vld1.8 {{d6, d7}}, [{w1}]",
-                        "sub {w1}, {w1}, {kp}",
-                        "sub {w1}, {w1}, {kp}",
-                        "add {w1}, {w1}, #16",
+                        "vld1.8 {{d10, d11}}, [{p0}]!",
+                        "vld1.8 {{d0, d1}}, [{w}], {kp}",
+                        "vld1.8 {{d2, d3}}, [{w}], {kp}",
+                        "vld1.8 {{d4, d5}}, [{w}], {kp}",
+                        "vld1.8 {{d6, d7}}, [{w}], {back}",
                         "vmull.s8 q6, d0, d8",
                         "vmull.s8 q7, d0, d10",
                         "vmlal.s8 q6, d1, d9",
@@ -900,29 +924,116 @@ mod arm {
                         "vmlal.s8 q7, d7, d11",
                         "vpadal.s16 q14, q6",
                         "vpadal.s16 q15, q7",
-                        "subs {n}, {n}, #1",
+                        "subs {nblk}, {nblk}, #1",
                         "bne 2b",
-                        "vstm {acc}, {{d16-d31}}",
-                        w0 = inout(reg) w,
-                        w1 = out(reg) _,
+                        "cmp {taps}, {end}",
+                        "bne 3b",
+                        "add sp, sp, #8",
+                        // Channel i's two pixels, [i][0] and [i][1], into d(i).
+                        "vpadd.i32 d16, d16, d17",
+                        "vpadd.i32 d18, d18, d19",
+                        "vpadd.i32 d0, d16, d18",
+                        "vpadd.i32 d20, d20, d21",
+                        "vpadd.i32 d22, d22, d23",
+                        "vpadd.i32 d1, d20, d22",
+                        "vpadd.i32 d24, d24, d25",
+                        "vpadd.i32 d26, d26, d27",
+                        "vpadd.i32 d2, d24, d26",
+                        "vpadd.i32 d28, d28, d29",
+                        "vpadd.i32 d30, d30, d31",
+                        "vpadd.i32 d3, d28, d30",
+                        w = inout(reg) ops.w => _,
                         kp = in(reg) kp,
-                        x0 = inout(reg) ops.x[2 * half].add(tap) => _,
-                        x1 = inout(reg) ops.x[2 * half + 1].add(tap) => _,
-                        n = inout(reg) ops.len / KU => _,
-                        acc = in(reg) acc.as_mut_ptr(),
-                        out("d0") _, out("d1") _, out("d2") _, out("d3") _, out("d4") _, out("d5") _, out("d6") _, out("d7") _,
+                        back = in(reg) 16usize.wrapping_sub(3 * kp),
+                        x0 = out(reg) _,
+                        p0 = inout(reg) p0 => _,
+                        dx = in(reg) (p1 as usize).wrapping_sub(p0 as usize),
+                        nblk = inout(reg) blocks => _,
+                        taps = inout(reg) taps => _,
+                        end = in(reg) taps.add(ops.taps.len()),
+                        out("d0") sums[0], out("d1") sums[1], out("d2") sums[2], out("d3") sums[3],
+                        out("d4") _, out("d5") _, out("d6") _, out("d7") _,
                         out("d8") _, out("d9") _, out("d10") _, out("d11") _, out("d12") _, out("d13") _, out("d14") _, out("d15") _,
-                        options(nostack)
                     );
                 }
             }
-            for i in 0..MR {
-                for j in 0..2 {
-                    // SAFETY: the caller's contract.
-                    unsafe { *out.add(i * stride + 2 * half + j) = acc[(i * 2 + j) * 4..][..4].iter().sum() };
+            for (i, s) in sums.iter().enumerate() {
+                // Lane 0 (the low word) is the first pixel's sum, lane 1 the second's.
+                let [a, b] = [*s as i32, (*s >> 32) as i32];
+                // SAFETY: the caller's contract.
+                unsafe {
+                    *out.add(i * stride + 2 * half) = a;
+                    *out.add(i * stride + 2 * half + 1) = b;
                 }
             }
         }
+    }
+
+    /// [`super::requant_row`] 8 at a time with [`super::requant_one`]'s steps in NEON: the bias added
+    /// (wrapping), f32 conversion, multiplication by `scale`, the clamp to 2^22, the rounding by
+    /// adding and taking off 1.5 * 2^23 (NEON rounds to nearest even, as the scalar code's default
+    /// mode), truncation of the now whole value, the zero point added with saturation, and two
+    /// saturating narrowings (the clamp to int8). NEON flushes subnormals to zero; the only ones
+    /// here are products below 2^-126, which round to 0 either way, and a NaN gives 0 both ways.
+    /// Returns how many it did.
+    ///
+    /// # Safety
+    /// `acc` and `out` have the same length; the CPU has NEON.
+    pub unsafe fn requant_row(acc: &[i32], bias: i32, scale: f32, zero_point: i32, out: &mut [i8]) -> usize {
+        let steps = acc.len().min(out.len()) / 8;
+        if steps == 0 {
+            return 0;
+        }
+        // SAFETY: `steps * 8` values of `acc` read and of `out` written.
+        unsafe {
+            std::arch::asm!(
+                ".fpu neon",
+                "vdup.32 q2, {bias}",
+                "vdup.32 q3, {scale}",
+                "vdup.32 q4, {zp}",
+                "vdup.32 q5, {limit}",
+                "vneg.f32 q6, q5",
+                "vdup.32 q7, {shift}",
+                "2:",
+                "vld1.32 {{d0, d1, d2, d3}}, [{acc}]!",
+                "vadd.i32 q0, q0, q2",
+                "vadd.i32 q1, q1, q2",
+                "vcvt.f32.s32 q0, q0",
+                "vcvt.f32.s32 q1, q1",
+                "vmul.f32 q0, q0, q3",
+                "vmul.f32 q1, q1, q3",
+                "vmax.f32 q0, q0, q6",
+                "vmax.f32 q1, q1, q6",
+                "vmin.f32 q0, q0, q5",
+                "vmin.f32 q1, q1, q5",
+                "vadd.f32 q0, q0, q7",
+                "vadd.f32 q1, q1, q7",
+                "vsub.f32 q0, q0, q7",
+                "vsub.f32 q1, q1, q7",
+                "vcvt.s32.f32 q0, q0",
+                "vcvt.s32.f32 q1, q1",
+                "vqadd.s32 q0, q0, q4",
+                "vqadd.s32 q1, q1, q4",
+                "vqmovn.s32 d0, q0",
+                "vqmovn.s32 d1, q1",
+                "vqmovn.s16 d0, q0",
+                "vst1.8 {{d0}}, [{out}]!",
+                "subs {n}, {n}, #1",
+                "bne 2b",
+                acc = inout(reg) acc.as_ptr() => _,
+                out = inout(reg) out.as_mut_ptr() => _,
+                n = inout(reg) steps => _,
+                bias = in(reg) bias,
+                scale = in(reg) scale.to_bits(),
+                zp = in(reg) zero_point,
+                limit = in(reg) 4_194_304f32.to_bits(),
+                shift = in(reg) 12_582_912f32.to_bits(),
+                out("d0") _, out("d1") _, out("d2") _, out("d3") _, out("d4") _, out("d5") _, out("d6") _, out("d7") _,
+                out("d8") _, out("d9") _, out("d10") _, out("d11") _, out("d12") _, out("d13") _, out("d14") _, out("d15") _,
+                options(nostack),
+            );
+        }
+        steps * 8
     }
 }
 
