@@ -23,6 +23,9 @@ pub fn qadd(isa: Isa, a: &[i8], qa: Quant, b: &[i8], qb: Quant, qc: Quant, out: 
         Isa::Neon | Isa::NeonDot => unsafe { aarch64::qadd(a, qa, b, qb, qc, out) },
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 | Isa::Avx512Vnni => unsafe { x86::qadd(a, qa, b, qb, qc, out) },
+        // SAFETY: equal lengths; `Isa::Armv7Neon` is only chosen where the CPU has NEON.
+        #[cfg(target_arch = "arm")]
+        Isa::Armv7Neon if arm::exact(qa, qb, qc) => unsafe { arm::qadd(a, qa, b, qb, qc, out) },
         _ => 0,
     };
     for ((o, &a), &b) in out[done..].iter_mut().zip(&a[done..]).zip(&b[done..]) {
@@ -69,6 +72,113 @@ mod aarch64 {
     }
 }
 
+#[cfg(target_arch = "arm")]
+mod arm {
+    use super::Quant;
+
+    /// Whether NEON gives the reference's bytes with these scales. NEON flushes subnormals to zero
+    /// where the scalar code (VFP) keeps them: with every scale normal and the operands' at least
+    /// 2^-100, each dequantized value, and each sum of two, is 0 or normal (a sum is a multiple of
+    /// the smaller operand's unit in the last place, at least 2^-123), and the quotient goes
+    /// through VFP as in the scalar code; a subnormal quotient then rounds to the same integer
+    /// whether flushed or not.
+    pub fn exact(qa: Quant, qb: Quant, qc: Quant) -> bool {
+        let operand = |s: f32| s.is_normal() && s >= 2f32.powi(-100);
+        operand(qa.scale) && operand(qb.scale) && qc.scale.is_normal()
+    }
+
+    /// 8 elements at a time, [`super::qadd_one`]'s steps in NEON but for the division, which
+    /// 32-bit NEON does not have: VFP's VDIV per lane (the S registers alias the quad registers'
+    /// lanes). The constants live in d16-d31, which the compiler never allocates on this target
+    /// (see [`crate::kernels::micro`]'s 32-bit kernel). Returns how many were done.
+    ///
+    /// # Safety
+    /// Equal lengths; the CPU has NEON; [`exact`] holds for the scales.
+    pub unsafe fn qadd(a: &[i8], qa: Quant, b: &[i8], qb: Quant, qc: Quant, out: &mut [i8]) -> usize {
+        let steps = out.len() / 8;
+        if steps == 0 {
+            return 0;
+        }
+        let consts: [f32; 8] = [qa.zero_point as f32, qa.scale, qb.zero_point as f32, qb.scale, qc.zero_point as f32, 4_194_304.0, 12_582_912.0, qc.scale];
+        // SAFETY: `steps * 8` bytes of `a` and `b` read, of `out` written; `consts` read.
+        unsafe {
+            std::arch::asm!(
+                ".fpu neon",
+                // consts: [zero point a, scale a, zero point b, scale b, zero point c, 2^22, 1.5 * 2^23, scale c].
+                "vldr s31, [{consts}, #28]",
+                "vld1.32 {{d30, d31}}, [{consts}]!",
+                "vld1.32 {{d28, d29}}, [{consts}]",
+                "vdup.32 q8, d30[0]",
+                "vdup.32 q9, d30[1]",
+                "vdup.32 q10, d31[0]",
+                "vdup.32 q11, d31[1]",
+                "vdup.32 q12, d28[0]",
+                "vdup.32 q13, d28[1]",
+                "vdup.32 q15, d29[0]",
+                "vneg.f32 q14, q13",
+                "2:",
+                "vld1.8 {{d0}}, [{a}]!",
+                "vld1.8 {{d4}}, [{b}]!",
+                "vmovl.s8 q0, d0",
+                "vmovl.s8 q2, d4",
+                "vmovl.s16 q1, d1",
+                "vmovl.s16 q0, d0",
+                "vmovl.s16 q3, d5",
+                "vmovl.s16 q2, d4",
+                "vcvt.f32.s32 q0, q0",
+                "vcvt.f32.s32 q1, q1",
+                "vcvt.f32.s32 q2, q2",
+                "vcvt.f32.s32 q3, q3",
+                "vsub.f32 q0, q0, q8",
+                "vsub.f32 q1, q1, q8",
+                "vsub.f32 q2, q2, q10",
+                "vsub.f32 q3, q3, q10",
+                "vmul.f32 q0, q0, q9",
+                "vmul.f32 q1, q1, q9",
+                "vmul.f32 q2, q2, q11",
+                "vmul.f32 q3, q3, q11",
+                "vadd.f32 q0, q0, q2",
+                "vadd.f32 q1, q1, q3",
+                "vdiv.f32 s0, s0, s31",
+                "vdiv.f32 s1, s1, s31",
+                "vdiv.f32 s2, s2, s31",
+                "vdiv.f32 s3, s3, s31",
+                "vdiv.f32 s4, s4, s31",
+                "vdiv.f32 s5, s5, s31",
+                "vdiv.f32 s6, s6, s31",
+                "vdiv.f32 s7, s7, s31",
+                "vadd.f32 q0, q0, q12",
+                "vadd.f32 q1, q1, q12",
+                "vmax.f32 q0, q0, q14",
+                "vmax.f32 q1, q1, q14",
+                "vmin.f32 q0, q0, q13",
+                "vmin.f32 q1, q1, q13",
+                "vadd.f32 q0, q0, q15",
+                "vadd.f32 q1, q1, q15",
+                "vsub.f32 q0, q0, q15",
+                "vsub.f32 q1, q1, q15",
+                "vcvt.s32.f32 q0, q0",
+                "vcvt.s32.f32 q1, q1",
+                "vqmovn.s32 d0, q0",
+                "vqmovn.s32 d1, q1",
+                "vqmovn.s16 d0, q0",
+                "vst1.8 {{d0}}, [{out}]!",
+                "subs {n}, {n}, #1",
+                "bne 2b",
+                consts = inout(reg) consts.as_ptr() => _,
+                a = inout(reg) a.as_ptr() => _,
+                b = inout(reg) b.as_ptr() => _,
+                out = inout(reg) out.as_mut_ptr() => _,
+                n = inout(reg) steps => _,
+                out("d0") _, out("d1") _, out("d2") _, out("d3") _, out("d4") _, out("d5") _, out("d6") _, out("d7") _,
+                out("d14") _, out("d15") _,
+                options(nostack),
+            );
+        }
+        steps * 8
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use super::Quant;
@@ -108,7 +218,9 @@ mod tests {
     use proptest::prelude::*;
 
     fn quant() -> impl Strategy<Value = Quant> {
-        (-128i32..128, prop_oneof![0.001f32..0.5, Just(1e-6f32), Just(40.0f32)]).prop_map(|(zero_point, scale)| Quant { zero_point, scale })
+        // The tiny scales (below 2^-100, and subnormal) take 32-bit NEON's scalar path (`arm::exact`).
+        (-128i32..128, prop_oneof![8 => 0.001f32..0.5, 1 => Just(1e-6f32), 1 => Just(40.0f32), 1 => Just(1e-35f32), 1 => Just(1e-40f32)])
+            .prop_map(|(zero_point, scale)| Quant { zero_point, scale })
     }
 
     proptest! {

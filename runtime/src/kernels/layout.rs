@@ -43,7 +43,10 @@ pub fn row_to_channels_last(x: &[i8], c: usize, h: usize, w: usize, row: usize, 
         3 => unsafe { rgb_row(x, h, w, row, out, at) },
         _ => 0,
     };
-    #[cfg(not(any(target_arch = "aarch64", target_arch = "x86_64")))]
+    // SAFETY: bounds asserted above; `Isa::Armv7Neon` is only chosen where the CPU has NEON.
+    #[cfg(target_arch = "arm")]
+    let done = if c != 0 && c.is_multiple_of(8) && super::Isa::best() == super::Isa::Armv7Neon { unsafe { simd_row(x, c, h, w, row, out, at) } } else { 0 };
+    #[cfg(not(any(target_arch = "aarch64", target_arch = "x86_64", target_arch = "arm")))]
     let done = 0;
     let plane = h * w;
     if c == 0 || done == w {
@@ -91,12 +94,14 @@ unsafe fn rgb_row(x: &[i8], h: usize, w: usize, row: usize, out: &mut [i8], at: 
 ///
 /// # Safety
 /// `c % 8 == 0` and [`row_to_channels_last`]'s bounds.
-#[cfg(any(target_arch = "aarch64", target_arch = "x86_64"))]
+#[cfg(any(target_arch = "aarch64", target_arch = "x86_64", target_arch = "arm"))]
 unsafe fn simd_row(x: &[i8], c: usize, h: usize, w: usize, row: usize, out: &mut [i8], at: usize) -> usize {
     #[cfg(target_arch = "aarch64")]
     use aarch64::block;
     #[cfg(target_arch = "x86_64")]
     use x86::block;
+    #[cfg(target_arch = "arm")]
+    use arm::block;
     unsafe {
         // x86-64 with AVX2: 32 pixels by 16 channels at a time first.
         #[cfg(target_arch = "x86_64")]
@@ -212,6 +217,75 @@ mod aarch64 {
                 let pixels = transpose_8x8(r);
                 for (m, p) in pixels.iter().enumerate().take(count) {
                     vst1_s8(dst.add((col + m) * c + c0), *p);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "arm")]
+mod arm {
+    /// Pixels `col..col + count` (`count <= 8`) of the row, 8 channels at a time: eight 8-byte
+    /// loads (one per channel, `plane` apart), the 8x8 byte transpose in registers (VTRN of bytes,
+    /// halves, then words: pixel `m` ends in d`m`), eight 8-byte stores `c` apart. Inline
+    /// assembly, as [`super::super::micro`]'s 32-bit kernels (no stable NEON intrinsics there); a
+    /// short block is stored into a buffer first and its pixels copied from there.
+    ///
+    /// # Safety
+    /// `c % 8 == 0`; every channel's 8 bytes from `col` lie in `x`; pixels up to `col + count` in
+    /// `out`; the CPU has NEON.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    pub unsafe fn block(x: &[i8], c: usize, h: usize, w: usize, row: usize, out: &mut [i8], at: usize, col: usize, count: usize) {
+        let plane = h * w;
+        let mut buf = [[0i8; 8]; 8];
+        for c0 in (0..c).step_by(8) {
+            // SAFETY: the caller's contract: 8 bytes of each of the 8 channels' rows from `col`; 8
+            // bytes at each of the 8 pixels' channel `c0`, or `buf`'s 8 rows of 8.
+            unsafe {
+                let from = x.as_ptr().add((c0 * h + row) * w + col);
+                let (to, stride) = if count == 8 { (out.as_mut_ptr().add(at + col * c + c0), c) } else { (buf.as_mut_ptr().cast::<i8>(), 8) };
+                std::arch::asm!(
+                    ".fpu neon",
+                    "vld1.8 {{d0}}, [{from}], {plane}",
+                    "vld1.8 {{d1}}, [{from}], {plane}",
+                    "vld1.8 {{d2}}, [{from}], {plane}",
+                    "vld1.8 {{d3}}, [{from}], {plane}",
+                    "vld1.8 {{d4}}, [{from}], {plane}",
+                    "vld1.8 {{d5}}, [{from}], {plane}",
+                    "vld1.8 {{d6}}, [{from}], {plane}",
+                    "vld1.8 {{d7}}, [{from}]",
+                    "vtrn.8 d0, d1",
+                    "vtrn.8 d2, d3",
+                    "vtrn.8 d4, d5",
+                    "vtrn.8 d6, d7",
+                    "vtrn.16 d0, d2",
+                    "vtrn.16 d1, d3",
+                    "vtrn.16 d4, d6",
+                    "vtrn.16 d5, d7",
+                    "vtrn.32 d0, d4",
+                    "vtrn.32 d1, d5",
+                    "vtrn.32 d2, d6",
+                    "vtrn.32 d3, d7",
+                    "vst1.8 {{d0}}, [{to}], {stride}",
+                    "vst1.8 {{d1}}, [{to}], {stride}",
+                    "vst1.8 {{d2}}, [{to}], {stride}",
+                    "vst1.8 {{d3}}, [{to}], {stride}",
+                    "vst1.8 {{d4}}, [{to}], {stride}",
+                    "vst1.8 {{d5}}, [{to}], {stride}",
+                    "vst1.8 {{d6}}, [{to}], {stride}",
+                    "vst1.8 {{d7}}, [{to}]",
+                    from = inout(reg) from => _,
+                    plane = in(reg) plane,
+                    to = inout(reg) to => _,
+                    stride = in(reg) stride,
+                    out("d0") _, out("d1") _, out("d2") _, out("d3") _, out("d4") _, out("d5") _, out("d6") _, out("d7") _,
+                    options(nostack),
+                );
+                if count < 8 {
+                    for (m, px) in buf.iter().enumerate().take(count) {
+                        std::ptr::copy_nonoverlapping(px.as_ptr(), out.as_mut_ptr().add(at + (col + m) * c + c0), 8);
+                    }
                 }
             }
         }
