@@ -66,7 +66,7 @@ fn planes_2x2<T>(x: &[T], y: &mut [T], [h, w]: [usize; 2], [oh, ow]: [usize; 2],
 /// [`Pooled::pool_2x2`] from output `from` on.
 /// `out`'s length of a vector's `lanes` into `out` (at most all of them), lane by lane: a fixed
 /// count, where a copy of `out.len()` values would be a memcpy call.
-#[cfg(target_arch = "aarch64")]
+#[cfg(any(target_arch = "aarch64", target_arch = "arm"))]
 #[inline(always)]
 fn keep<T: Copy, const L: usize>(lanes: &[T; L], out: &mut [T]) {
     for (l, &v) in lanes.iter().enumerate() {
@@ -138,6 +138,74 @@ impl Pooled for i8 {
         } else {
             planes_2x2(x, y, input, output, Self::pool_2x2);
         }
+    }
+
+    #[cfg(target_arch = "arm")]
+    fn pool_planes_2x2(x: &[i8], y: &mut [i8], input: [usize; 2], output: [usize; 2]) {
+        if super::Isa::best() == super::Isa::Armv7Neon {
+            // SAFETY: `Isa::Armv7Neon` is only chosen where the CPU has NEON.
+            planes_2x2(x, y, input, output, |a, b, out| unsafe { arm::pool_2x2_i8(a, b, out) });
+        } else {
+            planes_2x2(x, y, input, output, Self::pool_2x2);
+        }
+    }
+}
+
+/// 32-bit ARM NEON's int8 rows: eight outputs a step (VLD2 splits each row's even and odd values,
+/// three VMAX), in inline assembly as [`super::micro`]'s 32-bit kernels; the last step of a row
+/// overlaps the one before, and a row shorter than a step takes one where the input goes on past it.
+#[cfg(target_arch = "arm")]
+mod arm {
+    use super::{keep, pool_2x2_scalar};
+
+    /// Eight outputs from 16 values of each row.
+    ///
+    /// # Safety
+    /// 16 values readable from `a` and from `b`, 8 writable at `out`; the CPU has NEON.
+    #[inline(always)]
+    unsafe fn eight(a: *const i8, b: *const i8, out: *mut i8) {
+        // SAFETY: the caller's contract.
+        unsafe {
+            std::arch::asm!(
+                ".fpu neon",
+                "vld2.8 {{d0, d1}}, [{a}]",
+                "vld2.8 {{d2, d3}}, [{b}]",
+                "vmax.s8 d0, d0, d1",
+                "vmax.s8 d2, d2, d3",
+                "vmax.s8 d0, d0, d2",
+                "vst1.8 {{d0}}, [{out}]",
+                a = in(reg) a,
+                b = in(reg) b,
+                out = in(reg) out,
+                out("d0") _, out("d1") _, out("d2") _, out("d3") _,
+                options(nostack),
+            );
+        }
+    }
+
+    /// [`super::Pooled::pool_2x2`] for int8 on NEON.
+    ///
+    /// # Safety
+    /// The CPU has NEON.
+    #[inline]
+    pub unsafe fn pool_2x2_i8(a: &[i8], b: &[i8], out: &mut [i8]) {
+        let n = out.len();
+        if n < 8 && a.len() >= 16 && b.len() >= 16 {
+            let mut lanes = [0i8; 8];
+            // SAFETY: 16 values in each of a and b (checked), 8 in `lanes`; NEON by the contract.
+            unsafe { eight(a.as_ptr(), b.as_ptr(), lanes.as_mut_ptr()) };
+            keep(&lanes, out);
+            return;
+        }
+        let (a, b) = (&a[..2 * n], &b[..2 * n]);
+        let mut i = 0;
+        while i < n && n >= 8 {
+            let at = i.min(n - 8);
+            // SAFETY: 16 values from 2at, at + 8 <= n, in each row; 8 outputs from at.
+            unsafe { eight(a.as_ptr().add(2 * at), b.as_ptr().add(2 * at), out.as_mut_ptr().add(at)) };
+            i += 8;
+        }
+        pool_2x2_scalar(a, b, out, i.min(n));
     }
 }
 

@@ -139,6 +139,19 @@ pub fn lookup(x: &[i8], table: &[i8; 256], out: &mut [i8]) {
         }
         return;
     }
+    #[cfg(target_arch = "arm")]
+    if x.len() >= 16 && super::Isa::best() == super::Isa::Armv7Neon {
+        let n = x.len();
+        // SAFETY: NEON is here (`Isa::Armv7Neon` is only chosen where the CPU has it); whole steps
+        // of 16 from 0, then one more ending at n where n is not a multiple of 16 (n >= 16).
+        unsafe {
+            arm::lookup(x.as_ptr(), table, out.as_mut_ptr(), n / 16);
+            if n % 16 != 0 {
+                arm::lookup(x.as_ptr().add(n - 16), table, out.as_mut_ptr().add(n - 16), 1);
+            }
+        }
+        return;
+    }
     #[cfg(target_arch = "x86_64")]
     if x.len() >= 64 && std::arch::is_x86_feature_detected!("avx512vbmi") && std::arch::is_x86_feature_detected!("avx512bw") {
         // SAFETY: AVX-512 VBMI and BW are here (checked); equal lengths of at least 64 (asserted
@@ -148,6 +161,74 @@ pub fn lookup(x: &[i8], table: &[i8; 256], out: &mut [i8]) {
     }
     for (o, &v) in out.iter_mut().zip(x) {
         *o = table[(v as u8 ^ 0x80) as usize];
+    }
+}
+
+#[cfg(target_arch = "arm")]
+mod arm {
+    /// [`super::lookup`] 16 values a step, `steps` steps, in inline assembly as
+    /// [`super::super::micro`]'s 32-bit kernels: VTBL/VTBX take a table of at most 32 bytes, so
+    /// the 256 values are eight segments. The first four stay in d16-d31 (which the compiler never
+    /// allocates on this target), the last four are loaded into d0-d3 in turn at each step. The
+    /// index (the value with its sign bit flipped, x + 128) is lowered by 32 for each segment; an
+    /// index past a segment's 32 bytes leaves the lane as it is (VTBX).
+    ///
+    /// # Safety
+    /// `16 * steps` values readable from `x` and writable at `out`; `steps > 0`; the CPU has NEON.
+    pub unsafe fn lookup(x: *const i8, table: &[i8; 256], out: *mut i8, steps: usize) {
+        // SAFETY: the caller's contract; the table's 256 bytes read.
+        unsafe {
+            std::arch::asm!(
+                ".fpu neon",
+                "vld1.8 {{d16, d17, d18, d19}}, [{t}]!",
+                "vld1.8 {{d20, d21, d22, d23}}, [{t}]!",
+                "vld1.8 {{d24, d25, d26, d27}}, [{t}]!",
+                "vld1.8 {{d28, d29, d30, d31}}, [{t}]!",
+                "vmov.i8 q2, #0x80",
+                "vmov.i8 q3, #32",
+                "2:",
+                "vld1.8 {{d8, d9}}, [{x}]!",
+                "veor q4, q4, q2",
+                "vtbl.8 d10, {{d16, d17, d18, d19}}, d8",
+                "vtbl.8 d11, {{d16, d17, d18, d19}}, d9",
+                "vsub.i8 q4, q4, q3",
+                "vtbx.8 d10, {{d20, d21, d22, d23}}, d8",
+                "vtbx.8 d11, {{d20, d21, d22, d23}}, d9",
+                "vsub.i8 q4, q4, q3",
+                "vtbx.8 d10, {{d24, d25, d26, d27}}, d8",
+                "vtbx.8 d11, {{d24, d25, d26, d27}}, d9",
+                "vsub.i8 q4, q4, q3",
+                "vtbx.8 d10, {{d28, d29, d30, d31}}, d8",
+                "vtbx.8 d11, {{d28, d29, d30, d31}}, d9",
+                "vld1.8 {{d0, d1, d2, d3}}, [{t}]!",
+                "vsub.i8 q4, q4, q3",
+                "vtbx.8 d10, {{d0, d1, d2, d3}}, d8",
+                "vtbx.8 d11, {{d0, d1, d2, d3}}, d9",
+                "vld1.8 {{d0, d1, d2, d3}}, [{t}]!",
+                "vsub.i8 q4, q4, q3",
+                "vtbx.8 d10, {{d0, d1, d2, d3}}, d8",
+                "vtbx.8 d11, {{d0, d1, d2, d3}}, d9",
+                "vld1.8 {{d0, d1, d2, d3}}, [{t}]!",
+                "vsub.i8 q4, q4, q3",
+                "vtbx.8 d10, {{d0, d1, d2, d3}}, d8",
+                "vtbx.8 d11, {{d0, d1, d2, d3}}, d9",
+                "vld1.8 {{d0, d1, d2, d3}}, [{t}]",
+                "sub {t}, {t}, #96",
+                "vsub.i8 q4, q4, q3",
+                "vtbx.8 d10, {{d0, d1, d2, d3}}, d8",
+                "vtbx.8 d11, {{d0, d1, d2, d3}}, d9",
+                "vst1.8 {{d10, d11}}, [{out}]!",
+                "subs {n}, {n}, #1",
+                "bne 2b",
+                t = inout(reg) table.as_ptr() => _,
+                x = inout(reg) x => _,
+                out = inout(reg) out => _,
+                n = inout(reg) steps => _,
+                out("d0") _, out("d1") _, out("d2") _, out("d3") _, out("d4") _, out("d5") _, out("d6") _, out("d7") _,
+                out("d8") _, out("d9") _, out("d10") _, out("d11") _,
+                options(nostack),
+            );
+        }
     }
 }
 
@@ -360,7 +441,7 @@ mod tests {
             prop_assert!(same(&got, &want), "{:?} != {:?}", got, want);
         }
 
-        /// The lookup (NEON on aarch64: whole vectors, the last overlapping) answers the table at
+        /// The lookup (NEON on aarch64 and 32-bit ARM: whole vectors, the last overlapping) answers the table at
         /// every length.
         #[test]
         fn lookups_are_the_table(x in prop::collection::vec(any::<i8>(), 0..200), seed in any::<u64>()) {
