@@ -74,6 +74,18 @@ pub unsafe fn tiles(isa: Isa, row: Row, out: *mut i32, stride: usize) {
             // (The dot-product ISAs run their lane kernels; here, the plain NEON ones.)
             #[cfg(target_arch = "aarch64")]
             Isa::Neon | Isa::NeonDot => aarch64::smull_tiles(row, out, stride),
+            #[cfg(target_arch = "arm")]
+            Isa::Armv7Neon => {
+                // The pixels' addresses, a block of them at a time, for one run of the kernel.
+                const PIXELS: usize = 32;
+                let mut pixels = [std::ptr::null::<i8>(); PIXELS];
+                for (k, starts) in row.starts[..row.starts.len() / NR * NR].chunks(PIXELS).enumerate() {
+                    for (p, &s) in pixels.iter_mut().zip(starts) {
+                        *p = row.src.add(s);
+                    }
+                    arm::pairs(row.w, row.taps, row.len, &pixels[..starts.len()], out.add(k * PIXELS), stride);
+                }
+            }
             _ => {
                 for t in 0..row.starts.len() / NR {
                     tile(isa, row.tile(t), out.add(t * NR), stride);
@@ -99,7 +111,7 @@ pub unsafe fn tile(isa: Isa, ops: Operands, out: *mut i32, stride: usize) {
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 | Isa::Avx512Vnni => x86::avx2(ops, out, stride),
             #[cfg(target_arch = "arm")]
-            Isa::Armv7Neon => arm::neon(ops, out, stride),
+            Isa::Armv7Neon => arm::pairs(ops.w, ops.taps, ops.len, &ops.x, out, stride),
             _ => {
                 let t = portable(ops);
                 for (i, row) in t.iter().enumerate() {
@@ -843,7 +855,7 @@ mod aarch64 {
 
 #[cfg(target_arch = "arm")]
 mod arm {
-    use super::{KU, MR, NR, Operands};
+    use super::{KU, MR};
 
     /// 32-bit ARM NEON (Cortex-A7, A9, A53 in 32-bit mode): VMULL.S8 + VMLAL.S8 into int16, VPADAL.S16
     /// into int32, 4 channels by 2 pixels at a time in the 16 quad registers. Inline assembly: Rust's
@@ -852,120 +864,136 @@ mod arm {
     /// accumulators live in d16-d31, which the armv7-unknown-linux-gnueabihf target (`-d32`) never
     /// allocates and the ABI does not preserve across calls.
     ///
-    /// One block of assembly per pair of pixels runs every tap: the accumulators stay in registers
-    /// from the first tap to the last and are summed across their lanes by VPADD into d0-d3 (an
-    /// output each). The four weight rows are read with register post-increments (`kp`, then back to
-    /// the first row's next 16 bytes). The general registers are short: the pixel's start and the
-    /// blocks per tap are kept on the stack, below the stack pointer moved down for them, so that
-    /// their registers serve as the second pixel's pointer and the block counter.
+    /// One block of assembly runs every pair of `pixels` (their reads' starting addresses) through
+    /// every tap: the accumulators stay in registers from a pair's first tap to its last, are summed
+    /// across their lanes by VPADD and stored as two int32 per channel, `out[i * stride + j]` for the
+    /// pair's pixels `j`. The four weight rows are read with register post-increments (`kp`, then
+    /// back to the first row's next 16 bytes); what does not change from pair to pair (the weights'
+    /// start, the taps, the blocks per tap, the stride) is read from a small block in memory, the
+    /// general registers being short.
     ///
     /// # Safety
-    /// [`super::tile`]'s contract, and the CPU has NEON ([`super::super::Isa::available`] checks the
-    /// kernel's HWCAP).
-    pub unsafe fn neon(ops: Operands, out: *mut i32, stride: usize) {
-        let kp = ops.taps.len() * ops.len;
-        let blocks = ops.len / KU;
-        for half in 0..NR / 2 {
-            let (p0, p1) = (ops.x[2 * half], ops.x[2 * half + 1]);
-            let mut sums = [0i64; MR];
-            if blocks > 0 && !ops.taps.is_empty() {
-                let taps = ops.taps.as_ptr();
-                // SAFETY: the caller's contract: every tap's run of `len` bytes from both pixels, and
-                // the four weight rows of `kp` bytes, are readable; `taps` holds `taps.len()` offsets
-                // (usize is 32 bits here, one word each). The stack holds the two words pushed and is
-                // restored before the block ends.
-                unsafe {
-                    std::arch::asm!(
-                        ".fpu neon",
-                        "str {nblk}, [sp, #-4]!",
-                        "str {p0}, [sp, #-4]!",
-                        "vmov.i32 q8, #0",
-                        "vmov.i32 q9, #0",
-                        "vmov.i32 q10, #0",
-                        "vmov.i32 q11, #0",
-                        "vmov.i32 q12, #0",
-                        "vmov.i32 q13, #0",
-                        "vmov.i32 q14, #0",
-                        "vmov.i32 q15, #0",
-                        "3:",
-                        "ldr {x0}, [{taps}], #4",
-                        "ldr {p0}, [sp]",
-                        "add {x0}, {x0}, {p0}",
-                        "add {p0}, {x0}, {dx}",
-                        "ldr {nblk}, [sp, #4]",
-                        "2:",
-                        "vld1.8 {{d8, d9}}, [{x0}]!",
-                        "vld1.8 {{d10, d11}}, [{p0}]!",
-                        "vld1.8 {{d0, d1}}, [{w}], {kp}",
-                        "vld1.8 {{d2, d3}}, [{w}], {kp}",
-                        "vld1.8 {{d4, d5}}, [{w}], {kp}",
-                        "vld1.8 {{d6, d7}}, [{w}], {back}",
-                        "vmull.s8 q6, d0, d8",
-                        "vmull.s8 q7, d0, d10",
-                        "vmlal.s8 q6, d1, d9",
-                        "vmlal.s8 q7, d1, d11",
-                        "vpadal.s16 q8, q6",
-                        "vpadal.s16 q9, q7",
-                        "vmull.s8 q6, d2, d8",
-                        "vmull.s8 q7, d2, d10",
-                        "vmlal.s8 q6, d3, d9",
-                        "vmlal.s8 q7, d3, d11",
-                        "vpadal.s16 q10, q6",
-                        "vpadal.s16 q11, q7",
-                        "vmull.s8 q6, d4, d8",
-                        "vmull.s8 q7, d4, d10",
-                        "vmlal.s8 q6, d5, d9",
-                        "vmlal.s8 q7, d5, d11",
-                        "vpadal.s16 q12, q6",
-                        "vpadal.s16 q13, q7",
-                        "vmull.s8 q6, d6, d8",
-                        "vmull.s8 q7, d6, d10",
-                        "vmlal.s8 q6, d7, d9",
-                        "vmlal.s8 q7, d7, d11",
-                        "vpadal.s16 q14, q6",
-                        "vpadal.s16 q15, q7",
-                        "subs {nblk}, {nblk}, #1",
-                        "bne 2b",
-                        "cmp {taps}, {end}",
-                        "bne 3b",
-                        "add sp, sp, #8",
-                        // Channel i's two pixels, [i][0] and [i][1], into d(i).
-                        "vpadd.i32 d16, d16, d17",
-                        "vpadd.i32 d18, d18, d19",
-                        "vpadd.i32 d0, d16, d18",
-                        "vpadd.i32 d20, d20, d21",
-                        "vpadd.i32 d22, d22, d23",
-                        "vpadd.i32 d1, d20, d22",
-                        "vpadd.i32 d24, d24, d25",
-                        "vpadd.i32 d26, d26, d27",
-                        "vpadd.i32 d2, d24, d26",
-                        "vpadd.i32 d28, d28, d29",
-                        "vpadd.i32 d30, d30, d31",
-                        "vpadd.i32 d3, d28, d30",
-                        w = inout(reg) ops.w => _,
-                        kp = in(reg) kp,
-                        back = in(reg) 16usize.wrapping_sub(3 * kp),
-                        x0 = out(reg) _,
-                        p0 = inout(reg) p0 => _,
-                        dx = in(reg) (p1 as usize).wrapping_sub(p0 as usize),
-                        nblk = inout(reg) blocks => _,
-                        taps = inout(reg) taps => _,
-                        end = in(reg) taps.add(ops.taps.len()),
-                        out("d0") sums[0], out("d1") sums[1], out("d2") sums[2], out("d3") sums[3],
-                        out("d4") _, out("d5") _, out("d6") _, out("d7") _,
-                        out("d8") _, out("d9") _, out("d10") _, out("d11") _, out("d12") _, out("d13") _, out("d14") _, out("d15") _,
-                    );
+    /// [`super::tile`]'s contract for each pair's pixels (two of a tile's four), `pixels.len()` even,
+    /// and the CPU has NEON ([`super::super::Isa::available`] checks the kernel's HWCAP).
+    pub unsafe fn pairs(w: *const i8, taps: &[usize], len: usize, pixels: &[*const i8], out: *mut i32, stride: usize) {
+        debug_assert!(pixels.len().is_multiple_of(2));
+        let blocks = len / KU;
+        if pixels.is_empty() {
+            return;
+        }
+        if blocks == 0 || taps.is_empty() {
+            for i in 0..MR {
+                for j in 0..pixels.len() {
+                    // SAFETY: the caller's contract.
+                    unsafe { *out.add(i * stride + j) = 0 };
                 }
             }
-            for (i, s) in sums.iter().enumerate() {
-                // Lane 0 (the low word) is the first pixel's sum, lane 1 the second's.
-                let [a, b] = [*s as i32, (*s >> 32) as i32];
-                // SAFETY: the caller's contract.
-                unsafe {
-                    *out.add(i * stride + 2 * half) = a;
-                    *out.add(i * stride + 2 * half + 1) = b;
-                }
-            }
+            return;
+        }
+        let kp = taps.len() * len;
+        let range = pixels.as_ptr_range();
+        let taps_range = taps.as_ptr_range();
+        // [weights, blocks per tap, first tap, past the last tap, stride in bytes, past the last pixel]
+        let block: [usize; 6] = [w as usize, blocks, taps_range.start as usize, taps_range.end as usize, 4 * stride, range.end as usize];
+        // SAFETY: the caller's contract: every tap's run of `len` bytes from each pixel, the four
+        // weight rows of `kp` bytes, and two int32 of each channel's row of `out` per pair; `taps`
+        // holds `taps.len()` offsets and `pixels` the pairs' addresses (usize and pointers are 32
+        // bits here, one word each).
+        unsafe {
+            std::arch::asm!(
+                ".fpu neon",
+                "4:",
+                "ldr {w}, [{prm}]",
+                "ldr {taps}, [{prm}, #8]",
+                "vmov.i32 q8, #0",
+                "vmov.i32 q9, #0",
+                "vmov.i32 q10, #0",
+                "vmov.i32 q11, #0",
+                "vmov.i32 q12, #0",
+                "vmov.i32 q13, #0",
+                "vmov.i32 q14, #0",
+                "vmov.i32 q15, #0",
+                "3:",
+                "ldr {n}, [{taps}], #4",
+                "ldr {x0}, [{px}]",
+                "ldr {x1}, [{px}, #4]",
+                "add {x0}, {x0}, {n}",
+                "add {x1}, {x1}, {n}",
+                "ldr {n}, [{prm}, #4]",
+                "2:",
+                "vld1.8 {{d8, d9}}, [{x0}]!",
+                "vld1.8 {{d10, d11}}, [{x1}]!",
+                "vld1.8 {{d0, d1}}, [{w}], {kp}",
+                "vld1.8 {{d2, d3}}, [{w}], {kp}",
+                "vld1.8 {{d4, d5}}, [{w}], {kp}",
+                "vld1.8 {{d6, d7}}, [{w}], {back}",
+                "vmull.s8 q6, d0, d8",
+                "vmull.s8 q7, d0, d10",
+                "vmlal.s8 q6, d1, d9",
+                "vmlal.s8 q7, d1, d11",
+                "vpadal.s16 q8, q6",
+                "vpadal.s16 q9, q7",
+                "vmull.s8 q6, d2, d8",
+                "vmull.s8 q7, d2, d10",
+                "vmlal.s8 q6, d3, d9",
+                "vmlal.s8 q7, d3, d11",
+                "vpadal.s16 q10, q6",
+                "vpadal.s16 q11, q7",
+                "vmull.s8 q6, d4, d8",
+                "vmull.s8 q7, d4, d10",
+                "vmlal.s8 q6, d5, d9",
+                "vmlal.s8 q7, d5, d11",
+                "vpadal.s16 q12, q6",
+                "vpadal.s16 q13, q7",
+                "vmull.s8 q6, d6, d8",
+                "vmull.s8 q7, d6, d10",
+                "vmlal.s8 q6, d7, d9",
+                "vmlal.s8 q7, d7, d11",
+                "vpadal.s16 q14, q6",
+                "vpadal.s16 q15, q7",
+                "subs {n}, {n}, #1",
+                "bne 2b",
+                "ldr {x1}, [{prm}, #12]",
+                "cmp {taps}, {x1}",
+                "bne 3b",
+                // Channel i's two pixels, [i][0] and [i][1], into d(i), stored at its row.
+                "vpadd.i32 d16, d16, d17",
+                "vpadd.i32 d18, d18, d19",
+                "vpadd.i32 d0, d16, d18",
+                "vpadd.i32 d20, d20, d21",
+                "vpadd.i32 d22, d22, d23",
+                "vpadd.i32 d1, d20, d22",
+                "vpadd.i32 d24, d24, d25",
+                "vpadd.i32 d26, d26, d27",
+                "vpadd.i32 d2, d24, d26",
+                "vpadd.i32 d28, d28, d29",
+                "vpadd.i32 d30, d30, d31",
+                "vpadd.i32 d3, d28, d30",
+                "ldr {x1}, [{prm}, #16]",
+                "mov {x0}, {out}",
+                "vst1.32 {{d0}}, [{x0}], {x1}",
+                "vst1.32 {{d1}}, [{x0}], {x1}",
+                "vst1.32 {{d2}}, [{x0}], {x1}",
+                "vst1.32 {{d3}}, [{x0}]",
+                "add {out}, {out}, #8",
+                "add {px}, {px}, #8",
+                "ldr {x1}, [{prm}, #20]",
+                "cmp {px}, {x1}",
+                "bne 4b",
+                prm = in(reg) block.as_ptr(),
+                w = out(reg) _,
+                kp = in(reg) kp,
+                back = in(reg) 16usize.wrapping_sub(3 * kp),
+                taps = out(reg) _,
+                px = inout(reg) range.start => _,
+                out = inout(reg) out => _,
+                x0 = out(reg) _,
+                x1 = out(reg) _,
+                n = out(reg) _,
+                out("d0") _, out("d1") _, out("d2") _, out("d3") _, out("d4") _, out("d5") _, out("d6") _, out("d7") _,
+                out("d8") _, out("d9") _, out("d10") _, out("d11") _, out("d12") _, out("d13") _, out("d14") _, out("d15") _,
+                options(nostack),
+            );
         }
     }
 
