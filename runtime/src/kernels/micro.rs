@@ -382,6 +382,18 @@ impl Uniform {
         Uniform { scaler, factor }
     }
 
+    /// The factor as `(m, s)`, `m * 2^-s` (the scaler's multiplier, or 1, and its shift), where there
+    /// is one.
+    #[cfg(target_arch = "arm")]
+    fn integer_factor(&self) -> Option<(i32, u32)> {
+        self.factor?;
+        let (m, shift) = match self.scaler.mult {
+            Some(m) => (m, self.scaler.shift + 31),
+            None => (1, self.scaler.shift),
+        };
+        Some((m, shift as u32))
+    }
+
     /// The int8 outputs of `acc` (bias added) with `zero_point`.
     #[inline(always)]
     pub fn row(&self, acc: &[i32], bias: i32, zero_point: i32, out: &mut [i8]) {
@@ -413,6 +425,12 @@ pub fn requant_uniform_row(isa: Isa, uniform: &Uniform, acc: &[i32], bias: i32, 
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `Isa::Avx2` is only chosen where the CPU has AVX2.
         Isa::Avx2 => unsafe { x86::uniform_row(uniform, acc, bias, zero_point, out) },
+        #[cfg(target_arch = "arm")]
+        Isa::Armv7Neon => match arm::Uniform8::new(uniform) {
+            // SAFETY: `Isa::Armv7Neon` is only chosen where the CPU has NEON.
+            Some(eight) => unsafe { eight.row(acc, bias, zero_point, out) },
+            None => uniform.row(acc, bias, zero_point, out),
+        },
         _ => uniform.row(acc, bias, zero_point, out),
     }
 }
@@ -435,6 +453,14 @@ pub fn requant_uniform_rows<const N: usize>(isa: Isa, uniform: &Uniform, acc: &[
         for (i, acc) in acc.iter().enumerate() {
             // SAFETY: `Isa::Avx512Vnni` is only chosen where the CPU has AVX-512F and AVX2.
             unsafe { x86::uniform_row_512(uniform, &acc[..valid], bias[i], zero_point, &mut out[i * stride..][..valid]) };
+        }
+        return;
+    }
+    #[cfg(target_arch = "arm")]
+    if let (Isa::Armv7Neon, Some(eight)) = (isa, arm::Uniform8::new(uniform)) {
+        for (i, acc) in acc.iter().enumerate() {
+            // SAFETY: `Isa::Armv7Neon` is only chosen where the CPU has NEON.
+            unsafe { eight.row(&acc[..valid], bias[i], zero_point, &mut out[i * stride..][..valid]) };
         }
         return;
     }
@@ -994,6 +1020,111 @@ mod arm {
                 out("d8") _, out("d9") _, out("d10") _, out("d11") _, out("d12") _, out("d13") _, out("d14") _, out("d15") _,
                 options(nostack),
             );
+        }
+    }
+
+    /// [`super::Uniform::row`] 8 sums at a time, with tract's own integer arithmetic (its `Scaler`
+    /// times an i32) where the f64 path stands in for it: VMULL.S32 gives `sum * m` in 64 bits (the
+    /// scaler's multiplier, or 1) and `(p + 2^(s-1) - 1 + ((p >> s) & 1)) >> s` (arithmetic shifts,
+    /// VSHL.S64 by a negative count) rounds `p / 2^s` to nearest even, as tract's magnitude-and-sign
+    /// rounding does: a remainder of exactly half rounds up only where the floor quotient is odd.
+    /// The low 32 bits are kept (tract's `as i32`), the zero point is added with saturation and two
+    /// saturating narrowings clamp to int8. Exact for every sum, so no range check. Made once per
+    /// call of the requantization, for all its rows.
+    pub struct Uniform8<'a> {
+        uniform: &'a super::Uniform,
+        m: i32,
+        /// [-s as i64 x2, 2^(s-1) - 1 as i64 x2, 1 as i64 x2], 32-bit words.
+        block: [u32; 12],
+    }
+
+    impl<'a> Uniform8<'a> {
+        /// None where the scaler has no f64 factor (ties to even, a right shift below 64: `row`
+        /// runs then).
+        pub fn new(uniform: &'a super::Uniform) -> Option<Uniform8<'a>> {
+            let (m, s) = uniform.integer_factor()?;
+            let half = (1i64 << (s - 1)) - 1;
+            let mut block = [0u32; 12];
+            for k in 0..2 {
+                let at = |i: usize, v: i64| [(i, v as u32), (i + 1, (v >> 32) as u32)];
+                for (i, v) in at(2 * k, -(s as i64)).into_iter().chain(at(4 + 2 * k, half)).chain(at(8 + 2 * k, 1)) {
+                    block[i] = v;
+                }
+            }
+            Some(Uniform8 { uniform, m, block })
+        }
+
+        /// One row: `out[i]` from `acc[i] + bias`.
+        ///
+        /// # Safety
+        /// The CPU has NEON.
+        pub unsafe fn row(&self, acc: &[i32], bias: i32, zero_point: i32, out: &mut [i8]) {
+            let n = acc.len().min(out.len());
+            let steps = n / 8;
+            if steps > 0 {
+                // SAFETY: `steps * 8` sums read from `acc` and bytes written to `out`; `block` read whole.
+                unsafe {
+                    std::arch::asm!(
+                        ".fpu neon",
+                        "vld1.32 {{d18, d19, d20, d21}}, [{c}]!",
+                        "vld1.32 {{d22, d23}}, [{c}]",
+                        "vdup.32 q8, {bias}",
+                        "vdup.32 q13, {zp}",
+                        "vdup.32 d28, {m}",
+                        "2:",
+                        "vld1.32 {{d0, d1, d2, d3}}, [{acc}]!",
+                        "vadd.i32 q0, q0, q8",
+                        "vadd.i32 q1, q1, q8",
+                        "vmull.s32 q2, d0, d28",
+                        "vmull.s32 q3, d1, d28",
+                        "vmull.s32 q4, d2, d28",
+                        "vmull.s32 q5, d3, d28",
+                        "vshl.s64 q0, q2, q9",
+                        "vshl.s64 q1, q3, q9",
+                        "vshl.s64 q6, q4, q9",
+                        "vshl.s64 q7, q5, q9",
+                        "vand q0, q0, q11",
+                        "vand q1, q1, q11",
+                        "vand q6, q6, q11",
+                        "vand q7, q7, q11",
+                        "vadd.i64 q2, q2, q10",
+                        "vadd.i64 q3, q3, q10",
+                        "vadd.i64 q4, q4, q10",
+                        "vadd.i64 q5, q5, q10",
+                        "vadd.i64 q2, q2, q0",
+                        "vadd.i64 q3, q3, q1",
+                        "vadd.i64 q4, q4, q6",
+                        "vadd.i64 q5, q5, q7",
+                        "vshl.s64 q2, q2, q9",
+                        "vshl.s64 q3, q3, q9",
+                        "vshl.s64 q4, q4, q9",
+                        "vshl.s64 q5, q5, q9",
+                        "vmovn.i64 d0, q2",
+                        "vmovn.i64 d1, q3",
+                        "vmovn.i64 d2, q4",
+                        "vmovn.i64 d3, q5",
+                        "vqadd.s32 q0, q0, q13",
+                        "vqadd.s32 q1, q1, q13",
+                        "vqmovn.s32 d0, q0",
+                        "vqmovn.s32 d1, q1",
+                        "vqmovn.s16 d0, q0",
+                        "vst1.8 {{d0}}, [{out}]!",
+                        "subs {n}, {n}, #1",
+                        "bne 2b",
+                        c = inout(reg) self.block.as_ptr() => _,
+                        acc = inout(reg) acc.as_ptr() => _,
+                        out = inout(reg) out.as_mut_ptr() => _,
+                        n = inout(reg) steps => _,
+                        bias = in(reg) bias,
+                        zp = in(reg) zero_point,
+                        m = in(reg) self.m,
+                        out("d0") _, out("d1") _, out("d2") _, out("d3") _, out("d4") _, out("d5") _, out("d6") _, out("d7") _,
+                        out("d8") _, out("d9") _, out("d10") _, out("d11") _, out("d12") _, out("d13") _, out("d14") _, out("d15") _,
+                        options(nostack),
+                    );
+                }
+            }
+            self.uniform.row(&acc[steps * 8..n], bias, zero_point, &mut out[steps * 8..n]);
         }
     }
 
@@ -1567,6 +1698,27 @@ mod tests {
         }
     }
 
+    /// One sum past 2^22 anywhere in a row of small ones (each lane of a vector step, and the tail),
+    /// whose product wraps past 32 bits, gives the scaler's bytes on every instruction set (the f64
+    /// paths send the row to the scaler; 32-bit NEON's integers are the scaler's own arithmetic).
+    #[test]
+    fn one_large_sum_anywhere_gives_the_scalers_bytes() {
+        let uniform = Uniform::new(Scaler::new(100.0, RoundingPolicy::Even));
+        assert!(uniform.factor().is_some());
+        for large in [1 << 28, -(1 << 28), i32::MIN, i32::MAX] {
+            for at in 0..27 {
+                let mut acc: Vec<i32> = (0..27).map(|i| (i * 37 % 200) - 100).collect();
+                acc[at] = large;
+                let expected: Vec<i8> = acc.iter().map(|&a| (uniform.scaler * a.wrapping_add(5)).saturating_add(3).clamp(-128, 127) as i8).collect();
+                for isa in Isa::available() {
+                    let mut out = vec![0i8; acc.len()];
+                    requant_uniform_row(isa, &uniform, &acc, 5, 3, &mut out);
+                    assert_eq!(out, expected, "{isa:?}: {large} at {at}");
+                }
+            }
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
@@ -1743,6 +1895,32 @@ mod tests {
             for isa in Isa::available() {
                 let mut out = vec![0i8; rows * stride];
                 requant_rows(isa, &acc, valid, &bias, &scales, zero_point, &mut out, stride);
+                prop_assert_eq!(&out, &expected, "{:?}", isa);
+            }
+        }
+
+        /// Whole blocks of rows with a uniform scale, as the convolution requantizes them, give
+        /// tract's scaler's bytes (each row with its bias, only the `valid` first sums).
+        #[test]
+        fn uniform_rows_match_the_scaler(
+            acc in proptest::collection::vec(proptest::array::uniform16(-400_000i32..400_000), 1..5),
+            valid in 0usize..17,
+            stride in 16usize..20,
+            bias in proptest::collection::vec(-1000i32..1000, 4),
+            scale in prop_oneof![(1u32..20).prop_map(|k| 2f32.powi(-(k as i32))), 1e-5f32..0.9],
+            zero_point in -128i32..128,
+        ) {
+            let uniform = Uniform::new(Scaler::new(scale, RoundingPolicy::Even));
+            let rows = acc.len();
+            let mut expected = vec![0i8; rows * stride];
+            for (i, row) in acc.iter().enumerate() {
+                for k in 0..valid {
+                    expected[i * stride + k] = (uniform.scaler * row[k].wrapping_add(bias[i])).saturating_add(zero_point).clamp(-128, 127) as i8;
+                }
+            }
+            for isa in Isa::available() {
+                let mut out = vec![0i8; rows * stride];
+                requant_uniform_rows(isa, &uniform, &acc, valid, &bias, zero_point, &mut out, stride);
                 prop_assert_eq!(&out, &expected, "{:?}", isa);
             }
         }
