@@ -113,7 +113,7 @@ impl Depthwise {
         let wp = g.input[1] + g.pad_before[1] + g.pad_after[1];
         let c = self.channels;
         let taps: Vec<usize> = (0..g.kernel[0]).flat_map(|ky| (0..g.kernel[1]).map(move |kx| (ky * g.dilation[0] * wp + kx * g.dilation[1]) * c)).collect();
-        let job = Job { dw: self, g, taps: &taps, wp, padded, requant, y_zero_point, nhwc };
+        let job = Job { dw: self, isa, g, taps: &taps, wp, padded, requant, y_zero_point, nhwc };
         match isa {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: these ISAs are only chosen where the CPU has them (`Isa::available`).
@@ -144,6 +144,8 @@ const VNNI: u8 = 4;
 
 struct Job<'a> {
     dw: &'a Depthwise,
+    /// The instruction set the job runs (its `ISA` constant), for the requantization it calls.
+    isa: Isa,
     g: &'a Geometry,
     /// Offset of each kernel tap from a pixel's top-left input, in bytes.
     taps: &'a [usize],
@@ -313,7 +315,10 @@ impl Job<'_> {
                         _ => pixel(x, taps, w, c, bias),
                     };
                     let mut out = [0i8; LANES];
-                    uniform.row(&acc, 0, zp.into(), &mut out);
+                    // In NEON, AVX-512 or 32-bit NEON where the CPU has them (the plain row's
+                    // scalar loop, its range check first, cost fashion-resnet's per-tensor stem
+                    // 0.58 M instructions on Cortex-A72).
+                    super::micro::requant_uniform_row(self.isa, uniform, &acc, 0, zp.into(), &mut out);
                     out
                 }
             };
