@@ -1038,15 +1038,10 @@ mod arm {
         /// runs then).
         pub fn new(uniform: &'a super::Uniform) -> Option<Uniform8<'a>> {
             let (m, s) = uniform.integer_factor()?;
-            let half = (1i64 << (s - 1)) - 1;
-            let mut block = [0u32; 12];
-            for k in 0..2 {
-                let at = |i: usize, v: i64| [(i, v as u32), (i + 1, (v >> 32) as u32)];
-                for (i, v) in at(2 * k, -(s as i64)).into_iter().chain(at(4 + 2 * k, half)).chain(at(8 + 2 * k, 1)) {
-                    block[i] = v;
-                }
-            }
-            Some(Uniform8 { uniform, m, block })
+            // An i64 as the two 32-bit words NEON loads it from (little-endian: low word first).
+            let words = |v: i64| [v as u32, (v >> 32) as u32];
+            let ([s0, s1], [h0, h1], [o0, o1]) = (words(-(s as i64)), words((1i64 << (s - 1)) - 1), words(1));
+            Some(Uniform8 { uniform, m, block: [s0, s1, s0, s1, h0, h1, h0, h1, o0, o1, o0, o1] })
         }
 
         /// One row: `out[i]` from `acc[i] + bias`.

@@ -146,7 +146,7 @@ pub fn lookup(x: &[i8], table: &[i8; 256], out: &mut [i8]) {
         // of 16 from 0, then one more ending at n where n is not a multiple of 16 (n >= 16).
         unsafe {
             arm::lookup(x.as_ptr(), table, out.as_mut_ptr(), n / 16);
-            if n % 16 != 0 {
+            if !n.is_multiple_of(16) {
                 arm::lookup(x.as_ptr().add(n - 16), table, out.as_mut_ptr().add(n - 16), 1);
             }
         }
