@@ -151,9 +151,10 @@ impl Pooled for i8 {
     }
 }
 
-/// 32-bit ARM NEON's int8 rows: eight outputs a step (VLD2 splits each row's even and odd values,
-/// three VMAX), in inline assembly as [`super::micro`]'s 32-bit kernels; the last step of a row
-/// overlaps the one before, and a row shorter than a step takes one where the input goes on past it.
+/// 32-bit ARM NEON's rows: int8 eight outputs a step (VLD2 splits each row's even and odd values,
+/// three VMAX), f32 four (see [`arm::pool_2x2_f32`]), in inline assembly as [`super::micro`]'s
+/// 32-bit kernels; the last step of a row overlaps the one before, and a row shorter than a step
+/// takes one where the input goes on past it.
 #[cfg(target_arch = "arm")]
 mod arm {
     use super::{keep, pool_2x2_scalar};
@@ -207,6 +208,89 @@ mod arm {
         }
         pool_2x2_scalar(a, b, out, i.min(n));
     }
+
+    /// Four f32 outputs from 8 values of each row: VLD2 splits the even and odd values, and each
+    /// step of the fold is VCGT then VBSL (`m < v` picks v, bit for bit: NaNs skipped, the first of
+    /// two zeros kept, as `max_of`). 32-bit NEON flushes subnormals to zero in its comparisons, so
+    /// the inputs are checked for them on the way (zero as a float, not zero as bits, once the sign
+    /// is shifted out): returns nonzero where one is, and the caller then folds the row in scalar
+    /// code.
+    ///
+    /// # Safety
+    /// 8 values readable from `a` and from `b`, 4 writable at `out`; the CPU has NEON.
+    #[inline(always)]
+    unsafe fn four_f32(a: *const f32, b: *const f32, out: *mut f32) -> u32 {
+        let (low, high): (u32, u32);
+        // SAFETY: the caller's contract.
+        unsafe {
+            std::arch::asm!(
+                ".fpu neon",
+                "vld2.32 {{d0, d1, d2, d3}}, [{a}]",
+                "vld2.32 {{d4, d5, d6, d7}}, [{b}]",
+                "vdup.32 q4, {lowest}",
+                "vceq.f32 q7, q0, #0",
+                "vand q7, q7, q0",
+                "vceq.f32 q6, q1, #0",
+                "vand q6, q6, q1",
+                "vorr q7, q7, q6",
+                "vceq.f32 q6, q2, #0",
+                "vand q6, q6, q2",
+                "vorr q7, q7, q6",
+                "vceq.f32 q6, q3, #0",
+                "vand q6, q6, q3",
+                "vorr q7, q7, q6",
+                "vshl.i32 q7, q7, #1",
+                "vorr d14, d14, d15",
+                "vmov {low}, {high}, d14",
+                "vcgt.f32 q5, q0, q4",
+                "vbsl q5, q0, q4",
+                "vcgt.f32 q4, q1, q5",
+                "vbsl q4, q1, q5",
+                "vcgt.f32 q5, q2, q4",
+                "vbsl q5, q2, q4",
+                "vcgt.f32 q4, q3, q5",
+                "vbsl q4, q3, q5",
+                "vst1.32 {{d8, d9}}, [{out}]",
+                a = in(reg) a,
+                b = in(reg) b,
+                out = in(reg) out,
+                lowest = in(reg) f32::MIN.to_bits(),
+                low = out(reg) low,
+                high = out(reg) high,
+                out("d0") _, out("d1") _, out("d2") _, out("d3") _, out("d4") _, out("d5") _, out("d6") _, out("d7") _,
+                out("d8") _, out("d9") _, out("d10") _, out("d11") _, out("d12") _, out("d13") _, out("d14") _, out("d15") _,
+                options(nostack),
+            );
+        }
+        low | high
+    }
+
+    /// [`super::Pooled::pool_2x2`] for f32 on NEON: four outputs a step as the int8 rows, the row
+    /// folded again in scalar code where an input is subnormal.
+    ///
+    /// # Safety
+    /// The CPU has NEON.
+    #[inline]
+    pub unsafe fn pool_2x2_f32(a: &[f32], b: &[f32], out: &mut [f32]) {
+        let n = out.len();
+        if n < 4 && a.len() >= 8 && b.len() >= 8 {
+            let mut lanes = [0f32; 4];
+            // SAFETY: 8 values in each of a and b (checked), 4 in `lanes`; NEON by the contract.
+            if unsafe { four_f32(a.as_ptr(), b.as_ptr(), lanes.as_mut_ptr()) } == 0 {
+                keep(&lanes, out);
+                return;
+            }
+        }
+        let (a, b) = (&a[..2 * n], &b[..2 * n]);
+        let (mut i, mut subnormal) = (0, 0);
+        while i < n && n >= 4 {
+            let at = i.min(n - 4);
+            // SAFETY: 8 values from 2at, at + 4 <= n, in each row; 4 outputs from at.
+            subnormal |= unsafe { four_f32(a.as_ptr().add(2 * at), b.as_ptr().add(2 * at), out.as_mut_ptr().add(at)) };
+            i += 4;
+        }
+        pool_2x2_scalar(a, b, out, if subnormal != 0 { 0 } else { i.min(n) });
+    }
 }
 
 impl Pooled for f32 {
@@ -254,6 +338,16 @@ impl Pooled for f32 {
         if std::arch::is_x86_feature_detected!("avx512f") {
             // SAFETY: AVX-512F is here (checked).
             unsafe { x86::planes_f32(x, y, input, output) };
+        } else {
+            planes_2x2(x, y, input, output, Self::pool_2x2);
+        }
+    }
+
+    #[cfg(target_arch = "arm")]
+    fn pool_planes_2x2(x: &[f32], y: &mut [f32], input: [usize; 2], output: [usize; 2]) {
+        if super::Isa::best() == super::Isa::Armv7Neon {
+            // SAFETY: `Isa::Armv7Neon` is only chosen where the CPU has NEON.
+            planes_2x2(x, y, input, output, |a, b, out| unsafe { arm::pool_2x2_f32(a, b, out) });
         } else {
             planes_2x2(x, y, input, output, Self::pool_2x2);
         }
@@ -413,6 +507,8 @@ mod tests {
         prop_oneof![
             6 => -10f32..10.0,
             1 => prop::sample::select(vec![f32::NAN, 0.0, -0.0, f32::NEG_INFINITY, f32::INFINITY, f32::MIN]),
+            // Subnormals, which 32-bit NEON's comparisons flush to zero.
+            1 => prop::sample::select(vec![f32::from_bits(1), -f32::from_bits(1), f32::from_bits(0x007f_ffff), -1e-39, 1e-39, f32::MIN_POSITIVE]),
         ]
     }
 
