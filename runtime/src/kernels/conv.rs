@@ -212,7 +212,14 @@ impl QConvKernel {
         });
         let lanes = !depthwise && channels_last.is_none() && micro::lane_tile(isa).is_some();
         let unsigned = (lanes && micro::lanes_read_unsigned(isa)) || channels_last.as_ref().is_some_and(|dw| dw.reads_unsigned(isa, &geometry, &requant));
-        let weights = if lanes { micro::pack_lanes(&weights, out_channels, kp) } else { weights };
+        let weights = if lanes {
+            micro::pack_lanes(&weights, out_channels, kp)
+        } else if !depthwise && channels_last.is_none() && micro::tiles_interleaved(isa) {
+            // Every group of MR channels that a tile reads (from 0, MR at a time).
+            micro::interleave_tiles(&weights, kp, out_channels.div_ceil(MR))
+        } else {
+            weights
+        };
         let mut bias = bias;
         if lanes && micro::lanes_read_unsigned(isa) {
             // The kernel sums w * (x + 128): take 128 * sum(w) off each channel's bias.
@@ -239,6 +246,11 @@ impl QConvKernel {
             input_layout: Layout::Nchw,
             output_layout: Layout::Nchw,
         })
+    }
+
+    /// Whether the dense weights are interleaved for the 4x4 tiles ([`micro::interleave_tiles`]).
+    fn interleaved(&self) -> bool {
+        !self.depthwise && self.channels_last.is_none() && !self.lanes && micro::tiles_interleaved(self.isa)
     }
 
     /// Whether the input may be channels-last: everything but the per-plane depthwise loop, which
@@ -339,12 +351,20 @@ impl QConvKernel {
                 }
                 Ok(())
             };
+            use tract_nnef::internal::tract_linalg::multithread::par_chunks_mut;
             if nhwc {
                 // Every channel of each pixel is written together: one chunk.
                 chunk(0, y).expect("the kernels do not fail");
+            } else if self.interleaved() {
+                // Interleaved weights are read MR channels at a time from channel 0: the planes
+                // are split MR at a time, where that divides them, else not at all.
+                if self.out_channels.is_multiple_of(MR) {
+                    par_chunks_mut(y, MR * pixels, work, |group, y| chunk(group * MR, y)).expect("the kernels do not fail");
+                } else {
+                    chunk(0, y).expect("the kernels do not fail");
+                }
             } else {
-                tract_nnef::internal::tract_linalg::multithread::par_chunks_mut(y, pixels, work, chunk)
-                    .expect("the kernels do not fail");
+                par_chunks_mut(y, pixels, work, chunk).expect("the kernels do not fail");
             }
         }
         Ok(())

@@ -98,7 +98,8 @@ pub unsafe fn tiles(isa: Isa, row: Row, out: *mut i32, stride: usize) {
 /// Computes the tile with the kernel of `isa` and stores it: `out[i * stride + j]`.
 ///
 /// # Safety
-/// `len % KU == 0`; `w` is readable for `MR * kp` bytes; for every tap `t` and pixel `j`,
+/// `len % KU == 0`; `w` is readable for `MR * kp` bytes, rows of `kp` bytes or, where
+/// [`tiles_interleaved`], those rows as [`interleave_tiles`] lays them; for every tap `t` and pixel `j`,
 /// `x[j] + taps[t]` is readable for `len` bytes; `out` is writable at every `i * stride + j`; `isa` is
 /// one of [`Isa::available`]; for [`Isa::Neon`] and [`Isa::Armv7Neon`], weights are in `-127..=127`.
 #[inline]
@@ -175,6 +176,32 @@ impl LanePlan {
 /// kernel's sums are `sum(w * (x + 128))`, `128 * sum(w)` more than the signed ones.
 pub fn lanes_read_unsigned(isa: Isa) -> bool {
     matches!(isa, Isa::Avx512Vnni)
+}
+
+/// Whether `isa`'s 4x4 tiles read their weights interleaved ([`interleave_tiles`]) rather than as
+/// rows of `kp` bytes: 32-bit NEON, where the four rows' 16 bytes then come in two loads.
+pub fn tiles_interleaved(isa: Isa) -> bool {
+    matches!(isa, Isa::Armv7Neon)
+}
+
+/// Dense weights `[rows][kp]` with each group of [`MR`] rows from row 0 (as many as `groups`)
+/// interleaved by [`KU`] bytes: `[kp / KU][MR][KU]` in the group's place, the rows after the
+/// groups as they are.
+///
+/// # Panics
+/// When `dense` holds fewer than `groups * MR` rows of `kp`, or `kp` is not a multiple of [`KU`].
+pub fn interleave_tiles(dense: &[i8], kp: usize, groups: usize) -> Vec<i8> {
+    assert!(kp.is_multiple_of(KU) && dense.len() >= groups * MR * kp, "interleaving out of bounds");
+    let mut out = dense.to_vec();
+    for g in 0..groups {
+        let (src, dst) = (&dense[g * MR * kp..(g + 1) * MR * kp], &mut out[g * MR * kp..(g + 1) * MR * kp]);
+        for k in 0..kp / KU {
+            for i in 0..MR {
+                dst[(k * MR + i) * KU..][..KU].copy_from_slice(&src[i * kp + k * KU..][..KU]);
+            }
+        }
+    }
+    out
 }
 
 /// Dense weights `[channels][kp]` (as [`tile`] reads them) repacked for the lane kernels:
@@ -888,10 +915,11 @@ mod arm {
     /// One block of assembly runs every pair of `pixels` (their reads' starting addresses) through
     /// every tap: the accumulators stay in registers from a pair's first tap to its last, are summed
     /// across their lanes by VPADD and stored as two int32 per channel, `out[i * stride + j]` for the
-    /// pair's pixels `j`. The four weight rows are read with register post-increments (`kp`, then
-    /// back to the first row's next 16 bytes); what does not change from pair to pair (the weights'
-    /// start, the taps, the blocks per tap, the stride) is read from a small block in memory, the
-    /// general registers being short.
+    /// pair's pixels `j`. The weights are interleaved ([`super::interleave_tiles`]): the four rows'
+    /// 16 bytes of each block are two 32-byte loads (as rows of `kp` bytes they were four loads and
+    /// the address arithmetic between them, 2 of the loop's 32 instructions); what does not change
+    /// from pair to pair (the weights' start, the taps, the blocks per tap, the stride) is read from
+    /// a small block in memory, the general registers being short.
     ///
     /// # Safety
     /// [`super::tile`]'s contract for each pair's pixels (two of a tile's four), `pixels.len()` even,
@@ -911,13 +939,12 @@ mod arm {
             }
             return;
         }
-        let kp = taps.len() * len;
         let range = pixels.as_ptr_range();
         let taps_range = taps.as_ptr_range();
         // [weights, blocks per tap, first tap, past the last tap, stride in bytes, past the last pixel]
         let block: [usize; 6] = [w as usize, blocks, taps_range.start as usize, taps_range.end as usize, 4 * stride, range.end as usize];
         // SAFETY: the caller's contract: every tap's run of `len` bytes from each pixel, the four
-        // weight rows of `kp` bytes, and two int32 of each channel's row of `out` per pair; `taps`
+        // weight rows' `MR * kp` interleaved bytes, and two int32 of each channel's row of `out` per pair; `taps`
         // holds `taps.len()` offsets and `pixels` the pairs' addresses (usize and pointers are 32
         // bits here, one word each).
         unsafe {
@@ -944,10 +971,8 @@ mod arm {
                 "2:",
                 "vld1.8 {{d8, d9}}, [{x0}]!",
                 "vld1.8 {{d10, d11}}, [{x1}]!",
-                "vld1.8 {{d0, d1}}, [{w}], {kp}",
-                "vld1.8 {{d2, d3}}, [{w}], {kp}",
-                "vld1.8 {{d4, d5}}, [{w}], {kp}",
-                "vld1.8 {{d6, d7}}, [{w}], {back}",
+                "vld1.8 {{d0, d1, d2, d3}}, [{w}]!",
+                "vld1.8 {{d4, d5, d6, d7}}, [{w}]!",
                 "vmull.s8 q6, d0, d8",
                 "vmull.s8 q7, d0, d10",
                 "vmlal.s8 q6, d1, d9",
@@ -1003,8 +1028,6 @@ mod arm {
                 "bne 4b",
                 prm = in(reg) block.as_ptr(),
                 w = out(reg) _,
-                kp = in(reg) kp,
-                back = in(reg) 16usize.wrapping_sub(3 * kp),
                 taps = out(reg) _,
                 px = inout(reg) range.start => _,
                 out = inout(reg) out => _,
@@ -1727,7 +1750,10 @@ mod tests {
             let x: Vec<i8> = (0..NR * span).map(|_| next(-128) as i8).collect();
             let ops = Operands { w: w.as_ptr(), x: std::array::from_fn(|j| x[j * span..].as_ptr()), taps: &offsets, len };
             let expected = unsafe { portable(ops) };
+            let interleaved = interleave_tiles(&w, kp, 1);
             for isa in Isa::available() {
+                let w = if tiles_interleaved(isa) { &interleaved } else { &w };
+                let ops = Operands { w: w.as_ptr(), ..ops };
                 let mut out = vec![0i32; MR * 7];
                 unsafe { tile(isa, ops, out.as_mut_ptr(), 7) };
                 let got: Tile = std::array::from_fn(|i| std::array::from_fn(|j| out[i * 7 + j]));
