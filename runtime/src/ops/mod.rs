@@ -288,4 +288,30 @@ mod tests {
         let read = super::nnef().model_for_read(&mut &*tar).unwrap();
         assert!(read.nodes.iter().any(|n| n.op_is::<tract_core::ops::Downsample>()), "{read}");
     }
+
+    /// The patched NNEF parser (vendor/tract-nnef/PERCH.md) reads what it read before, and a damaged
+    /// graph text is refused with the line, the column and the text where parsing stopped.
+    #[test]
+    fn graph_text_is_parsed_and_its_errors_located() {
+        let good = "version 1.0;\n\ngraph g( input ) -> ( output )\n{\n  input = external<scalar>(shape = [1, 4]);\n  \
+                    output = add(mul(input, 2.0), [mul(input, 3.0), neg(input)][1]);\n}\n";
+        let model = super::nnef().model_for_read(&mut &*tar_of(good)).unwrap();
+        let out = model.into_runnable().unwrap().run(tvec![tensor2(&[[1f32, 2., 3., 4.]]).into()]).unwrap();
+        assert_eq!(out[0].to_plain_array_view::<f32>().unwrap().iter().copied().collect::<Vec<_>>(), [1., 2., 3., 4.]);
+
+        let bad = good.replace("add(mul(input, 2.0)", "add(mul(input 2.0)");
+        let err = super::nnef().model_for_read(&mut &*tar_of(&bad)).unwrap_err();
+        let err = format!("{err:#}");
+        assert!(err.contains("NNEF parse error at line 6, column 3") && err.contains("output = add(mul(input 2.0)"), "{err}");
+    }
+
+    fn tar_of(graph: &str) -> Vec<u8> {
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_gnu();
+        header.set_size(graph.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        tar.append_data(&mut header, "graph.nnef", graph.as_bytes()).unwrap();
+        tar.into_inner().unwrap()
+    }
 }

@@ -207,7 +207,7 @@ fn plans() -> Vec<Case> {
     v.push(case(
         "plan/graph-not-nnef.perch",
         "graph.nnef that is not NNEF text",
-        "plan graph cannot be loaded",
+        "plan graph cannot be loaded: Reading proto model: NNEF parse error at line 1, column 1",
         seal(&tar(&[("graph.nnef", b"hello")])),
     ));
     v

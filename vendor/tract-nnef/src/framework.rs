@@ -26,8 +26,11 @@ pub fn ensure_label_is_relative_path(label: &str) -> TractResult<()> {
     Ok(())
 }
 
+/// NNEF's standard fragments. Perch patch: parsed once per process, not on each call (every `Nnef`
+/// and every `tract_nnef()` registry asks for them: two parses of 18 KB per plan read).
 pub fn stdlib() -> Vec<FragmentDef> {
-    crate::ast::parse::parse_fragments(include_str!("../stdlib.nnef")).unwrap()
+    static STDLIB: std::sync::OnceLock<Vec<FragmentDef>> = std::sync::OnceLock::new();
+    STDLIB.get_or_init(|| crate::ast::parse::parse_fragments(include_str!("../stdlib.nnef")).unwrap()).clone()
 }
 
 pub struct Nnef {

@@ -1,4 +1,3 @@
-use nom_language::error::{VerboseError, convert_error};
 use tract_core::internal::*;
 
 use nom::branch::alt;
@@ -8,22 +7,39 @@ use nom::{bytes::complete::*, character::complete::*, combinator::*, multi::*, s
 
 use crate::ast::*;
 
-type R<'i, O> = IResult<&'i str, O, VerboseError<&'i str>>;
+// Perch patch: nom's plain `Error` (where and which parser failed) instead of nom_language's
+// `VerboseError`. The grammar tries alternatives at every token (`alt`, `opt`, `many0`, and the
+// whitespace between tokens), and `VerboseError` allocated a `Vec` for each one that failed: reading
+// NNEF's stdlib took 5 ms on x86-64, and Perch's plan loads were mostly that. The message keeps the
+// line, the column and the text of the line where the parse stopped.
+pub(super) type E<'i> = nom::error::Error<&'i str>;
+type R<'i, O> = IResult<&'i str, O, E<'i>>;
 
-pub(super) fn translate_error(e: nom::Err<VerboseError<&str>>) -> TractError {
-    format_err!("{}", e)
+/// A parse error of `input` as a message: line, column and the line's text where parsing stopped.
+pub(super) fn translate_error(input: &str, e: nom::Err<E<'_>>) -> TractError {
+    let e = match e {
+        nom::Err::Error(e) | nom::Err::Failure(e) => e,
+        nom::Err::Incomplete(_) => return format_err!("NNEF parse error: the text ends too early"),
+    };
+    // Every parser here returns sub-slices of its input, so the error's input is a suffix of `input`.
+    let offset = (e.input.as_ptr() as usize).wrapping_sub(input.as_ptr() as usize);
+    if offset > input.len() || !input.is_char_boundary(offset) {
+        return format_err!("NNEF parse error ({:?})", e.code);
+    }
+    let start = input[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let end = input[offset..].find('\n').map_or(input.len(), |i| offset + i);
+    let line = input[..offset].matches('\n').count() + 1;
+    let column = input[start..offset].chars().count() + 1;
+    let text: String = input[start..end].chars().take(120).collect();
+    format_err!("NNEF parse error at line {line}, column {column} ({:?}): {}", e.code, text.trim_end())
 }
 
 #[inline(never)]
 pub fn unwrap_parse<'s, P, O>(input: &'s str, parser: P) -> TractResult<O>
 where
-    P: Parser<&'s str, Output = O, Error = VerboseError<&'s str>>,
+    P: Parser<&'s str, Output = O, Error = E<'s>>,
 {
-    all_consuming(parser)
-        .parse(input)
-        .finish()
-        .map(|(_, p)| p)
-        .map_err(|e| anyhow!(convert_error(input, e)))
+    all_consuming(parser).parse(input).finish().map(|(_, p)| p).map_err(|e| translate_error(input, nom::Err::Error(e)))
 }
 
 pub fn parse_document(doc: &str) -> TractResult<Document> {
@@ -305,44 +321,59 @@ fn rvalue(i: &str) -> R<'_, RValue> {
         )))
         .parse(i)
     }
+    // Perch patch: the left operand is moved into the fold, not cloned. Upstream's `fold_many0` took
+    // it through `move || init.clone()`, so each of the six levels below deep-copied every operand,
+    // however deeply nested. Same semantics as `fold_many0`: stop at the first `Error`, pass a
+    // `Failure` on, refuse a step that consumes nothing.
     macro_rules! bin {
         ($name:ident, $operand: ident, $operator: expr) => {
             fn $name(i: &str) -> R<'_, RValue> {
-                let (i, init) = $operand(i)?;
-                fold_many0(
-                    pair($operator, $operand),
-                    move || init.clone(),
-                    |left, (op, right)| {
-                        RValue::Binary(Box::new(left), op.to_string(), Box::new(right))
-                    },
-                )
-                .parse(i)
+                let (mut i, mut left) = $operand(i)?;
+                let mut step = pair($operator, $operand);
+                loop {
+                    match step.parse(i) {
+                        Ok((rest, (op, right))) => {
+                            if rest.len() == i.len() {
+                                return Err(nom::Err::Error(nom::error::Error::new(
+                                    i,
+                                    nom::error::ErrorKind::Many0,
+                                )));
+                            }
+                            left = RValue::Binary(Box::new(left), op.to_string(), Box::new(right));
+                            i = rest;
+                        }
+                        Err(nom::Err::Error(_)) => return Ok((i, left)),
+                        Err(e) => return Err(e),
+                    }
+                }
             }
         };
     }
 
     // <subscript-expr> ::= <rvalue-expr> "[" (<rvalue-expr> | [<rvalue-expr>] ":" [<rvalue-expr>]) "]"
+    // Perch patch: the atom is parsed once, then an optional subscript. Upstream's
+    // `alt((pair(atom, subscript), atom))` parsed every atom without a subscript twice, and atoms
+    // nest (arguments, arrays, tuples), so an expression nested d deep was parsed 2^d times.
     fn sub(i: &str) -> R<'_, RValue> {
-        alt((
-            map(
-                pair(
-                    atom,
-                    delimited(
-                        stag("["),
-                        alt((
-                            map(separated_pair(opt(rvalue), stag(":"), opt(rvalue)), |(a, b)| {
-                                Subscript::Range(a, b)
-                            }),
-                            map(rvalue, Subscript::Single),
-                        )),
-                        stag("]"),
-                    ),
-                ),
-                |(rv, range)| RValue::Subscript(Box::new(rv), Box::new(range)),
-            ),
-            atom,
+        let (i, rv) = atom(i)?;
+        let (i, range) = opt(delimited(
+            stag("["),
+            alt((
+                map(separated_pair(opt(rvalue), stag(":"), opt(rvalue)), |(a, b)| {
+                    Subscript::Range(a, b)
+                }),
+                map(rvalue, Subscript::Single),
+            )),
+            stag("]"),
         ))
-        .parse(i)
+        .parse(i)?;
+        Ok((
+            i,
+            match range {
+                Some(range) => RValue::Subscript(Box::new(rv), Box::new(range)),
+                None => rv,
+            },
+        ))
     }
 
     bin!(exp, sub, tag("^"));
@@ -461,16 +492,16 @@ fn space_and_comments(i: &str) -> R<'_, ()> {
     .parse(i)
 }
 
-fn spaced<'s, O, F>(it: F) -> impl Parser<&'s str, Output = O, Error = VerboseError<&'s str>>
+fn spaced<'s, O, F>(it: F) -> impl Parser<&'s str, Output = O, Error = E<'s>>
 where
-    F: Parser<&'s str, Output = O, Error = VerboseError<&'s str>>,
+    F: Parser<&'s str, Output = O, Error = E<'s>>,
 {
     delimited(space_and_comments, it, space_and_comments)
 }
 
 pub(super) fn stag<'s>(
     t: &'static str,
-) -> impl Parser<&'s str, Output = &'s str, Error = VerboseError<&'s str>> {
+) -> impl Parser<&'s str, Output = &'s str, Error = E<'s>> {
     spaced(tag(t))
 }
 
