@@ -289,8 +289,9 @@ mod tests {
         assert!(read.nodes.iter().any(|n| n.op_is::<tract_core::ops::Downsample>()), "{read}");
     }
 
-    /// The patched NNEF parser (vendor/tract-nnef/PERCH.md) reads what it read before, and a damaged
-    /// graph text is refused with the line, the column and the text where parsing stopped.
+    /// The patched NNEF parser (vendor/tract-nnef/PERCH.md) reads nested invocations, arrays and
+    /// subscripts, and a damaged graph text is refused with the line, the column and the text where
+    /// parsing stopped.
     #[test]
     fn graph_text_is_parsed_and_its_errors_located() {
         let good = "version 1.0;\n\ngraph g( input ) -> ( output )\n{\n  input = external<scalar>(shape = [1, 4]);\n  \
@@ -306,12 +307,6 @@ mod tests {
     }
 
     fn tar_of(graph: &str) -> Vec<u8> {
-        let mut tar = tar::Builder::new(Vec::new());
-        let mut header = tar::Header::new_gnu();
-        header.set_size(graph.len() as u64);
-        header.set_mode(0o644);
-        header.set_cksum();
-        tar.append_data(&mut header, "graph.nnef", graph.as_bytes()).unwrap();
-        tar.into_inner().unwrap()
+        crate::plan::archive::tests::tar(&[("graph.nnef", graph.as_bytes().to_vec())])
     }
 }

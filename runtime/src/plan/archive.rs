@@ -197,7 +197,7 @@ fn check_tensor_header(path: &Path, h: &[u8; TENSOR_HEADER_LEN], entry_size: u64
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn tensor(dims: &[u32], bits: u32, item_type: u16, data: &[u8]) -> Vec<u8> {
@@ -214,7 +214,8 @@ mod tests {
         h
     }
 
-    fn tar(entries: &[(&str, Vec<u8>)]) -> Vec<u8> {
+    /// A plain tar of `entries`, as tract-nnef writes them (also for the NNEF tests in `ops`).
+    pub(crate) fn tar(entries: &[(&str, Vec<u8>)]) -> Vec<u8> {
         let mut b = tar::Builder::new(Vec::new());
         for (name, data) in entries {
             let mut h = tar::Header::new_gnu();

@@ -2,7 +2,7 @@ use tract_core::internal::*;
 
 use nom::branch::alt;
 use nom::combinator::map;
-use nom::{Finish, IResult, Parser};
+use nom::{IResult, Parser};
 use nom::{bytes::complete::*, character::complete::*, combinator::*, multi::*, sequence::*};
 
 use crate::ast::*;
@@ -39,7 +39,7 @@ pub fn unwrap_parse<'s, P, O>(input: &'s str, parser: P) -> TractResult<O>
 where
     P: Parser<&'s str, Output = O, Error = E<'s>>,
 {
-    all_consuming(parser).parse(input).finish().map(|(_, p)| p).map_err(|e| translate_error(input, nom::Err::Error(e)))
+    all_consuming(parser).parse(input).map(|(_, p)| p).map_err(|e| translate_error(input, e))
 }
 
 pub fn parse_document(doc: &str) -> TractResult<Document> {
