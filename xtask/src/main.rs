@@ -183,8 +183,10 @@ const CROSS: &[(&str, &str)] = &[
 fn test_cross() -> Result {
     for (target, runner) in CROSS {
         let mut cmd = cargo();
-        // With `multithread`, so Perch's int8 kernels are also checked split over threads on ARM.
-        cmd.args(["test", "-p", "perch-runtime", "-p", "perch-run", "--features", "perch-run/multithread", "--target", target])
+        // With `multithread`, so Perch's int8 kernels are also checked split over threads on ARM, and
+        // with `lean-types`, as the device binary is built (tract without code for f16, f64...).
+        cmd.args(["test", "-p", "perch-runtime", "-p", "perch-run", "--target", target])
+            .args(["--features", "perch-run/multithread,perch-run/lean-types"])
             // The CLI tests start perch-run themselves; no binfmt handler is assumed, so they go through qemu.
             .env("PERCH_TEST_RUNNER", runner)
             // qemu-user shows tract the host's /proc/cpuinfo, so NEON must be asserted (on a Pi it is

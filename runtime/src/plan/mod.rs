@@ -129,6 +129,7 @@ impl Plan {
         let graph = read
             .map_err(|panic| PlanError::Graph(format!("tract-nnef cannot read it: {}", one_line(panic_message(&*panic)))))?
             .map_err(|e| PlanError::Graph(one_line(&format!("{e:#}"))))?;
+        check_types_built(&graph)?;
         check_graph_matches_manifest(&graph, &manifest)?;
         Ok(Plan { manifest, graph, checksum: container::hex(&parts.checksum) })
     }
@@ -261,6 +262,22 @@ fn check_tract_version(written: &str) -> Result<(), PlanError> {
     if wmaj == rmaj && wmin == rmin && wpatch <= rpatch { Ok(()) } else { Err(err()) }
 }
 
+/// A device build with the `lean-types` feature has no tract code for some tensor types (f16, f64,
+/// 16-bit and unsigned wide integers: vendor/tract-data/PERCH.md). A graph holding one is refused here, before
+/// it can reach that missing code. Without the feature every type passes.
+fn check_types_built(graph: &TypedModel) -> Result<(), PlanError> {
+    for node in graph.nodes() {
+        if let Some(dt) = node.outputs.iter().map(|o| o.fact.datum_type).find(|dt| !dt.is_built()) {
+            return Err(PlanError::Graph(format!(
+                "node {:?} holds {dt:?} tensors, which this perch-run was built without (feature \
+                 lean-types); a build without that feature runs this plan",
+                node.name
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn check_graph_matches_manifest(graph: &TypedModel, manifest: &Manifest) -> Result<(), PlanError> {
     let inconsistent = |what: String| Err(PlanError::Manifest(what));
     // Everything downstream indexes by these: a manifest that lies about them is refused here.
@@ -311,6 +328,25 @@ fn check_graph_matches_manifest(graph: &TypedModel, manifest: &Manifest) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The cross tests (`cargo xtask test`) run this with `lean-types`, as the device binary is built.
+    #[test]
+    fn lean_builds_refuse_graphs_holding_types_left_out_of_tract() {
+        let graph = "version 1.0;\nextension tract_registry tract_core;\n\ngraph g( input ) -> ( output )\n{\n  input = external<scalar>(shape = [1, 4]);\n  \
+                     half = tract_core_cast(input, to = \"f16\");\n  output = tract_core_cast(half, to = \"f32\");\n}\n";
+        let tar = archive::tests::tar(&[("graph.nnef", graph.as_bytes().to_vec())]);
+        let model = crate::ops::nnef().model_for_read(&mut &*tar).unwrap();
+        let checked = check_types_built(&model);
+        if cfg!(feature = "lean-types") {
+            let err = checked.unwrap_err().to_string();
+            assert!(err.contains("node \"half\" holds F16 tensors") && err.contains("lean-types"), "{err}");
+        } else {
+            checked.unwrap();
+            let out = model.into_runnable().unwrap().run(tvec![tensor2(&[[1f32, 0.5, -2., 3.]]).into()]).unwrap();
+            assert_eq!(out[0].to_plain_array_view::<f32>().unwrap().iter().copied().collect::<Vec<_>>(), [1., 0.5, -2., 3.]);
+        }
+        // The float and int8 plans Perch writes hold none of those types: the golden tests load them.
+    }
 
     #[test]
     fn atomic_write_replaces_whole_or_not_at_all() {

@@ -130,6 +130,20 @@ pub enum DatumType {
 }
 
 impl DatumType {
+    /// Perch patch (PERCH.md): whether tract's per-type code is built for this type (always,
+    /// unless the `lean-types` feature left it out; see [`Datum::BUILT`]).
+    pub fn is_built(&self) -> bool {
+        match self.unquantized() {
+            DatumType::F16 => f16::BUILT,
+            DatumType::F64 => f64::BUILT,
+            DatumType::I16 => i16::BUILT,
+            DatumType::U16 => u16::BUILT,
+            DatumType::U32 => u32::BUILT,
+            DatumType::U64 => u64::BUILT,
+            _ => true,
+        }
+    }
+
     pub fn super_types(&self) -> TVec<DatumType> {
         use DatumType::*;
         if *self == String || *self == TDim || *self == Blob || *self == Bool || self.is_quantized()
@@ -340,7 +354,25 @@ impl DatumType {
 
     #[inline]
     pub fn size_of(&self) -> usize {
-        dispatch_datum!(std::mem::size_of(self)())
+        // Perch patch: spelled out rather than dispatched, so that it answers for every type in a
+        // `lean-types` build too (type promotion asks it about types no tensor holds).
+        use std::mem::size_of;
+        match self {
+            DatumType::Bool => size_of::<bool>(),
+            DatumType::U8 | DatumType::I8 | DatumType::QI8(_) | DatumType::QU8(_) => 1,
+            DatumType::U16 | DatumType::I16 | DatumType::F16 => 2,
+            DatumType::U32 | DatumType::I32 | DatumType::F32 | DatumType::QI32(_) => 4,
+            DatumType::U64 | DatumType::I64 | DatumType::F64 => 8,
+            DatumType::Blob => size_of::<Blob>(),
+            DatumType::TDim => size_of::<TDim>(),
+            DatumType::String => size_of::<String>(),
+            #[cfg(feature = "complex")]
+            DatumType::ComplexI16 | DatumType::ComplexF16 => 4,
+            #[cfg(feature = "complex")]
+            DatumType::ComplexI32 | DatumType::ComplexF32 => 8,
+            #[cfg(feature = "complex")]
+            DatumType::ComplexI64 | DatumType::ComplexF64 => 16,
+        }
     }
 
     pub fn min_value(&self) -> Tensor {
@@ -481,10 +513,27 @@ pub trait Datum:
     fn name() -> &'static str;
     fn datum_type() -> DatumType;
     fn is<D: Datum>() -> bool;
+    /// Perch patch (PERCH.md): whether tract's per-type code is built for this type. False
+    /// for f16, f64, i16, u16, u32 and u64 with the `lean-types` feature, which leaves them out of
+    /// the dispatch macros and tract-core's per-type op code (a smaller device binary).
+    const BUILT: bool = true;
+}
+
+/// Perch patch: the dispatch macros' answer for a type built without code (`lean-types`).
+#[cold]
+#[inline(never)]
+pub fn not_built(dt: impl fmt::Debug) -> ! {
+    panic!("{dt:?} tensors are not supported by this build of tract (feature lean-types)")
 }
 
 macro_rules! datum {
+    ($t:ty, $v:ident, lean) => {
+        datum!($t, $v, { const BUILT: bool = !cfg!(feature = "lean-types"); });
+    };
     ($t:ty, $v:ident) => {
+        datum!($t, $v, {});
+    };
+    ($t:ty, $v:ident, { $($built:tt)* }) => {
         impl From<$t> for Tensor {
             fn from(it: $t) -> Tensor {
                 tensor0(it)
@@ -503,22 +552,24 @@ macro_rules! datum {
             fn is<D: Datum>() -> bool {
                 Self::datum_type() == D::datum_type()
             }
+
+            $($built)*
         }
     };
 }
 
 datum!(bool, Bool);
-datum!(f16, F16);
+datum!(f16, F16, lean);
 datum!(f32, F32);
-datum!(f64, F64);
+datum!(f64, F64, lean);
 datum!(i8, I8);
-datum!(i16, I16);
+datum!(i16, I16, lean);
 datum!(i32, I32);
 datum!(i64, I64);
 datum!(u8, U8);
-datum!(u16, U16);
-datum!(u32, U32);
-datum!(u64, U64);
+datum!(u16, U16, lean);
+datum!(u32, U32, lean);
+datum!(u64, U64, lean);
 datum!(TDim, TDim);
 datum!(String, String);
 datum!(crate::blob::Blob, Blob);

@@ -65,6 +65,8 @@ pub mod knobs;
 
 mod blob;
 mod datum;
+#[doc(hidden)]
+pub use datum::not_built;
 mod dim;
 pub mod dyn_eq;
 mod exotic;

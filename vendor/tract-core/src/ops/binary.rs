@@ -1208,6 +1208,8 @@ fn fuse_elementwise_chain(
     Ok(Some(patch))
 }
 
+// Perch patch (vendor/tract-data/PERCH.md): each type's arm is guarded by `Datum::BUILT`, so a
+// `lean-types` build has no code for the types it leaves out.
 #[macro_export]
 macro_rules! bin_to_super_type {
     ($func:ident, $Op:ident,
@@ -1241,7 +1243,7 @@ macro_rules! bin_to_super_type {
                     // storage). Iterate over slices directly.
                     if c.shape() == a.shape() && a.shape() == b.shape() {
                         $(
-                            $(if c.datum_type() == $typ::datum_type() {
+                            $(if <$typ as Datum>::BUILT && c.datum_type() == $typ::datum_type() {
                                 let cab: fn(&mut $typ, &$typ, &$typ) -> () = $cab;
                                 let a_plain = a.try_as_plain_ram()?;
                                 let a_slice = a_plain.as_slice::<$typ>()?;
@@ -1284,7 +1286,7 @@ macro_rules! bin_to_super_type {
                         )?
                     }
                     $(
-                        $(if c.datum_type() == $typ::datum_type() {
+                        $(if <$typ as Datum>::BUILT && c.datum_type() == $typ::datum_type() {
                             let a = a.to_plain_array_view::<$typ>()?;
                             let b = b.to_plain_array_view::<$typ>()?;
                             let mut c_plain = c.try_as_plain_ram_mut()?;
@@ -1327,7 +1329,7 @@ macro_rules! bin_to_super_type {
                 // the same shape (and hence same len for plain storage).
                 if a.shape() == b.shape() {
                     $(
-                        $(if b.datum_type() == $typ::datum_type() {
+                        $(if <$typ as Datum>::BUILT && b.datum_type() == $typ::datum_type() {
                             let cab: fn(&mut $typ, &$typ, &$typ) -> () = $cab;
                             let b_plain = b.try_as_plain_ram()?;
                             let b_slice = b_plain.as_slice::<$typ>()?;
@@ -1364,7 +1366,7 @@ macro_rules! bin_to_super_type {
                     )?
                 }
                 $(
-                    $(if b.datum_type() == $typ::datum_type() {
+                    $(if <$typ as Datum>::BUILT && b.datum_type() == $typ::datum_type() {
                         let cab: fn(&mut $typ, &$typ, &$typ) -> () = $cab;
                         let b = b.to_plain_array_view::<$typ>()?;
                         let mut a_plain = a.try_as_plain_ram_mut()?;

@@ -231,6 +231,8 @@ impl TypedOp for ElementWiseOp {
     as_op!();
 }
 
+// Perch patch (vendor/tract-data/PERCH.md): each type's arm is guarded by `Datum::BUILT`, so a
+// `lean-types` build has no code for the types it leaves out.
 #[macro_export]
 macro_rules! element_wise {
     ($func:ident, $Op:ident $({$( $(#[$meta: meta])? $var: ident : $var_typ: path),*})?,
@@ -252,7 +254,7 @@ macro_rules! element_wise {
             }
             fn eval_in_place(&self, t: &mut Tensor, out_dt: Option<DatumType>) -> TractResult<()> {
                 $(
-                    $(if out_dt.unwrap_or(t.datum_type()) == $typ::datum_type() {
+                    $(if <$typ as Datum>::BUILT && out_dt.unwrap_or(t.datum_type()) == $typ::datum_type() {
                         let mut t_plain = t.try_as_plain_ram_mut()?;
                         let t: &mut[$typ] = t_plain.as_slice_mut::<$typ>()?;
                         let f: fn(&Self, &mut[$typ]) -> TractResult<()> = $f;
@@ -343,6 +345,8 @@ macro_rules! element_wise {
     }
 }
 
+// Perch patch (vendor/tract-data/PERCH.md): each type's arm is guarded by `Datum::BUILT`, so a
+// `lean-types` build has no code for the types it leaves out.
 #[macro_export]
 macro_rules! element_wise_oop {
     ($(#[$fmeta:meta])* $func:ident, $Op:ident $({$( $(#[$meta: meta])? $var: ident : $var_typ: path),*})?,
@@ -380,7 +384,7 @@ macro_rules! element_wise_oop {
             fn eval_out_of_place(&self, t: &Tensor, _out_dt: Option<DatumType>) -> TractResult<Tensor> {
                 $(
                     let mut dst = unsafe { Tensor::uninitialized_dt(<$typ_dst>::datum_type(), &t.shape())? };
-                    $(if t.datum_type() == $typ::datum_type() {
+                    $(if <$typ as Datum>::BUILT && t.datum_type() == $typ::datum_type() {
                         let f: fn(&Self, &[$typ], &mut[$typ_dst]) -> TractResult<()> = $f;
                         let t_plain = t.try_as_plain_ram()?;
                         let in_slice: &[$typ] = t_plain.as_slice::<$typ>()?;

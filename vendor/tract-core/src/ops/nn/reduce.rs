@@ -14,18 +14,20 @@ use tract_linalg::routines::Func;
 use tract_ndarray::prelude::*;
 use tract_num_traits::{AsPrimitive, Bounded};
 
+// Perch patch (vendor/tract-data/PERCH.md): each type's arm is guarded by `Datum::BUILT`, so a
+// `lean-types` build has no code for the types it leaves out.
 macro_rules! r {
     ($($path:ident)::* ($dt:expr) ($($args:expr),*)) => {
         match $dt {
             DatumType::U8   => $($path)::*::<u8,_,_,_>($($args),*),
             DatumType::I8   => $($path)::*::<i8,_,_,_>($($args),*),
-            DatumType::U16  => $($path)::*::<u16,_,_,_>($($args),*),
-            DatumType::I16  => $($path)::*::<i16,_,_,_>($($args),*),
+            DatumType::U16 if <u16 as Datum>::BUILT => $($path)::*::<u16,_,_,_>($($args),*),
+            DatumType::I16 if <i16 as Datum>::BUILT => $($path)::*::<i16,_,_,_>($($args),*),
             DatumType::I32  => $($path)::*::<i32,_,_,_>($($args),*),
             DatumType::I64  => $($path)::*::<i64,_,_,_>($($args),*),
-            DatumType::F16  => $($path)::*::<f16,_,_,_>($($args),*),
+            DatumType::F16 if <f16 as Datum>::BUILT => $($path)::*::<f16,_,_,_>($($args),*),
             DatumType::F32  => $($path)::*::<f32,_,_,_>($($args),*),
-            DatumType::F64  => $($path)::*::<f64,_,_,_>($($args),*),
+            DatumType::F64 if <f64 as Datum>::BUILT => $($path)::*::<f64,_,_,_>($($args),*),
             DatumType::QI8(_)  => $($path)::*::<i8,_,_,_>($($args),*),
             DatumType::QU8(_)  => $($path)::*::<u8,_,_,_>($($args),*),
             _ => bail!("{:?} is not a number", $dt)
@@ -35,13 +37,13 @@ macro_rules! r {
         match $dt {
             DatumType::U8   => $($path)::*::<u8,_,_,_>($($args),*),
             DatumType::I8   => $($path)::*::<i8,_,_,_>($($args),*),
-            DatumType::U16  => $($path)::*::<u16,_,_,_>($($args),*),
-            DatumType::I16  => $($path)::*::<i16,_,_,_>($($args),*),
+            DatumType::U16 if <u16 as Datum>::BUILT => $($path)::*::<u16,_,_,_>($($args),*),
+            DatumType::I16 if <i16 as Datum>::BUILT => $($path)::*::<i16,_,_,_>($($args),*),
             DatumType::I32  => $($path)::*::<i32,_,_,_>($($args),*),
             DatumType::I64  => $($path)::*::<i64,_,_,_>($($args),*),
-            DatumType::F16  => $($path)::*::<f16,_,_,_>($($args),*),
+            DatumType::F16 if <f16 as Datum>::BUILT => $($path)::*::<f16,_,_,_>($($args),*),
             DatumType::F32  => $($path)::*::<f32,_,_,_>($($args),*),
-            DatumType::F64  => $($path)::*::<f64,_,_,_>($($args),*),
+            DatumType::F64 if <f64 as Datum>::BUILT => $($path)::*::<f64,_,_,_>($($args),*),
             DatumType::QI8(_)  => $($q_path)::*::<i8,_,_,_>($($q_args),*),
             DatumType::QU8(_)  => $($q_path)::*::<u8,_,_,_>($($q_args),*),
             _ => bail!("{:?} is not a number", $dt)
