@@ -196,7 +196,8 @@ fn test_cross() -> Result {
     }
     // Perch's int8 kernels again on a core with the dot product (SDOT; Cortex-A72 above has none).
     let mut cmd = cargo();
-    cmd.args(["test", "-p", "perch-runtime", "--features", "multithread", "--target", "aarch64-unknown-linux-gnu", "--lib", "kernels"])
+    // (`lean-types` too: the build above, reused.)
+    cmd.args(["test", "-p", "perch-runtime", "--features", "multithread,lean-types", "--target", "aarch64-unknown-linux-gnu", "--lib", "kernels"])
         .env("CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER", "qemu-aarch64 -cpu cortex-a76 -L /usr/aarch64-linux-gnu");
     run(&mut cmd)
 }
