@@ -16,6 +16,13 @@ tasks:
                thumbv6m on a Cortex-M3 board, the STM32F411 memory layout)
   goldens      rewrite the goldens from the committed models: tests/cases/*/ (plans, images, expected
                outputs, accuracy per target) and the board app's plan and test vectors
+  device-binary [--target TRIPLE] [--no-server] [--relr]
+               the board's perch-run, stripped and as small as it safely gets: the device profile with
+               `lean-types` (BENCHMARKS.md, binary size), for aarch64-unknown-linux-gnu (default) or
+               armv7-unknown-linux-gnueabihf; prints its path and size. --no-server leaves out `serve`;
+               --relr links with rust-lld and packed relocations, 0.57 MB less, but the board then needs
+               glibc 2.36 or newer (Raspberry Pi OS bookworm has it; Jetson's Ubuntu 20.04 and 22.04
+               do not, and refuse to start it)
   measure      release binary sizes and the instruction count of one fashion-resnet inference on
                Cortex-A72 under qemu (needs ../shared/tools/insncount)
   accuracy-ort ONNX Runtime's float and int8 (quantize_static QDQ, same calibration) top-1 on the
@@ -452,6 +459,56 @@ fn accuracy_ort() -> Result {
     run(Command::new(python).arg(root().join("xtask/ort_accuracy.py")).args(&models))
 }
 
+fn device_binary(args: &[String]) -> Result {
+    let usage = "usage: cargo xtask device-binary [--target TRIPLE] [--no-server] [--relr]";
+    let (mut target, mut server, mut relr) = ("aarch64-unknown-linux-gnu", true, false);
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--target" => {
+                let t = args.next().ok_or(usage)?;
+                target = CROSS.iter().map(|(t, _)| *t).find(|known| known == t).ok_or_else(|| {
+                    format!("--target {t}: the device targets are {}", CROSS.iter().map(|(t, _)| *t).collect::<Vec<_>>().join(", "))
+                })?;
+            }
+            "--no-server" => server = false,
+            "--relr" => relr = true,
+            _ => return Err(format!("unknown argument {arg:?}\n{usage}")),
+        }
+    }
+    setup()?;
+    let mut cmd = cargo();
+    cmd.args(["build", "--profile", "device", "-p", "perch-run", "--target", target, "--features", "lean-types"]);
+    if !server {
+        cmd.arg("--no-default-features");
+    }
+    if relr {
+        // rust-lld, through the gcc wrapper rustup ships: the cross binutils' ld (2.40) cannot pack
+        // AArch64 relocations. Only the target's crates see RUSTFLAGS with --target, so switching
+        // --relr on or off rebuilds them.
+        let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+        let sysroot = output(Command::new(&rustc).current_dir(root()).args(["--print", "sysroot"]))?;
+        let version = output(Command::new(&rustc).current_dir(root()).arg("-vV"))?;
+        let host = version.lines().find_map(|l| l.strip_prefix("host: ")).ok_or("`rustc -vV` names no host")?;
+        let gcc_ld = Path::new(sysroot.trim()).join("lib/rustlib").join(host).join("bin/gcc-ld");
+        let flags = format!(
+            "{} -C link-arg=-B{} -C link-arg=-fuse-ld=lld -C link-arg=-Wl,-z,pack-relative-relocs",
+            std::env::var("RUSTFLAGS").unwrap_or_default(),
+            gcc_ld.display()
+        );
+        eprintln!("RUSTFLAGS={}", flags.trim());
+        cmd.env("RUSTFLAGS", flags.trim());
+    }
+    run(&mut cmd)?;
+    let path = target_dir().join(target).join("device/perch-run");
+    let size = std::fs::metadata(&path).map_err(|e| format!("{}: {e}", path.display()))?.len();
+    println!("{}: {size} bytes ({:.2} MB), stripped", path.display(), size as f64 / 1e6);
+    if relr {
+        println!("packed relocations: the board needs glibc 2.36 or newer (`ldd --version` there)");
+    }
+    Ok(())
+}
+
 fn measure() -> Result {
     setup()?;
     let plugin = insncount_plugin()?;
@@ -669,6 +726,7 @@ fn main() -> ExitCode {
         "test" => test(),
         "test-cross" => test_cross(),
         "goldens" => goldens(),
+        "device-binary" => device_binary(&std::env::args().skip(2).collect::<Vec<_>>()),
         "measure" => measure(),
         "accuracy-ort" => accuracy_ort(),
         "test-firmware" => test_firmware(),
