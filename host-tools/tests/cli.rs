@@ -396,3 +396,84 @@ fn build_writes_every_artifact() {
     assert_eq!(int8.manifest.quantization.scheme, "int8");
     assert_eq!(int8.manifest.accuracy.unwrap().images, 200, "accuracy sealed into the plan");
 }
+
+/// `Relu` computed in f64 between two casts: x [1, 1, 2, 2] f32 -> [1, 4] f32.
+fn onnx_computing_in_f64() -> Vec<u8> {
+    use prost::Message;
+    use tract_onnx::pb;
+    let value_info = |name: &str, dims: &[i64]| pb::ValueInfoProto {
+        name: name.into(),
+        r#type: Some(pb::TypeProto {
+            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
+                elem_type: pb::tensor_proto::DataType::Float as i32,
+                shape: Some(pb::TensorShapeProto {
+                    dim: dims
+                        .iter()
+                        .map(|&d| pb::tensor_shape_proto::Dimension {
+                            value: Some(pb::tensor_shape_proto::dimension::Value::DimValue(d)),
+                            ..Default::default()
+                        })
+                        .collect(),
+                }),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let cast = |input: &str, output: &str, to: pb::tensor_proto::DataType| pb::NodeProto {
+        input: vec![input.into()],
+        output: vec![output.into()],
+        op_type: "Cast".into(),
+        name: output.into(),
+        attribute: vec![pb::AttributeProto {
+            name: "to".into(),
+            r#type: pb::attribute_proto::AttributeType::Int as i32,
+            i: to as i64,
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let node = |op: &str, input: &str, output: &str| pb::NodeProto {
+        input: vec![input.into()],
+        output: vec![output.into()],
+        op_type: op.into(),
+        name: output.into(),
+        ..Default::default()
+    };
+    let graph = pb::GraphProto {
+        node: vec![
+            cast("x", "wide", pb::tensor_proto::DataType::Double),
+            node("Relu", "wide", "relu"),
+            cast("relu", "narrow", pb::tensor_proto::DataType::Float),
+            node("Flatten", "narrow", "y"),
+        ],
+        name: "f64".into(),
+        input: vec![value_info("x", &[1, 1, 2, 2])],
+        output: vec![value_info("y", &[1, 4])],
+        ..Default::default()
+    };
+    pb::ModelProto {
+        ir_version: 7,
+        opset_import: vec![pb::OperatorSetIdProto { domain: String::new(), version: 13 }],
+        graph: Some(graph),
+        ..Default::default()
+    }
+    .encode_to_vec()
+}
+
+#[test]
+fn plans_the_lean_device_binary_would_refuse_get_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("f64.onnx");
+    std::fs::write(&model, onnx_computing_in_f64()).unwrap();
+    let plan = dir.path().join("f64.perch");
+    let out = perch(&["compile", model.to_str().unwrap(), "-o", plan.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("holds F64 tensors") && stderr.contains("lean-types"), "{stderr}");
+    // The example's plan gets no such warning (compiles_the_example_and_leaves_nothing_else_behind
+    // covers it running; here only the absence of the warning).
+    let example_plan = dir.path().join("m.perch");
+    let out = perch(&["compile", example().to_str().unwrap(), "-o", example_plan.to_str().unwrap()]);
+    assert!(out.status.success() && !String::from_utf8_lossy(&out.stderr).contains("lean-types"), "{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -130,18 +130,24 @@ pub enum DatumType {
 }
 
 impl DatumType {
-    /// Perch patch (PERCH.md): whether tract's per-type code is built for this type (always,
-    /// unless the `lean-types` feature left it out; see [`Datum::BUILT`]).
-    pub fn is_built(&self) -> bool {
+    /// Perch patch (PERCH.md): whether a build with the `lean-types` feature has tract's per-type
+    /// code for this type, whether or not this build has the feature (see [`Datum::LEAN_KEPT`]).
+    pub fn kept_by_lean_types(&self) -> bool {
         match self.unquantized() {
-            DatumType::F16 => f16::BUILT,
-            DatumType::F64 => f64::BUILT,
-            DatumType::I16 => i16::BUILT,
-            DatumType::U16 => u16::BUILT,
-            DatumType::U32 => u32::BUILT,
-            DatumType::U64 => u64::BUILT,
+            DatumType::F16 => f16::LEAN_KEPT,
+            DatumType::F64 => f64::LEAN_KEPT,
+            DatumType::I16 => i16::LEAN_KEPT,
+            DatumType::U16 => u16::LEAN_KEPT,
+            DatumType::U32 => u32::LEAN_KEPT,
+            DatumType::U64 => u64::LEAN_KEPT,
             _ => true,
         }
+    }
+
+    /// Perch patch (PERCH.md): whether this build has tract's per-type code for this type (always,
+    /// unless the `lean-types` feature left it out; see [`Datum::BUILT`]).
+    pub fn is_built(&self) -> bool {
+        !cfg!(feature = "lean-types") || self.kept_by_lean_types()
     }
 
     pub fn super_types(&self) -> TVec<DatumType> {
@@ -513,10 +519,13 @@ pub trait Datum:
     fn name() -> &'static str;
     fn datum_type() -> DatumType;
     fn is<D: Datum>() -> bool;
-    /// Perch patch (PERCH.md): whether tract's per-type code is built for this type. False
-    /// for f16, f64, i16, u16, u32 and u64 with the `lean-types` feature, which leaves them out of
-    /// the dispatch macros and tract-core's per-type op code (a smaller device binary).
-    const BUILT: bool = true;
+    /// Perch patch (PERCH.md): false for the types the `lean-types` feature leaves out of the
+    /// dispatch macros and tract-core's per-type op code (f16, f64, i16, u16, u32 and u64), with or
+    /// without the feature.
+    const LEAN_KEPT: bool = true;
+    /// Perch patch: whether this build has tract's per-type code for this type, always true
+    /// without `lean-types`.
+    const BUILT: bool = !cfg!(feature = "lean-types") || Self::LEAN_KEPT;
 }
 
 /// Perch patch: the dispatch macros' answer for a type built without code (`lean-types`).
@@ -528,7 +537,7 @@ pub fn not_built(dt: impl fmt::Debug) -> ! {
 
 macro_rules! datum {
     ($t:ty, $v:ident, lean) => {
-        datum!($t, $v, { const BUILT: bool = !cfg!(feature = "lean-types"); });
+        datum!($t, $v, { const LEAN_KEPT: bool = false; });
     };
     ($t:ty, $v:ident) => {
         datum!($t, $v, {});

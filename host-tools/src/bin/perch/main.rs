@@ -415,6 +415,12 @@ fn compile_cmd(args: &CompileArgs) -> Result<()> {
         return compile_mcu(args, &graph, &manifest, chip);
     }
     let (mut bytes, plan) = compile::round_trip(&mut manifest, &graph)?;
+    if let Some((node, dt)) = perch_runtime::plan::first_type_left_out_by_lean_types(&plan.graph) {
+        eprintln!(
+            "warning: node {node:?} holds {dt:?} tensors: the small device binary (`cargo xtask device-binary`, \
+             feature lean-types) refuses this plan; a perch-run built without that feature runs it"
+        );
+    }
     if let Some(data) = &args.eval_data {
         let mut dataset = Dataset::open(data)?;
         if let Some(n) = args.eval_limit {
